@@ -1,0 +1,300 @@
+"""The configuration tree: pydantic models of the YAML file. The only place defaults live.
+
+Every key has a default, so an empty file is a valid configuration. Unknown keys, wrong types
+and out-of-range values are refused with the key's path (``bittorrent.timeout: ...``) before
+anything starts. The sections ``federate``, ``topology``, ``bittorrent`` and ``chunk`` keep the
+key names of the original FLTorrent configuration (SPEC §3); the others are ours.
+
+Components never read this tree: ``runtime`` turns it into explicit keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fltorrent.errors import ConfigError
+from fltorrent.topology import build_topology
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+Seconds = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class FederateConfig(_Section):
+    """Who takes part and for how long (FederatedScope / FLTorrent names)."""
+
+    client_num: PositiveInt = 8
+    total_round_num: PositiveInt = 20
+    mode: Literal["distributed"] = Field(
+        "distributed",
+        description="'distributed': every peer exchanges over real sockets.",
+    )
+    seed: int = Field(0, ge=0)
+
+
+class TopologyConfig(_Section):
+    """The overlay graph among peers."""
+
+    use: bool = True
+    type: Literal["star", "ring", "mesh", "tree", "full", "custom"] = "mesh"
+    connections: PositiveInt = 3
+    branching: PositiveInt = 2
+    custom_graph: dict[int, list[int]] | None = None
+
+
+class BitTorrentConfig(_Section):
+    """The exchange: deadlines, completion threshold, piece and pipeline settings."""
+
+    enable: bool = True
+    timeout: Seconds = Field(600.0, description="per-round exchange deadline, seconds")
+    chunk_selection: Literal["rarest_first"] = "rarest_first"
+    min_completion_ratio: Fraction = 0.8
+    block_size: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
+    max_frame_size: int = Field(2 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    max_inflight_bytes: int = Field(4 * 1024 * 1024, ge=16 * 1024)
+    request_timeout: Seconds = 30.0
+    connect_timeout: Seconds = 5.0
+    idle_timeout: Seconds = 120.0
+    keepalive_interval: Seconds = 30.0
+    seed_grace: float = Field(
+        10.0, ge=0.0, description="seconds a finished peer keeps seeding for late peers"
+    )
+
+    @model_validator(mode="after")
+    def _block_fits_frame(self) -> BitTorrentConfig:
+        if self.block_size + 64 > self.max_frame_size:
+            raise ValueError("block_size must be smaller than max_frame_size")
+        return self
+
+
+class MagnitudeConfig(_Section):
+    history_window: PositiveInt = 10
+    use_variance: bool = True
+
+
+class L2NormConfig(_Section):
+    depth_boost: float = Field(0.3, ge=0.0)
+    normalize_by_size: bool = True
+
+
+class SnipConfig(_Section):
+    batch_size: PositiveInt = 128
+
+
+class FisherConfig(_Section):
+    num_samples: PositiveInt = 100
+    damping: float = Field(0.001, ge=0.0)
+
+
+class ImportanceConfig(_Section):
+    magnitude: MagnitudeConfig = MagnitudeConfig()
+    l2_norm: L2NormConfig = L2NormConfig()
+    snip: SnipConfig = SnipConfig()
+    fisher: FisherConfig = FisherConfig()
+
+
+class ChunkConfig(_Section):
+    """How an update is cut into pieces and how pieces are scored."""
+
+    num_chunks: PositiveInt | None = 20
+    chunk_bytes: PositiveInt | None = None
+    importance_method: Literal["magnitude", "l2_norm", "snip", "fisher", "random", "adaptive"] = (
+        "l2_norm"
+    )
+    importance_config: ImportanceConfig = ImportanceConfig()
+
+    @model_validator(mode="after")
+    def _one_size(self) -> ChunkConfig:
+        explicit = self.model_fields_set
+        if "num_chunks" in explicit and "chunk_bytes" in explicit:
+            if self.num_chunks is not None and self.chunk_bytes is not None:
+                raise ValueError("set num_chunks or chunk_bytes, not both")
+        if self.num_chunks is None and self.chunk_bytes is None:
+            raise ValueError("set num_chunks or chunk_bytes")
+        return self
+
+    def plan_size(self) -> dict[str, int]:
+        """Keyword arguments for the chunk plan: ``chunk_bytes`` when set wins."""
+        if self.chunk_bytes is not None:
+            return {"chunk_bytes": self.chunk_bytes}
+        assert self.num_chunks is not None
+        return {"num_chunks": self.num_chunks}
+
+
+class DataConfig(_Section):
+    """Built-in dataset and how it is split among peers."""
+
+    name: Literal["mnist1d", "digits", "synthetic"] = "mnist1d"
+    num_samples: PositiveInt | None = None
+    partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
+    alpha: float = Field(0.5, gt=0.0)
+    shards_per_client: PositiveInt = 2
+    min_samples: int = Field(10, ge=0)
+    synthetic_alpha: float = Field(1.0, ge=0.0)
+    synthetic_beta: float = Field(1.0, ge=0.0)
+    cache_dir: Path | None = None
+
+
+class ModelConfig(_Section):
+    """Which model of the zoo."""
+
+    name: Literal["mlp", "cnn1d", "cnn2d"] = "cnn1d"
+    hidden: PositiveInt = 32
+
+
+class TrainConfig(_Section):
+    """Local training on each peer."""
+
+    local_epochs: PositiveInt = 1
+    batch_size: PositiveInt = 32
+    lr: float = Field(0.05, gt=0.0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+
+
+class RuntimeConfig(_Section):
+    """Where and how the peers run."""
+
+    processes: bool = Field(False, description="one OS process per peer")
+    host: str = "127.0.0.1"
+    tracker_port: int = Field(0, ge=0, le=65535)
+    registration_timeout: Seconds = 120.0
+    torch_threads: PositiveInt = 1
+    train_workers: int = Field(
+        0, ge=0, description="threads training peers in one process; 0 = number of cores"
+    )
+
+
+class OutputConfig(_Section):
+    """What is written where."""
+
+    dir: Path | None = None
+    save_model: bool = True
+    progress: Literal["auto", "rich", "plain", "none"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+
+
+class Config(_Section):
+    """The whole configuration."""
+
+    federate: FederateConfig = FederateConfig()
+    topology: TopologyConfig = TopologyConfig()
+    bittorrent: BitTorrentConfig = BitTorrentConfig()
+    chunk: ChunkConfig = ChunkConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    output: OutputConfig = OutputConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        # ConfigError (not ValueError) passes through pydantic untouched, with its key path.
+        if self.data.partition == "natural" and self.data.name != "synthetic":
+            raise ConfigError("'natural' needs data.name 'synthetic'", path="data.partition")
+        if self.model.name == "cnn2d" and self.data.name != "digits":
+            raise ConfigError("'cnn2d' needs image data (data.name 'digits')", path="model.name")
+        if self.topology.use:
+            # Raises ConfigError with the key path for bad or disconnected graphs.
+            build_topology(
+                self.topology.type,
+                self.federate.client_num,
+                connections=self.topology.connections,
+                branching=self.topology.branching,
+                custom_graph=self.topology.custom_graph,
+                seed=self.federate.seed,
+            )
+        return self
+
+
+def _format_errors(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        given = err.get("input")
+        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(
+            given, dict
+        ) else f" (got {given!r})"
+        lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
+    return "; ".join(lines)
+
+
+def parse_config(raw: Mapping[str, Any] | None) -> Config:
+    """Validate a plain mapping; raises :class:`ConfigError` naming each bad key path."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("the configuration must be a mapping of sections")
+    try:
+        return Config.model_validate(dict(raw))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a raw mapping."""
+    result: dict[str, Any] = {k: v for k, v in raw.items()}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = {}
+            elif not isinstance(child, dict):
+                raise ConfigError("is not a section", path=".".join(parts[: i + 1]))
+            else:
+                child = dict(child)
+            node[part] = child
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return result
+
+
+def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML file (or nothing), apply overrides, validate."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{p} must hold a mapping of sections, not {type(raw).__name__}")
+    return parse_config(apply_overrides(raw, overrides))
+
+
+def dump_config(config: Config) -> str:
+    """The resolved configuration as YAML (paths as strings)."""
+    data = config.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False)

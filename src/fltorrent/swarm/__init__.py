@@ -1,0 +1,18 @@
+"""Swarm layer: blobs of bytes exchanged in pieces among neighbours. Never imports torch."""
+
+from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.manifest import Manifest, sha256
+from fltorrent.swarm.store import Blob, BlockResult
+from fltorrent.swarm.swarm import ManifestCheck, Swarm, SwarmOptions, WantFn
+
+__all__ = [
+    "Blob",
+    "BlockResult",
+    "Counters",
+    "Manifest",
+    "ManifestCheck",
+    "Swarm",
+    "SwarmOptions",
+    "WantFn",
+    "sha256",
+]

@@ -1,0 +1,89 @@
+"""Piece availability and the piece picker: rarest first, importance breaks ties.
+
+Availability counts, per known blob and piece, how many connected neighbours hold the piece.
+The picker chooses, for one neighbour, the piece to start next among those the neighbour holds,
+we lack, we want, and nobody is downloading yet: the lowest availability first (so rare pieces
+spread before their holders leave, as BEP 3 advises), then the highest importance, then at
+random (so neighbours do not all start on the same piece).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+from fltorrent.swarm.store import Blob
+
+PieceKey = tuple[bytes, int]
+
+
+class PiecePicker:
+    """Availability bookkeeping and piece choice for one swarm."""
+
+    def __init__(self, *, seed: int = 0) -> None:
+        self.availability: dict[bytes, list[int]] = {}
+        self._rng = random.Random(seed)
+
+    def track(self, blob_id: bytes, num_pieces: int) -> None:
+        """Start counting availability for a blob (idempotent)."""
+        self.availability.setdefault(blob_id, [0] * num_pieces)
+
+    def forget(self, blob_id: bytes) -> None:
+        """Stop counting availability for a blob."""
+        self.availability.pop(blob_id, None)
+
+    def add(self, blob_id: bytes, bits: Iterable[bool], sign: int = 1) -> None:
+        """Count (or with ``sign=-1`` uncount) a neighbour's pieces of a blob."""
+        avail = self.availability.get(blob_id)
+        if avail is None:
+            return
+        for i, held in enumerate(bits):
+            if held:
+                avail[i] += sign
+
+    def add_piece(self, blob_id: bytes, piece: int) -> None:
+        """Count one more holder of one piece."""
+        avail = self.availability.get(blob_id)
+        if avail is not None:
+            avail[piece] += 1
+
+    def pick(
+        self,
+        candidates: Iterable[tuple[Blob, list[bool]]],
+        busy: Callable[[PieceKey], bool],
+    ) -> PieceKey | None:
+        """Best piece to start among ``(blob, neighbour's bits)`` pairs, or ``None``.
+
+        ``busy`` says whether a piece is already being downloaded.
+        """
+        best: PieceKey | None = None
+        best_rank: tuple[int, float, float] | None = None
+        rand = self._rng.random
+        for blob, bits in candidates:
+            blob_id = blob.blob_id
+            avail = self.availability.get(blob_id)
+            if avail is None:
+                continue
+            importance = blob.manifest.importance
+            pieces = blob.pieces
+            for i, held in enumerate(bits):
+                if not held or pieces[i] is not None or busy((blob_id, i)):
+                    continue
+                rank = (avail[i], -importance[i], rand())
+                if best_rank is None or rank < best_rank:
+                    best_rank = rank
+                    best = (blob_id, i)
+        return best
+
+    def available_unstarted(
+        self, blobs: Iterable[Blob], busy: Callable[[PieceKey], bool]
+    ) -> bool:
+        """Whether some wanted piece is held by a neighbour and nobody downloads it yet."""
+        for blob in blobs:
+            avail = self.availability.get(blob.blob_id)
+            if avail is None:
+                continue
+            for i, data in enumerate(blob.pieces):
+                if data is None and avail[i] > 0 and not busy((blob.blob_id, i)):
+                    return True
+        return False

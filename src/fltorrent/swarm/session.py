@@ -1,0 +1,294 @@
+"""One protocol session with one neighbour: drives a sans-IO wire connection over a transport.
+
+A session owns the bytes: it reads from the connection, feeds the wire state machine, hands
+each event to its :class:`SessionHandler` (the swarm, which owns all policy), and writes what
+the handler queued. It also keeps the per-neighbour bookkeeping the handler needs: the blobs the
+remote announced (and which of their pieces it holds), the handles we gave our blobs on this
+connection, the block requests we have in flight to it, and the requests it made to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fltorrent.errors import FltorrentError, RemoteProtocolError, TransportError
+from fltorrent.net.base import Connection
+from fltorrent.swarm.counters import Counters
+from fltorrent.wire import (
+    NEED_DATA,
+    ConnectionClosed,
+    Handshake,
+    KeepAlive,
+    Message,
+    Piece,
+    Reject,
+    Request,
+    WireConnection,
+)
+
+log = logging.getLogger(__name__)
+
+RECEIVE_SIZE = 256 * 1024
+WRITE_BATCH = 512 * 1024  # bytes of piece data written per send_all, between control flushes
+
+BlockKey = tuple[bytes, int, int]  # blob id, piece, block offset
+
+
+@dataclass
+class RemoteBlob:
+    """A blob the remote announced to us, under its handle."""
+
+    blob_id: bytes
+    round: int
+    author: int
+    bits: list[bool]
+    known: bool = False  # whether its pieces are counted in our availability
+
+
+@dataclass
+class SessionStats:
+    """Per-neighbour measurements used by the request pipeline."""
+
+    rate: float = 0.0  # EWMA of useful bytes/s received
+    latency: float = 0.0  # EWMA of block round-trip seconds
+    window_bytes: int = 0
+    window_start: float = 0.0
+    corrupt: int = 0
+    unsolicited: int = 0
+
+
+class SessionHandler(Protocol):
+    """What a session asks of its owner."""
+
+    def on_open(self, session: Session) -> str | None:
+        """Called after the handshake; return a reason to refuse the session."""
+        ...
+
+    def on_message(self, session: Session, msg: Message) -> None:
+        """Handle one message; raise a :class:`FltorrentError` to drop the session."""
+        ...
+
+    def read_block(self, session: Session, req: Request) -> bytes | None:
+        """The bytes to serve for ``req``, or ``None`` to reject it."""
+        ...
+
+    def on_close(self, session: Session, reason: str) -> None:
+        """Called once when the session ends (also when it never opened)."""
+        ...
+
+
+@dataclass
+class SessionOptions:
+    """Limits and timers of a session."""
+
+    federation: str
+    peer_id: int
+    listen_port: int
+    max_frame_size: int
+    max_block_size: int
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    keepalive_interval: float = 30.0
+    max_upload_queue: int = 4096
+
+
+@dataclass
+class _Outbox:
+    control: list[bytes] = field(default_factory=list)
+    uploads: deque[Request] = field(default_factory=deque)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Session:
+    """A live connection to one neighbour."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        options: SessionOptions,
+        handler: SessionHandler,
+        counters: Counters,
+        expected_peer: int | None = None,
+    ) -> None:
+        self.conn = conn
+        self.options = options
+        self.handler = handler
+        self.counters = counters
+        self.expected_peer = expected_peer
+        self.wire = WireConnection(
+            federation=options.federation,
+            max_frame_size=options.max_frame_size,
+            max_block_size=options.max_block_size,
+        )
+        self.remote_id: int = -1
+        self.remote_port: int = 0
+        self.open = False
+        self.closed = False
+        # Remote's blobs by their handle, and the reverse map.
+        self.their: dict[int, RemoteBlob] = {}
+        self.their_handle: dict[bytes, int] = {}
+        # Our blobs' handles on this connection, and the reverse map.
+        self.our_handle: dict[bytes, int] = {}
+        self.our_blob: dict[int, bytes] = {}
+        # Requests we sent and await (active pool for this neighbour): key -> time sent.
+        self.inflight: dict[BlockKey, float] = {}
+        # Pieces being downloaded with this neighbour's help, for affinity.
+        self.downloads: dict[tuple[bytes, int], None] = {}
+        self.stats = SessionStats()
+        self._out = _Outbox()
+        self._loop = asyncio.get_running_loop()
+
+    def __repr__(self) -> str:
+        return f"<Session peer={self.remote_id} inflight={len(self.inflight)}>"
+
+    # ------------------------------------------------------------------ queueing
+    def send(self, msg: Message) -> None:
+        """Queue a control message (validated by the wire state machine now)."""
+        if self.closed:
+            return
+        data = self.wire.send(msg)
+        self._out.control.append(data)
+        self._out.wake.set()
+
+    def queue_upload(self, req: Request) -> None:
+        """Queue a request to serve; beyond the queue limit it is rejected."""
+        if len(self._out.uploads) >= self.options.max_upload_queue:
+            self.send(Reject(req.handle, req.piece, req.offset, req.length))
+            return
+        self._out.uploads.append(req)
+        self._out.wake.set()
+
+    def cancel_upload(self, handle: int, piece: int, offset: int, length: int) -> None:
+        """Drop a queued request that the remote cancelled (no-op if already sent)."""
+        with contextlib.suppress(ValueError):
+            self._out.uploads.remove(Request(handle, piece, offset, length))
+
+    def now(self) -> float:
+        """The loop's clock (virtual in simulation)."""
+        return self._loop.time()
+
+    def blobs_with_bits(self) -> Iterator[RemoteBlob]:
+        """Remote blobs whose pieces count in our availability."""
+        return (rb for rb in self.their.values() if rb.known)
+
+    # ------------------------------------------------------------------ running
+    async def run(self) -> str:
+        """Handshake, then serve until the connection ends; returns the reason it ended."""
+        reason = "closed"
+        try:
+            await self._handshake()
+            self.open = True
+            refusal = self.handler.on_open(self)
+            if refusal is not None:
+                self.open = False
+                reason = refusal
+                return reason
+            async with asyncio.TaskGroup() as tg:
+                writer = tg.create_task(self._write_loop())
+                reason = await self._read_loop()
+                writer.cancel()
+        except* RemoteProtocolError as eg:
+            reason = f"protocol error: {eg.exceptions[0]}"
+        except* TransportError as eg:
+            reason = f"transport: {eg.exceptions[0]}"
+        except* TimeoutError:
+            reason = "timed out"
+        except* FltorrentError as eg:
+            reason = f"{type(eg.exceptions[0]).__name__}: {eg.exceptions[0]}"
+        finally:
+            self.closed = True
+            self.wire.close()
+            await self.conn.aclose()
+            self.handler.on_close(self, reason)
+        return reason
+
+    async def _handshake(self) -> None:
+        opts = self.options
+        hs = Handshake(opts.federation, opts.peer_id, opts.listen_port)
+        data = self.wire.send(hs)
+        self.counters.bytes_up += len(data)
+        self.counters.control_up += len(data)
+        await self.conn.send(data)
+        async with asyncio.timeout(opts.handshake_timeout):
+            while self.wire.their_handshake is None:
+                chunk = await self.conn.receive(RECEIVE_SIZE)
+                self._count_down(chunk)
+                self.wire.receive_data(chunk)
+                ev = self.wire.next_event()
+                if isinstance(ev, ConnectionClosed):
+                    raise RemoteProtocolError("closed before handshake")
+        theirs = self.wire.their_handshake
+        if self.expected_peer is not None and theirs.peer_id != self.expected_peer:
+            raise RemoteProtocolError(
+                f"expected peer {self.expected_peer}, handshake says {theirs.peer_id}"
+            )
+        self.remote_id = theirs.peer_id
+        self.remote_port = theirs.listen_port
+
+    def _count_down(self, chunk: bytes) -> None:
+        self.counters.bytes_down += len(chunk)
+        self.counters.control_down += len(chunk)
+
+    async def _read_loop(self) -> str:
+        # Events buffered with the handshake frame are handled before reading more.
+        idle = self.options.idle_timeout
+        while True:
+            if not self._drain_events():
+                return "remote closed the connection"
+            async with asyncio.timeout(idle):
+                chunk = await self.conn.receive(RECEIVE_SIZE)
+            self._count_down(chunk)
+            self.wire.receive_data(chunk)
+
+    def _drain_events(self) -> bool:
+        while True:
+            ev = self.wire.next_event()
+            if ev is NEED_DATA:
+                return True
+            if isinstance(ev, ConnectionClosed):
+                return False
+            assert isinstance(ev, Message)
+            if isinstance(ev, Piece):
+                # Block data is payload, not control; the swarm decides useful vs duplicate.
+                self.counters.control_down -= len(ev.data)
+            self.handler.on_message(self, ev)
+
+    async def _write_loop(self) -> None:
+        out = self._out
+        counters = self.counters
+        while True:
+            if not out.control and not out.uploads:
+                out.wake.clear()
+                try:
+                    async with asyncio.timeout(self.options.keepalive_interval):
+                        await out.wake.wait()
+                except TimeoutError:
+                    self.send(KeepAlive())
+                    continue
+            batch = out.control
+            out.control = []
+            payload = 0
+            while out.uploads and payload < WRITE_BATCH:
+                req = out.uploads.popleft()
+                data = self.handler.read_block(self, req)
+                if data is None:
+                    batch.append(self.wire.send(Reject(*_fields(req))))
+                    continue
+                batch.append(self.wire.send(Piece(req.handle, req.piece, req.offset, data)))
+                payload += len(data)
+            size = sum(len(b) for b in batch)
+            counters.bytes_up += size
+            counters.payload_up += payload
+            counters.control_up += size - payload
+            await self.conn.send_all(batch)
+
+
+def _fields(req: Request) -> tuple[int, int, int, int]:
+    return req.handle, req.piece, req.offset, req.length

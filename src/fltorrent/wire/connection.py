@@ -1,0 +1,322 @@
+"""The per-connection protocol state machine, sans-IO.
+
+Theory of operation
+-------------------
+A :class:`WireConnection` never touches a socket. The code that owns the socket (TCP or the
+in-memory simulated network) feeds whatever bytes arrive to :meth:`WireConnection.receive_data`
+(``b""`` means end of stream), then drains :meth:`WireConnection.next_event` until it returns
+:data:`NEED_DATA`; it turns outgoing messages into bytes with :meth:`WireConnection.send` and
+writes them itself. This is h11's design: the same code path runs over TCP and over simulated
+links, and tests drive two connections against each other with exact bytes.
+
+The state machine enforces, in each direction:
+
+* the first frame is a ``Handshake`` with our protocol name, a supported version and the
+  expected federation id; no second handshake follows;
+* frames are at most ``max_frame_size`` bytes (checked from the header, before buffering);
+* every message is well formed (exact payload sizes, bitfields of the announced length with
+  zero spare bits, piece indices below the announced count, block lengths within limits);
+* blob handles are used only after they were announced: ``Have``, ``Bitfield``, ``Piece``,
+  ``Reject`` and ``ManifestData`` name a handle *the sender* announced, while ``Request``,
+  ``Cancel`` and ``ManifestRequest`` name a handle *the receiver* announced; a handle is
+  announced once.
+
+Violations by the remote side raise :class:`RemoteProtocolError`; the connection is then dead
+and the owner closes it and logs the reason. Violations by our own side raise
+:class:`LocalProtocolError`. Choke and interest flags are tracked for the owner's convenience;
+a request that arrives while we choke is not an error (it may have crossed our ``Choke``), so
+the owner decides whether to reject it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum, auto
+from typing import Final
+
+from fltorrent.errors import LocalProtocolError, RemoteProtocolError
+from fltorrent.wire.messages import (
+    HEADER_SIZE,
+    PROTOCOL_NAME,
+    PROTOCOL_VERSION,
+    Announce,
+    Bitfield,
+    Cancel,
+    Choke,
+    Handshake,
+    Have,
+    Interested,
+    ManifestData,
+    ManifestRequest,
+    Message,
+    NotInterested,
+    Piece,
+    Reject,
+    Request,
+    Unchoke,
+    decode_message,
+)
+
+DEFAULT_MAX_FRAME_SIZE: Final = 2 * 1024 * 1024
+DEFAULT_MAX_BLOCK_SIZE: Final = 1024 * 1024
+MAX_PIECES_PER_BLOB: Final = 1 << 20
+MAX_HANDLES: Final = 1 << 20
+_LENGTH = struct.Struct(">I")
+
+
+class _NeedData:
+    """Sentinel type: no complete event is buffered."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    """The remote side closed its end cleanly (at a frame boundary)."""
+
+
+class State(Enum):
+    """Where one direction of the connection is."""
+
+    HANDSHAKE = auto()
+    OPEN = auto()
+    CLOSED = auto()
+    ERROR = auto()
+
+
+Event = Message | ConnectionClosed | _NeedData
+
+
+class WireConnection:
+    """One side of one protocol connection."""
+
+    def __init__(
+        self,
+        *,
+        federation: str,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_block_size: int = DEFAULT_MAX_BLOCK_SIZE,
+    ) -> None:
+        if max_block_size + 13 > max_frame_size:
+            raise ValueError("max_block_size must fit in a frame")
+        self.federation = federation
+        self.max_frame_size = max_frame_size
+        self.max_block_size = max_block_size
+        self.our_state = State.HANDSHAKE
+        self.their_state = State.HANDSHAKE
+        self.their_handshake: Handshake | None = None
+        # handle -> number of pieces, per direction of announcement
+        self.our_handles: dict[int, int] = {}
+        self.their_handles: dict[int, int] = {}
+        self.am_choking = True
+        self.am_interested = False
+        self.peer_choking = True
+        self.peer_interested = False
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+
+    # ------------------------------------------------------------------ receiving
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the network; ``b""`` signals end of stream."""
+        if self.their_state is State.ERROR:
+            raise RemoteProtocolError("connection already failed")
+        if not data:
+            self._eof = True
+            return
+        if self._eof:
+            raise LocalProtocolError("data received after end of stream")
+        buf = self._buf
+        if self._pos and self._pos * 2 >= len(buf):
+            del buf[: self._pos]
+            self._pos = 0
+        buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet turned into events."""
+        return len(self._buf) - self._pos
+
+    def next_event(self) -> Event:
+        """The next complete event, :data:`NEED_DATA`, or :class:`ConnectionClosed`."""
+        if self.their_state is State.ERROR:
+            raise RemoteProtocolError("connection already failed")
+        try:
+            return self._next_event()
+        except RemoteProtocolError:
+            self.their_state = State.ERROR
+            raise
+
+    def _next_event(self) -> Event:
+        avail = len(self._buf) - self._pos
+        if avail < 4:
+            return self._need_data(avail)
+        (length,) = _LENGTH.unpack_from(self._buf, self._pos)
+        if length == 0:
+            raise RemoteProtocolError("frame length 0 (a frame carries at least its id)")
+        if length + 4 > self.max_frame_size:
+            raise RemoteProtocolError(
+                f"frame of {length + 4} bytes exceeds the maximum of {self.max_frame_size}"
+            )
+        if avail < length + 4:
+            return self._need_data(avail)
+        message_id = self._buf[self._pos + 4]
+        start = self._pos + HEADER_SIZE
+        end = self._pos + 4 + length
+        payload = bytes(self._buf[start:end])
+        self._pos = end
+        msg = decode_message(message_id, payload)
+        self._check_incoming(msg)
+        return msg
+
+    def _need_data(self, avail: int) -> Event:
+        if self._eof:
+            if avail:
+                raise RemoteProtocolError(f"connection closed inside a frame ({avail} bytes)")
+            self.their_state = State.CLOSED
+            return ConnectionClosed()
+        return NEED_DATA
+
+    def _check_incoming(self, msg: Message) -> None:
+        if self.their_state is State.HANDSHAKE:
+            if not isinstance(msg, Handshake):
+                raise RemoteProtocolError(f"expected handshake, got {type(msg).__name__}")
+            if msg.protocol != PROTOCOL_NAME:
+                raise RemoteProtocolError(f"unknown protocol {msg.protocol!r}")
+            if msg.version != PROTOCOL_VERSION:
+                raise RemoteProtocolError(f"unsupported protocol version {msg.version}")
+            if msg.federation != self.federation:
+                raise RemoteProtocolError(
+                    f"federation {msg.federation!r} is not ours ({self.federation!r})"
+                )
+            self.their_handshake = msg
+            self.their_state = State.OPEN
+            return
+        if isinstance(msg, Handshake):
+            raise RemoteProtocolError("second handshake")
+        _validate(msg, sender=self.their_handles, receiver=self.our_handles,
+                  max_block=self.max_block_size, err=RemoteProtocolError)
+        match msg:
+            case Announce():
+                self.their_handles[msg.handle] = msg.num_pieces
+            case Choke():
+                self.peer_choking = True
+            case Unchoke():
+                self.peer_choking = False
+            case Interested():
+                self.peer_interested = True
+            case NotInterested():
+                self.peer_interested = False
+            case _:
+                pass
+
+    # ------------------------------------------------------------------ sending
+    def send(self, msg: Message) -> bytes:
+        """Check ``msg`` against our side's state and return its bytes."""
+        if self.our_state is State.CLOSED:
+            raise LocalProtocolError("connection closed")
+        if self.our_state is State.HANDSHAKE:
+            if not isinstance(msg, Handshake):
+                raise LocalProtocolError(f"must send handshake first, not {type(msg).__name__}")
+            if msg.federation != self.federation:
+                raise LocalProtocolError("handshake federation differs from the connection's")
+            self.our_state = State.OPEN
+            return msg.encode()
+        if isinstance(msg, Handshake):
+            raise LocalProtocolError("handshake already sent")
+        _validate(msg, sender=self.our_handles, receiver=self.their_handles,
+                  max_block=self.max_block_size, err=LocalProtocolError)
+        match msg:
+            case Announce():
+                self.our_handles[msg.handle] = msg.num_pieces
+            case Choke():
+                self.am_choking = True
+            case Unchoke():
+                self.am_choking = False
+            case Interested():
+                self.am_interested = True
+            case NotInterested():
+                self.am_interested = False
+            case _:
+                pass
+        return msg.encode()
+
+    def close(self) -> None:
+        """Mark our side closed; later sends raise :class:`LocalProtocolError`."""
+        self.our_state = State.CLOSED
+
+
+def _validate(
+    msg: Message,
+    *,
+    sender: dict[int, int],
+    receiver: dict[int, int],
+    max_block: int,
+    err: type[RemoteProtocolError] | type[LocalProtocolError],
+) -> None:
+    """Check handles, indices and sizes; ``sender`` holds the handles the sender announced."""
+    name = type(msg).__name__
+    match msg:
+        case Announce():
+            if msg.handle in sender:
+                raise err(f"handle {msg.handle} announced twice")
+            if len(sender) >= MAX_HANDLES:
+                raise err("too many announced blobs on one connection")
+            if not 1 <= msg.num_pieces <= MAX_PIECES_PER_BLOB:
+                raise err(f"announce with {msg.num_pieces} pieces")
+        case Have() | Piece() | Reject():
+            _check_piece(name, msg.handle, msg.piece, sender, err)
+            if isinstance(msg, Piece) and not 0 < len(msg.data) <= max_block:
+                raise err(f"piece block of {len(msg.data)} bytes (limit {max_block})")
+            if isinstance(msg, Reject):
+                _check_block_length(name, msg.length, max_block, err)
+        case Bitfield():
+            n = _check_handle(name, msg.handle, sender, err)
+            if len(msg.bits) != (n + 7) // 8:
+                raise err(f"bitfield of {len(msg.bits)} bytes for {n} pieces")
+            spare = (8 - n % 8) % 8
+            if spare and msg.bits[-1] & ((1 << spare) - 1):
+                raise err("bitfield spare bits are set")
+        case ManifestData():
+            _check_handle(name, msg.handle, sender, err)
+        case Request() | Cancel():
+            _check_piece(name, msg.handle, msg.piece, receiver, err)
+            _check_block_length(name, msg.length, max_block, err)
+        case ManifestRequest():
+            _check_handle(name, msg.handle, receiver, err)
+        case _:
+            pass
+
+
+def _check_handle(
+    name: str, handle: int, handles: dict[int, int],
+    err: type[RemoteProtocolError] | type[LocalProtocolError],
+) -> int:
+    n = handles.get(handle)
+    if n is None:
+        raise err(f"{name} for unannounced handle {handle}")
+    return n
+
+
+def _check_piece(
+    name: str, handle: int, piece: int, handles: dict[int, int],
+    err: type[RemoteProtocolError] | type[LocalProtocolError],
+) -> None:
+    n = _check_handle(name, handle, handles, err)
+    if piece >= n:
+        raise err(f"{name} for piece {piece} of a blob with {n} pieces")
+
+
+def _check_block_length(
+    name: str, length: int, max_block: int,
+    err: type[RemoteProtocolError] | type[LocalProtocolError],
+) -> None:
+    if not 0 < length <= max_block:
+        raise err(f"{name} of {length} bytes (limit {max_block})")

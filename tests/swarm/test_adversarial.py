@@ -1,0 +1,181 @@
+"""Misbehaving neighbours: corrupt pieces, lying manifests, garbage bytes, silent seeders.
+
+Each test drives a scripted raw peer (a bare :class:`WireConnection` over the in-memory network)
+against a real swarm, and checks that the swarm drops or routes around it and carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+from fltorrent.errors import BrokenResourceError
+from fltorrent.net import MemoryNetwork
+from fltorrent.net.base import Connection
+from fltorrent.swarm import Manifest, Swarm, SwarmOptions
+from fltorrent.wire import (
+    NEED_DATA,
+    Announce,
+    Bitfield,
+    Cancel,
+    ConnectionClosed,
+    Handshake,
+    ManifestData,
+    ManifestRequest,
+    Message,
+    Piece,
+    Request,
+    Unchoke,
+    WireConnection,
+    pack_bits,
+)
+from tests.aio import aio
+from tests.swarm.helpers import FED, random_blob
+
+RAW_ID = 66
+
+
+class RawPeer:
+    """A scripted remote peer speaking the wire protocol by hand."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.wire = WireConnection(federation=FED)
+        self.received: list[Message] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        await self.send(Handshake(FED, RAW_ID, 1))
+
+    async def send(self, msg: Message) -> None:
+        try:
+            await self.conn.send(self.wire.send(msg))
+        except BrokenResourceError:
+            self.closed = True
+
+    async def pump(self, until: type[Message] | None = None, timeout: float = 5.0) -> None:
+        """Read events until one of type ``until`` arrives (or the connection closes)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                data = await self.conn.receive()
+                self.wire.receive_data(data)
+                while (ev := self.wire.next_event()) is not NEED_DATA:
+                    if isinstance(ev, ConnectionClosed):
+                        self.closed = True
+                        return
+                    assert isinstance(ev, Message)
+                    self.received.append(ev)
+                    if until is not None and isinstance(ev, until):
+                        return
+
+    async def offer(self, manifest: Manifest) -> None:
+        await self.send(Unchoke())
+        await self.send(Announce(0, manifest.blob_id, manifest.round, manifest.author,
+                                 manifest.num_pieces))
+        await self.send(Bitfield(0, pack_bits([True] * manifest.num_pieces)))
+
+
+def _victim(net: MemoryNetwork, **kw: object) -> Swarm:
+    opts = replace(SwarmOptions(federation=FED, peer_id=1), **kw)  # type: ignore[arg-type]
+    return Swarm(opts, transport=net, want=lambda _r, author: author != 1)
+
+
+async def _raw(net: MemoryNetwork, swarm: Swarm) -> RawPeer:
+    listener = await net.listen("victim", 0, swarm.accept)
+    peer = RawPeer(await net.connect(*listener.address, timeout=1))
+    await peer.start()
+    return peer
+
+
+@aio()
+async def test_corrupt_pieces_are_rejected_not_served_and_the_sender_dropped() -> None:
+    async with MemoryNetwork() as net, _victim(net, max_corrupt=2) as victim:
+        manifest, pieces = random_blob(5, 4000, 2)
+        bad = await _raw(net, victim)
+        await bad.offer(manifest)
+        await bad.pump(ManifestRequest)
+        await bad.send(ManifestData(0, manifest.encoded))
+        corrupt_served = 0
+        while not bad.closed:
+            await bad.pump(Request)
+            if bad.closed:
+                break
+            req = bad.received[-1]
+            assert isinstance(req, Request)
+            await bad.send(Piece(0, req.piece, req.offset, b"\xff" * req.length))
+            corrupt_served += 1
+        assert victim.counters.corrupt_pieces == 2
+        assert victim.counters.duplicate_bytes == 0
+        blob = victim.blobs[manifest.blob_id]
+        assert blob.num_have == 0  # nothing unverified is ever held (so never served onward)
+        # An honest seeder connects afterwards: the victim completes the blob from it.
+        honest = Swarm(SwarmOptions(federation=FED, peer_id=5), transport=net,
+                       want=lambda _r, _a: False)
+        async with honest:
+            honest.publish(manifest, pieces)
+            honest_listener = await net.listen("honest", 0, honest.accept)
+            victim.connect(5, honest_listener.address)
+            assert await victim.wait_for(lambda: blob.complete, 5)
+        assert blob.pieces == pieces
+
+
+@aio()
+async def test_manifest_that_does_not_match_its_id_drops_the_connection() -> None:
+    async with MemoryNetwork() as net, _victim(net) as victim:
+        manifest, _ = random_blob(5, 4000, 2)
+        liar = await _raw(net, victim)
+        await liar.offer(manifest)
+        await liar.pump(ManifestRequest)
+        forged = Manifest.build(author=5, round=1, pieces=[b"x" * 2000, b"y" * 2000],
+                                num_samples=1)
+        await liar.send(ManifestData(0, forged.encoded))
+        await liar.pump()  # until the victim closes
+        assert liar.closed
+        assert victim.counters.sessions_failed == 1
+        assert manifest.blob_id not in victim.blobs and forged.blob_id not in victim.blobs
+
+
+@aio()
+async def test_garbage_bytes_drop_only_that_connection() -> None:
+    async with MemoryNetwork() as net, _victim(net) as victim:
+        junk = await _raw(net, victim)
+        await junk.conn.send(b"\x00\x00\x00\x05\x63garbage")  # unknown message id 99
+        await junk.pump()
+        assert junk.closed
+        # The swarm still accepts and serves a well-behaved peer afterwards.
+        manifest, pieces = random_blob(1, 3000, 1)
+        victim.publish(manifest, pieces)
+        good = await _raw(net, victim)
+        await good.send(Unchoke())
+        await good.pump(Announce)
+        await good.send(Request(0, 0, 0, 3000))
+        await good.pump(Piece)
+        piece = good.received[-1]
+        assert isinstance(piece, Piece) and piece.data == pieces[0]
+        assert victim.counters.sessions_failed == 1
+
+
+@aio()
+async def test_endgame_routes_around_a_silent_seeder_and_cancels() -> None:
+    async with MemoryNetwork() as net, _victim(net, min_pipeline=64) as victim:
+        manifest, pieces = random_blob(5, 16384 * 8, 8)
+        silent = await _raw(net, victim)
+        await silent.offer(manifest)
+        await silent.pump(ManifestRequest)
+        await silent.send(ManifestData(0, manifest.encoded))
+        await silent.pump(Request)  # requests arrive and are never answered
+        seeder = Swarm(SwarmOptions(federation=FED, peer_id=5), transport=net,
+                       want=lambda _r, _a: False)
+        async with seeder:
+            seeder.publish(manifest, pieces)
+            seeder_listener = await net.listen("seeder", 0, seeder.accept)
+            victim.connect(5, seeder_listener.address)
+            blob_done = await victim.wait_for(
+                lambda: manifest.blob_id in victim.blobs and victim.blobs[manifest.blob_id].complete,
+                5,
+            )
+            assert blob_done
+            await silent.pump(Cancel, timeout=2)
+        assert victim.blobs[manifest.blob_id].pieces == pieces
+        assert victim.counters.duplicate_requests > 0
+        assert any(isinstance(m, Cancel) for m in silent.received)

@@ -1,0 +1,93 @@
+"""Swarms exchanging blobs over the in-memory network and over loopback TCP."""
+
+from __future__ import annotations
+
+from fltorrent.net import MemoryNetwork, TcpTransport
+from fltorrent.swarm import SwarmOptions
+from tests.aio import aio
+from tests.swarm.helpers import FED, random_blob, swarm_graph, wait_all
+
+
+@aio()
+async def test_two_peers_exchange_and_count_bytes() -> None:
+    async with MemoryNetwork() as net, swarm_graph(net, 2, [(1, 2)]) as nodes:
+        m, pieces = random_blob(1, 100_000, 4)
+        nodes[1].swarm.publish(m, pieces)
+        await wait_all({2: nodes[2]}, 1)
+        got = nodes[2].swarm.blobs[m.blob_id]
+        assert got.pieces == pieces
+        c1, c2 = nodes[1].swarm.counters, nodes[2].swarm.counters
+        assert c2.payload_down == 100_000 == c1.payload_up
+        assert c2.duplicate_bytes == 0 and c2.corrupt_pieces == 0
+        assert c2.pieces_verified == 4
+        # Every byte on the wire is either payload or control, counted once on each side.
+        assert c1.bytes_up == c1.payload_up + c1.control_up
+        assert c2.bytes_down == c2.payload_down + c2.duplicate_bytes + c2.control_down
+        assert c2.control_down == c1.control_up
+
+
+@aio()
+async def test_pieces_relay_across_hops_on_a_line() -> None:
+    # 1 - 2 - 3 - 4: peer 4 has no session with peer 1 but still gets its blob.
+    edges = [(1, 2), (2, 3), (3, 4)]
+    async with MemoryNetwork() as net, swarm_graph(net, 4, edges) as nodes:
+        blobs = {}
+        for pid, node in nodes.items():
+            m, pieces = random_blob(pid, 50_000 + pid, 5)
+            node.swarm.publish(m, pieces)
+            blobs[m.blob_id] = pieces
+        await wait_all(nodes, 4)
+        for node in nodes.values():
+            assert set(node.swarm.sessions) <= {node.swarm.options.peer_id - 1,
+                                                node.swarm.options.peer_id + 1}
+            for blob_id, pieces in blobs.items():
+                assert node.swarm.blobs[blob_id].pieces == pieces
+        assert 1 not in nodes[4].swarm.sessions
+        # Peer 3 relayed peer 1's blob to peer 4: its upload exceeds its own blob's size.
+        assert nodes[3].swarm.counters.payload_up > 50_003
+
+
+@aio()
+async def test_all_to_all_on_a_ring_without_duplicates() -> None:
+    edges = [(i, i % 6 + 1) for i in range(1, 7)]
+    async with MemoryNetwork() as net, swarm_graph(net, 6, edges) as nodes:
+        for pid, node in nodes.items():
+            node.swarm.publish(*random_blob(pid, 200_000, 8))
+        await wait_all(nodes, 6)
+        for node in nodes.values():
+            c = node.swarm.counters
+            assert c.payload_down == 5 * 200_000
+            assert c.corrupt_pieces == 0
+            # Outside endgame a block is requested once: duplicates can only come from it.
+            assert c.duplicate_bytes <= c.duplicate_requests * 16384
+
+
+@aio()
+async def test_exchange_over_loopback_tcp() -> None:
+    opts = SwarmOptions(federation=FED, peer_id=0, block_size=32 * 1024)
+    edges = [(1, 2), (2, 3), (1, 3)]
+    async with swarm_graph(TcpTransport(), 3, edges, options=opts) as nodes:
+        blobs = {}
+        for pid, node in nodes.items():
+            m, pieces = random_blob(pid, 1_000_000, 10)
+            node.swarm.publish(m, pieces)
+            blobs[m.blob_id] = pieces
+        await wait_all(nodes, 3)
+        for node in nodes.values():
+            for blob_id, pieces in blobs.items():
+                assert node.swarm.blobs[blob_id].pieces == pieces
+
+
+@aio()
+async def test_want_filter_and_dropping_blobs() -> None:
+    async with MemoryNetwork() as net, swarm_graph(net, 2, [(1, 2)]) as nodes:
+        s2 = nodes[2].swarm
+        s2.set_want(lambda round_, author: round_ >= 2 and author != 2)
+        old, old_pieces = random_blob(1, 10_000, 2, round_=1)
+        new, new_pieces = random_blob(1, 10_000, 2, round_=2)
+        nodes[1].swarm.publish(old, old_pieces)
+        nodes[1].swarm.publish(new, new_pieces)
+        assert await s2.wait_for(lambda: new.blob_id in s2.blobs and s2.blobs[new.blob_id].complete, 5)
+        assert old.blob_id not in s2.blobs  # round 1 is not wanted: its manifest is never fetched
+        assert nodes[1].swarm.drop_blobs(lambda m: m.round < 2) == 1
+        assert set(nodes[1].swarm.blobs) == {new.blob_id}
