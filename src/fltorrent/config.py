@@ -39,6 +39,7 @@ class FederateConfig(_Section):
         description="'distributed': every peer exchanges over real sockets.",
     )
     seed: int = Field(0, ge=0)
+    federation_id: str = Field("fltorrent", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 
 
 class TopologyConfig(_Section):
@@ -55,7 +56,14 @@ class BitTorrentConfig(_Section):
     """The exchange: deadlines, completion threshold, piece and pipeline settings."""
 
     enable: bool = True
-    timeout: Seconds = Field(600.0, description="per-round exchange deadline, seconds")
+    timeout: Seconds = Field(
+        600.0,
+        description="soft per-round exchange deadline: after it, a peer goes on as soon "
+        "as min_completion_ratio of the pieces arrived",
+    )
+    hard_timeout: Seconds | None = Field(
+        None, description="hard deadline: the round goes on with what arrived (default 2x timeout)"
+    )
     chunk_selection: Literal["rarest_first"] = "rarest_first"
     min_completion_ratio: Fraction = 0.8
     block_size: int = Field(16 * 1024, ge=1024, le=1024 * 1024)
@@ -73,6 +81,8 @@ class BitTorrentConfig(_Section):
     def _block_fits_frame(self) -> BitTorrentConfig:
         if self.block_size + 64 > self.max_frame_size:
             raise ValueError("block_size must be smaller than max_frame_size")
+        if self.hard_timeout is not None and self.hard_timeout < self.timeout:
+            raise ValueError("hard_timeout must be at least timeout")
         return self
 
 
@@ -115,9 +125,9 @@ class ChunkConfig(_Section):
     @model_validator(mode="after")
     def _one_size(self) -> ChunkConfig:
         explicit = self.model_fields_set
-        if "num_chunks" in explicit and "chunk_bytes" in explicit:
-            if self.num_chunks is not None and self.chunk_bytes is not None:
-                raise ValueError("set num_chunks or chunk_bytes, not both")
+        both = self.num_chunks is not None and self.chunk_bytes is not None
+        if both and {"num_chunks", "chunk_bytes"} <= explicit:
+            raise ValueError("set num_chunks or chunk_bytes, not both")
         if self.num_chunks is None and self.chunk_bytes is None:
             raise ValueError("set num_chunks or chunk_bytes")
         return self
@@ -204,6 +214,10 @@ class Config(_Section):
             raise ConfigError("'natural' needs data.name 'synthetic'", path="data.partition")
         if self.model.name == "cnn2d" and self.data.name != "digits":
             raise ConfigError("'cnn2d' needs image data (data.name 'digits')", path="model.name")
+        n = self.federate.client_num
+        if "connections" not in self.topology.model_fields_set and self.topology.connections >= n:
+            # The default degree adapts to small federations; an explicit one is checked as given.
+            self.topology.connections = max(1, n - 1)
         if self.topology.use:
             # Raises ConfigError with the key path for bad or disconnected graphs.
             build_topology(
@@ -225,9 +239,11 @@ def _format_errors(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         given = err.get("input")
-        shown = "" if err["type"] in ("extra_forbidden", "missing") or isinstance(
-            given, dict
-        ) else f" (got {given!r})"
+        shown = (
+            ""
+            if err["type"] in ("extra_forbidden", "missing") or isinstance(given, dict)
+            else f" (got {given!r})"
+        )
         lines.append(f"{path}: {msg}{shown}" if path else f"{msg}{shown}")
     return "; ".join(lines)
 

@@ -17,7 +17,9 @@ def test_fedavg_is_the_sample_weighted_mean() -> None:
 
 def test_fedavg_is_deterministic_for_a_given_order() -> None:
     rng = np.random.default_rng(0)
-    ups = [(rng.normal(size=1000).astype(np.float32), float(rng.integers(1, 100))) for _ in range(7)]
+    ups = [
+        (rng.normal(size=1000).astype(np.float32), float(rng.integers(1, 100))) for _ in range(7)
+    ]
     assert np.array_equal(fedavg(ups), fedavg(list(ups)))
     np.testing.assert_allclose(fedavg(ups), fedavg(ups[::-1]), rtol=1e-12)
 

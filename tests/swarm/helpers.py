@@ -14,12 +14,17 @@ from fltorrent.swarm import Manifest, Swarm, SwarmOptions
 FED = "swarm-test"
 
 
-def random_blob(author: int, size: int, pieces: int, round_: int = 1) -> tuple[Manifest, list[bytes]]:
+def random_blob(
+    author: int, size: int, pieces: int, round_: int = 1
+) -> tuple[Manifest, list[bytes]]:
     data = os.urandom(size)
     step = -(-size // pieces)
     chunks = [data[i : i + step] for i in range(0, size, step)]
     manifest = Manifest.build(
-        author=author, round=round_, pieces=chunks, num_samples=100 + author,
+        author=author,
+        round=round_,
+        pieces=chunks,
+        num_samples=100 + author,
         importance=[float(i) for i in range(len(chunks))],
     )
     return manifest, chunks

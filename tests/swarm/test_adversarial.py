@@ -70,8 +70,9 @@ class RawPeer:
 
     async def offer(self, manifest: Manifest) -> None:
         await self.send(Unchoke())
-        await self.send(Announce(0, manifest.blob_id, manifest.round, manifest.author,
-                                 manifest.num_pieces))
+        await self.send(
+            Announce(0, manifest.blob_id, manifest.round, manifest.author, manifest.num_pieces)
+        )
         await self.send(Bitfield(0, pack_bits([True] * manifest.num_pieces)))
 
 
@@ -109,8 +110,9 @@ async def test_corrupt_pieces_are_rejected_not_served_and_the_sender_dropped() -
         blob = victim.blobs[manifest.blob_id]
         assert blob.num_have == 0  # nothing unverified is ever held (so never served onward)
         # An honest seeder connects afterwards: the victim completes the blob from it.
-        honest = Swarm(SwarmOptions(federation=FED, peer_id=5), transport=net,
-                       want=lambda _r, _a: False)
+        honest = Swarm(
+            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a: False
+        )
         async with honest:
             honest.publish(manifest, pieces)
             honest_listener = await net.listen("honest", 0, honest.accept)
@@ -126,8 +128,7 @@ async def test_manifest_that_does_not_match_its_id_drops_the_connection() -> Non
         liar = await _raw(net, victim)
         await liar.offer(manifest)
         await liar.pump(ManifestRequest)
-        forged = Manifest.build(author=5, round=1, pieces=[b"x" * 2000, b"y" * 2000],
-                                num_samples=1)
+        forged = Manifest.build(author=5, round=1, pieces=[b"x" * 2000, b"y" * 2000], num_samples=1)
         await liar.send(ManifestData(0, forged.encoded))
         await liar.pump()  # until the victim closes
         assert liar.closed
@@ -164,14 +165,17 @@ async def test_endgame_routes_around_a_silent_seeder_and_cancels() -> None:
         await silent.pump(ManifestRequest)
         await silent.send(ManifestData(0, manifest.encoded))
         await silent.pump(Request)  # requests arrive and are never answered
-        seeder = Swarm(SwarmOptions(federation=FED, peer_id=5), transport=net,
-                       want=lambda _r, _a: False)
+        seeder = Swarm(
+            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a: False
+        )
         async with seeder:
             seeder.publish(manifest, pieces)
             seeder_listener = await net.listen("seeder", 0, seeder.accept)
             victim.connect(5, seeder_listener.address)
             blob_done = await victim.wait_for(
-                lambda: manifest.blob_id in victim.blobs and victim.blobs[manifest.blob_id].complete,
+                lambda: (
+                    manifest.blob_id in victim.blobs and victim.blobs[manifest.blob_id].complete
+                ),
                 5,
             )
             assert blob_done

@@ -38,8 +38,10 @@ async def test_pieces_relay_across_hops_on_a_line() -> None:
             blobs[m.blob_id] = pieces
         await wait_all(nodes, 4)
         for node in nodes.values():
-            assert set(node.swarm.sessions) <= {node.swarm.options.peer_id - 1,
-                                                node.swarm.options.peer_id + 1}
+            assert set(node.swarm.sessions) <= {
+                node.swarm.options.peer_id - 1,
+                node.swarm.options.peer_id + 1,
+            }
             for blob_id, pieces in blobs.items():
                 assert node.swarm.blobs[blob_id].pieces == pieces
         assert 1 not in nodes[4].swarm.sessions
@@ -87,7 +89,9 @@ async def test_want_filter_and_dropping_blobs() -> None:
         new, new_pieces = random_blob(1, 10_000, 2, round_=2)
         nodes[1].swarm.publish(old, old_pieces)
         nodes[1].swarm.publish(new, new_pieces)
-        assert await s2.wait_for(lambda: new.blob_id in s2.blobs and s2.blobs[new.blob_id].complete, 5)
+        assert await s2.wait_for(
+            lambda: new.blob_id in s2.blobs and s2.blobs[new.blob_id].complete, 5
+        )
         assert old.blob_id not in s2.blobs  # round 1 is not wanted: its manifest is never fetched
         assert nodes[1].swarm.drop_blobs(lambda m: m.round < 2) == 1
         assert set(nodes[1].swarm.blobs) == {new.blob_id}

@@ -11,7 +11,11 @@ from fltorrent.swarm import Blob, BlockResult, Manifest, sha256
 def _manifest() -> tuple[Manifest, list[bytes]]:
     pieces = [b"a" * 40000, b"b" * 100, b"c" * 16384]
     return Manifest.build(
-        author=3, round=7, pieces=pieces, num_samples=1234, importance=[0.1, 2.0, 0.0],
+        author=3,
+        round=7,
+        pieces=pieces,
+        num_samples=1234,
+        importance=[0.1, 2.0, 0.0],
         meta=b"plan",
     ), pieces
 
@@ -50,8 +54,7 @@ def test_manifest_rejects_inconsistent_fields() -> None:
     with pytest.raises(ManifestError, match="1 to"):
         Manifest.build(author=1, round=1, pieces=[], num_samples=1)
     with pytest.raises(ManifestError, match="finite"):
-        Manifest.build(author=1, round=1, pieces=[b"x"], num_samples=1,
-                       importance=[float("nan")])
+        Manifest.build(author=1, round=1, pieces=[b"x"], num_samples=1, importance=[float("nan")])
 
 
 def test_blocks_assemble_verify_and_detect_corruption() -> None:

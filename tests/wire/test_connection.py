@@ -54,7 +54,12 @@ def test_byte_at_a_time_and_coalesced_frames_give_the_same_events() -> None:
     src = WireConnection(federation=FED)
     raw = b"".join(
         src.send(m)
-        for m in (Handshake(FED, 1, 1), Announce(0, BLOB, 1, 1, 2), Have(0, 1), Piece(0, 0, 0, b"z"))
+        for m in (
+            Handshake(FED, 1, 1),
+            Announce(0, BLOB, 1, 1, 2),
+            Have(0, 1),
+            Piece(0, 0, 0, b"z"),
+        )
     )
     one = WireConnection(federation=FED)
     one.receive_data(raw)

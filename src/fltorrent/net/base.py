@@ -29,7 +29,7 @@ class Connection(Protocol):
         """
         ...
 
-    async def send_all(self, buffers: Sequence[bytes]) -> None:
+    async def send_all(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         """Like :meth:`send` for several buffers at once (one wake-up, one drain)."""
         ...
 

@@ -68,7 +68,7 @@ class MemoryConnection:
             raise ClosedResourceError("connection closed")
         await self._out.write(data)
 
-    async def send_all(self, buffers: Sequence[bytes]) -> None:
+    async def send_all(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         await self.send(b"".join(buffers))
 
     async def receive(self, max_bytes: int = 65536) -> bytes:

@@ -43,13 +43,16 @@ class TcpConnection:
     async def send(self, data: bytes) -> None:
         await self.send_all((data,))
 
-    async def send_all(self, buffers: Sequence[bytes]) -> None:
+    async def send_all(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")
         if self._writer.is_closing():
             raise BrokenResourceError("connection is closing")
         try:
-            self._writer.writelines(buffers)
+            # One write per buffer: on Python 3.11 writelines() joins them first, an extra copy
+            # of every block sent.
+            for buf in buffers:
+                self._writer.write(buf)
             await self._writer.drain()
         except _BROKEN as exc:
             raise BrokenResourceError(f"send failed: {exc}") from exc
@@ -101,6 +104,10 @@ class TcpTransport:
             conn = TcpConnection(reader, writer)
             try:
                 await handler(conn)
+            except asyncio.CancelledError:
+                # This task belongs to asyncio.Server, not to us; on Python 3.11 a cancelled
+                # handler task makes asyncio log a spurious error, so end it normally.
+                pass
             finally:
                 await conn.aclose()
 

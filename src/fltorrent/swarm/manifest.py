@@ -32,7 +32,7 @@ _HEAD = struct.Struct(">4sBIIQII")
 _ENTRY = struct.Struct(">If32s")
 
 
-def sha256(data: bytes) -> bytes:
+def sha256(data: bytes | bytearray | memoryview) -> bytes:
     """The hash used for blob ids and pieces."""
     return hashlib.sha256(data).digest()
 
@@ -130,7 +130,7 @@ class Manifest:
         """SHA-256 of :attr:`encoded`."""
         return sha256(self.encoded)
 
-    def verify(self, index: int, data: bytes) -> bool:
+    def verify(self, index: int, data: bytes | bytearray) -> bool:
         """Whether ``data`` is piece ``index`` of this blob."""
         return len(data) == self.piece_sizes[index] and sha256(data) == self.piece_hashes[index]
 

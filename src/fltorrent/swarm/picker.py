@@ -9,8 +9,9 @@ random (so neighbours do not all start on the same piece).
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 from fltorrent.swarm.store import Blob
 
@@ -51,33 +52,30 @@ class PiecePicker:
         self,
         candidates: Iterable[tuple[Blob, list[bool]]],
         busy: Callable[[PieceKey], bool],
-    ) -> PieceKey | None:
-        """Best piece to start among ``(blob, neighbour's bits)`` pairs, or ``None``.
+        count: int = 1,
+    ) -> list[PieceKey]:
+        """The best ``count`` pieces to start among ``(blob, neighbour's bits)``, best first.
 
         ``busy`` says whether a piece is already being downloaded.
         """
-        best: PieceKey | None = None
-        best_rank: tuple[int, float, float] | None = None
         rand = self._rng.random
-        for blob, bits in candidates:
-            blob_id = blob.blob_id
-            avail = self.availability.get(blob_id)
-            if avail is None:
-                continue
-            importance = blob.manifest.importance
-            pieces = blob.pieces
-            for i, held in enumerate(bits):
-                if not held or pieces[i] is not None or busy((blob_id, i)):
-                    continue
-                rank = (avail[i], -importance[i], rand())
-                if best_rank is None or rank < best_rank:
-                    best_rank = rank
-                    best = (blob_id, i)
-        return best
 
-    def available_unstarted(
-        self, blobs: Iterable[Blob], busy: Callable[[PieceKey], bool]
-    ) -> bool:
+        def ranked() -> Iterator[tuple[int, float, float, bytes, int]]:
+            for blob, bits in candidates:
+                blob_id = blob.blob_id
+                avail = self.availability.get(blob_id)
+                if avail is None:
+                    continue
+                importance = blob.manifest.importance
+                pieces = blob.pieces
+                for i, held in enumerate(bits):
+                    if held and pieces[i] is None and not busy((blob_id, i)):
+                        yield avail[i], -importance[i], rand(), blob_id, i
+
+        best = heapq.nsmallest(max(1, count), ranked())
+        return [(blob_id, i) for *_, blob_id, i in best]
+
+    def available_unstarted(self, blobs: Iterable[Blob], busy: Callable[[PieceKey], bool]) -> bool:
         """Whether some wanted piece is held by a neighbour and nobody downloads it yet."""
         for blob in blobs:
             avail = self.availability.get(blob.blob_id)

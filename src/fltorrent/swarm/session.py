@@ -20,6 +20,7 @@ from typing import Protocol
 from fltorrent.errors import FltorrentError, RemoteProtocolError, TransportError
 from fltorrent.net.base import Connection
 from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.store import Buffer
 from fltorrent.wire import (
     NEED_DATA,
     ConnectionClosed,
@@ -61,6 +62,7 @@ class SessionStats:
     window_start: float = 0.0
     corrupt: int = 0
     unsolicited: int = 0
+    endgame_checked: float = float("-inf")  # when the endgame scan last ran for this session
 
 
 class SessionHandler(Protocol):
@@ -74,7 +76,7 @@ class SessionHandler(Protocol):
         """Handle one message; raise a :class:`FltorrentError` to drop the session."""
         ...
 
-    def read_block(self, session: Session, req: Request) -> bytes | None:
+    def read_block(self, session: Session, req: Request) -> Buffer | None:
         """The bytes to serve for ``req``, or ``None`` to reject it."""
         ...
 
@@ -272,8 +274,8 @@ class Session:
                 except TimeoutError:
                     self.send(KeepAlive())
                     continue
-            batch = out.control
-            out.control = []
+            batch: list[Buffer] = list(out.control)
+            out.control.clear()
             payload = 0
             while out.uploads and payload < WRITE_BATCH:
                 req = out.uploads.popleft()
@@ -281,7 +283,8 @@ class Session:
                 if data is None:
                     batch.append(self.wire.send(Reject(*_fields(req))))
                     continue
-                batch.append(self.wire.send(Piece(req.handle, req.piece, req.offset, data)))
+                batch.append(self.wire.send_piece(req.handle, req.piece, req.offset, data))
+                batch.append(data)
                 payload += len(data)
             size = sum(len(b) for b in batch)
             counters.bytes_up += size

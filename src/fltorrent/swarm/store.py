@@ -9,6 +9,7 @@ from fltorrent.errors import SwarmError
 from fltorrent.swarm.manifest import Manifest
 
 _NOBODY: frozenset[int] = frozenset()
+Buffer = bytes | bytearray | memoryview
 
 
 def num_blocks(size: int, block_size: int) -> int:
@@ -18,7 +19,11 @@ def num_blocks(size: int, block_size: int) -> int:
 
 @dataclass
 class Assembly:
-    """A piece being assembled from blocks; ``sources`` are the remote peers that sent blocks."""
+    """A piece being assembled from blocks; ``sources`` are the remote peers that sent blocks.
+
+    Blocks are copied straight into the piece's buffer: one copy per byte received, and the
+    finished buffer becomes the stored piece (never modified again).
+    """
 
     buf: bytearray
     received: list[bool]
@@ -42,7 +47,8 @@ class Blob:
         self.manifest = manifest
         self.blob_id = manifest.blob_id
         self.block_size = block_size
-        self.pieces: list[bytes | None] = [None] * manifest.num_pieces
+        # Verified pieces: bytes, or the bytearray they were assembled in (never mutated after).
+        self.pieces: list[bytes | bytearray | None] = [None] * manifest.num_pieces
         self.num_have = 0
         self.assembly: dict[int, Assembly] = {}
 
@@ -59,7 +65,7 @@ class Blob:
         """One flag per piece."""
         return [p is not None for p in self.pieces]
 
-    def set_piece(self, index: int, data: bytes) -> bool:
+    def set_piece(self, index: int, data: bytes | bytearray) -> bool:
         """Store a whole piece if it verifies; returns whether it did."""
         if self.pieces[index] is not None:
             return True
@@ -88,7 +94,7 @@ class Blob:
         return asm is not None and asm.received[offset // self.block_size]
 
     def write_block(
-        self, piece: int, offset: int, data: bytes, source: int
+        self, piece: int, offset: int, data: bytes | memoryview, source: int
     ) -> tuple[BlockResult, frozenset[int]]:
         """Place a received block; verifies the piece when its last block arrives.
 
@@ -117,15 +123,15 @@ class Blob:
             return BlockResult.STORED, _NOBODY
         del self.assembly[piece]
         sources = frozenset(asm.sources)
-        if self.set_piece(piece, bytes(asm.buf)):
+        if self.set_piece(piece, asm.buf):
             return BlockResult.COMPLETED, sources
         return BlockResult.CORRUPT, sources
 
-    def read(self, piece: int, offset: int, length: int) -> bytes | None:
-        """Bytes of a held piece, or ``None`` when the piece is not held or the range is bad."""
+    def read(self, piece: int, offset: int, length: int) -> Buffer | None:
+        """A zero-copy view of part of a held piece, or ``None`` (not held, or a bad range)."""
         data = self.pieces[piece]
         if data is None or offset + length > len(data):
             return None
         if offset == 0 and length == len(data):
             return data
-        return data[offset : offset + length]
+        return memoryview(data)[offset : offset + length]

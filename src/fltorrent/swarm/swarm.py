@@ -40,7 +40,7 @@ from fltorrent.swarm.manifest import Manifest, sha256
 from fltorrent.swarm.picker import PiecePicker
 from fltorrent.swarm.requests import MAX_REQUESTS_PER_BLOCK, Download, RequestPool
 from fltorrent.swarm.session import RemoteBlob, Session, SessionOptions
-from fltorrent.swarm.store import Blob, BlockResult
+from fltorrent.swarm.store import Blob, BlockResult, Buffer
 from fltorrent.wire import (
     Announce,
     Bitfield,
@@ -119,7 +119,7 @@ class Swarm:
         self.blobs: dict[bytes, Blob] = {}
         self.sessions: dict[int, Session] = {}
         self._want = want
-        self._check_manifest = check_manifest
+        self.check_manifest = check_manifest  # may be set later (the peer is built after us)
         self._allow_peer = allow_peer
         self._picker = PiecePicker(seed=options.seed)
         self._pool = RequestPool()
@@ -246,8 +246,9 @@ class Swarm:
         rid = session.remote_id
         if self.sessions.get(rid) is not session:
             if not self._closing:
-                log.info("peer %d: connection from %d refused: %s",
-                         self.options.peer_id, rid, reason)
+                log.info(
+                    "peer %d: connection from %d refused: %s", self.options.peer_id, rid, reason
+                )
             return
         del self.sessions[rid]
         ended = self._session_ended.pop(rid, None)
@@ -269,7 +270,7 @@ class Swarm:
         if not self._closing:
             self._fill_all()
 
-    def read_block(self, session: Session, req: Request) -> bytes | None:
+    def read_block(self, session: Session, req: Request) -> Buffer | None:
         if session.wire.am_choking:
             return None
         blob_id = session.our_blob.get(req.handle)
@@ -369,6 +370,16 @@ class Swarm:
         self._fill_all()
         self._notify()
 
+    def obtainable(self, blob: Blob) -> bool:
+        """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
+        avail = self._picker.availability.get(blob.blob_id)
+        if avail is None:
+            return False
+        return any(
+            data is None and (avail[i] > 0 or (blob.blob_id, i) in self._pool)
+            for i, data in enumerate(blob.pieces)
+        )
+
     def wanted(self, blob: Blob) -> bool:
         """Whether we still want pieces of ``blob``."""
         m = blob.manifest
@@ -455,11 +466,16 @@ class Swarm:
             len(rb.bits),
         ):
             raise RemoteProtocolError("manifest contradicts its announce")
-        if self._check_manifest is not None:
-            refusal = self._check_manifest(manifest)
+        if self.check_manifest is not None:
+            refusal = self.check_manifest(manifest)
             if refusal is not None:
-                log.warning("peer %d: manifest of author %d round %d refused: %s",
-                            self.options.peer_id, manifest.author, manifest.round, refusal)
+                log.warning(
+                    "peer %d: manifest of author %d round %d refused: %s",
+                    self.options.peer_id,
+                    manifest.author,
+                    manifest.round,
+                    refusal,
+                )
                 if wait is not None:  # keep the wait so that we do not fetch it again
                     self._manifest_waits[rb.blob_id] = wait
                 return
@@ -578,17 +594,26 @@ class Swarm:
         d = self._pool.finish((blob.blob_id, piece))
         if d is not None:
             self._cancel_all(d)
-        log.warning("peer %d: piece %d of author %d round %d failed its hash (from %s)",
-                    self.options.peer_id, piece, blob.manifest.author, blob.manifest.round,
-                    sorted(sources))
+        log.warning(
+            "peer %d: piece %d of author %d round %d failed its hash (from %s)",
+            self.options.peer_id,
+            piece,
+            blob.manifest.author,
+            blob.manifest.round,
+            sorted(sources),
+        )
         for rid in sources:
             session = self.sessions.get(rid)
             if session is None:
                 continue
             session.stats.corrupt += 1
             if session.stats.corrupt >= self.options.max_corrupt:
-                log.warning("peer %d: dropping %d after %d corrupt pieces",
-                            self.options.peer_id, rid, session.stats.corrupt)
+                log.warning(
+                    "peer %d: dropping %d after %d corrupt pieces",
+                    self.options.peer_id,
+                    rid,
+                    session.stats.corrupt,
+                )
                 self._spawn(session.conn.aclose())
         self._fill_all()
 
@@ -621,7 +646,7 @@ class Swarm:
         depth = self._pipeline_depth(session)
         now = self._now()
         while len(session.inflight) < depth:
-            choice = self._next_block(session, now)
+            choice = self._next_block(session, now, depth - len(session.inflight))
             if choice is None:
                 if not session.inflight and session.wire.am_interested:
                     session.send(NotInterested())
@@ -636,7 +661,7 @@ class Swarm:
         handle = session.their_handle.get(blob_id)
         return handle is not None and session.their[handle].bits[piece]
 
-    def _next_block(self, session: Session, now: float) -> tuple[Download, int] | None:
+    def _next_block(self, session: Session, now: float, room: int) -> tuple[Download, int] | None:
         # 1. pieces this neighbour already helps with (affinity keeps pieces single-sourced)
         for dkey in list(session.downloads):
             d = self._pool.get(dkey)
@@ -644,11 +669,20 @@ class Swarm:
                 del session.downloads[dkey]
             elif d.pending:
                 return d, d.pending.pop()
-        # 2. a new piece, rarest first
-        picked = self._picker.pick(self._candidates(session), self._pool.busy)
-        if picked is not None:
-            d = self._pool.start(self.blobs[picked[0]], picked[1])
-            return d, d.pending.pop()
+        # 2. new pieces, rarest first: one scan starts enough pieces to fill ``room`` blocks
+        picked = self._picker.pick(self._candidates(session), self._pool.busy, count=room)
+        if picked:
+            first: Download | None = None
+            blocks = 0
+            for blob_id, piece in picked:
+                d = self._pool.start(self.blobs[blob_id], piece)
+                session.downloads[d.key] = None
+                first = first or d
+                blocks += len(d.pending)
+                if blocks >= room:
+                    break
+            assert first is not None
+            return first, first.pending.pop()
         # 3. pending blocks of pieces others are downloading
         for d in self._pool:
             if d.pending and self._holds(session, d.blob.blob_id, d.piece):
@@ -665,10 +699,12 @@ class Swarm:
                 yield blob, rb.bits
 
     def _endgame_block(self, session: Session, now: float) -> tuple[Download, int] | None:
-        if self._pool.has_pending():
+        # The scan below visits every block in flight, so each session runs it at most once per
+        # endgame_min_wait: ages only grow with time, and the ticker brings idle sessions back.
+        if now - session.stats.endgame_checked < self.options.endgame_min_wait:
             return None
-        wanted = [b for b in self.blobs.values() if self.wanted(b)]
-        if self._picker.available_unstarted(wanted, self._pool.busy):
+        session.stats.endgame_checked = now
+        if self._pool.has_pending():
             return None
         best: tuple[float, Download, int] | None = None
         for d in self._pool:
@@ -685,6 +721,11 @@ class Swarm:
                 if now - sent >= wait and (best is None or sent < best[0]):
                     best = (sent, d, offset)
         if best is None:
+            return None
+        # Checked last because it scans every wanted piece: endgame only once nothing that a
+        # neighbour holds is left unstarted.
+        wanted = [b for b in self.blobs.values() if self.wanted(b)]
+        if self._picker.available_unstarted(wanted, self._pool.busy):
             return None
         _, d, offset = best
         self.counters.duplicate_requests += 1
@@ -707,8 +748,12 @@ class Swarm:
         for session in list(self.sessions.values()):
             stale = [k for k, t in session.inflight.items() if now - t > timeout]
             if stale:
-                log.info("peer %d: %d requests to %d timed out",
-                         self.options.peer_id, len(stale), session.remote_id)
+                log.info(
+                    "peer %d: %d requests to %d timed out",
+                    self.options.peer_id,
+                    len(stale),
+                    session.remote_id,
+                )
                 for key in stale:
                     self._pool.release(session, key)
                     handle = session.their_handle[key[0]]

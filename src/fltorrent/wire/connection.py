@@ -31,6 +31,7 @@ the owner decides whether to reject it.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Final
@@ -56,6 +57,7 @@ from fltorrent.wire.messages import (
     Request,
     Unchoke,
     decode_message,
+    piece_head,
 )
 
 DEFAULT_MAX_FRAME_SIZE: Final = 2 * 1024 * 1024
@@ -63,6 +65,69 @@ DEFAULT_MAX_BLOCK_SIZE: Final = 1024 * 1024
 MAX_PIECES_PER_BLOB: Final = 1 << 20
 MAX_HANDLES: Final = 1 << 20
 _LENGTH = struct.Struct(">I")
+
+
+class _ReceiveBuffer:
+    """Unread received bytes as a queue of immutable chunks.
+
+    A frame that lies inside one chunk is returned as a view of it (no copy); only a frame
+    that straddles chunks is joined into new bytes.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._pos = 0  # read offset into the first chunk
+        self._size = 0  # unread bytes in all chunks
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        self._chunks.append(data if type(data) is bytes else bytes(data))
+        self._size += len(data)
+
+    def peek_length(self) -> int:
+        head = self._chunks[0]
+        if len(head) - self._pos >= 4:
+            return int(_LENGTH.unpack_from(head, self._pos)[0])
+        return int(_LENGTH.unpack(bytes(self._peek(4)))[0])
+
+    def _peek(self, n: int) -> bytearray:
+        out = bytearray()
+        pos = self._pos
+        for chunk in self._chunks:
+            out += chunk[pos : pos + n - len(out)]
+            pos = 0
+            if len(out) == n:
+                break
+        return out
+
+    def take(self, n: int) -> memoryview:
+        """Consume ``n`` bytes (the caller checked that they are there)."""
+        head = self._chunks[0]
+        pos = self._pos
+        self._size -= n
+        if len(head) - pos >= n:
+            view = memoryview(head)[pos : pos + n]
+            if len(head) - pos == n:
+                self._chunks.popleft()
+                self._pos = 0
+            else:
+                self._pos = pos + n
+            return view
+        parts = []
+        need = n
+        while need:
+            chunk = self._chunks[0]
+            piece = chunk[self._pos : self._pos + need]
+            parts.append(piece)
+            need -= len(piece)
+            if self._pos + len(piece) == len(chunk):
+                self._chunks.popleft()
+                self._pos = 0
+            else:
+                self._pos += len(piece)
+        return memoryview(b"".join(parts))
 
 
 class _NeedData:
@@ -119,13 +184,16 @@ class WireConnection:
         self.am_interested = False
         self.peer_choking = True
         self.peer_interested = False
-        self._buf = bytearray()
-        self._pos = 0
+        self._rx = _ReceiveBuffer()
         self._eof = False
 
     # ------------------------------------------------------------------ receiving
     def receive_data(self, data: bytes) -> None:
-        """Feed bytes from the network; ``b""`` signals end of stream."""
+        """Feed bytes from the network; ``b""`` signals end of stream.
+
+        The connection keeps a reference to ``data`` (bytes are immutable, so this is safe):
+        frames that lie inside one received chunk are decoded from a view, without copying.
+        """
         if self.their_state is State.ERROR:
             raise RemoteProtocolError("connection already failed")
         if not data:
@@ -133,19 +201,18 @@ class WireConnection:
             return
         if self._eof:
             raise LocalProtocolError("data received after end of stream")
-        buf = self._buf
-        if self._pos and self._pos * 2 >= len(buf):
-            del buf[: self._pos]
-            self._pos = 0
-        buf += data
+        self._rx.append(data)
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet turned into events."""
-        return len(self._buf) - self._pos
+        return len(self._rx)
 
     def next_event(self) -> Event:
-        """The next complete event, :data:`NEED_DATA`, or :class:`ConnectionClosed`."""
+        """The next complete event, :data:`NEED_DATA`, or :class:`ConnectionClosed`.
+
+        A ``Piece`` event's ``data`` may be a read-only view of received bytes.
+        """
         if self.their_state is State.ERROR:
             raise RemoteProtocolError("connection already failed")
         try:
@@ -155,10 +222,11 @@ class WireConnection:
             raise
 
     def _next_event(self) -> Event:
-        avail = len(self._buf) - self._pos
+        rx = self._rx
+        avail = len(rx)
         if avail < 4:
             return self._need_data(avail)
-        (length,) = _LENGTH.unpack_from(self._buf, self._pos)
+        length = rx.peek_length()
         if length == 0:
             raise RemoteProtocolError("frame length 0 (a frame carries at least its id)")
         if length + 4 > self.max_frame_size:
@@ -167,12 +235,8 @@ class WireConnection:
             )
         if avail < length + 4:
             return self._need_data(avail)
-        message_id = self._buf[self._pos + 4]
-        start = self._pos + HEADER_SIZE
-        end = self._pos + 4 + length
-        payload = bytes(self._buf[start:end])
-        self._pos = end
-        msg = decode_message(message_id, payload)
+        frame = rx.take(length + 4)
+        msg = decode_message(frame[4], frame[HEADER_SIZE:])
         self._check_incoming(msg)
         return msg
 
@@ -201,8 +265,13 @@ class WireConnection:
             return
         if isinstance(msg, Handshake):
             raise RemoteProtocolError("second handshake")
-        _validate(msg, sender=self.their_handles, receiver=self.our_handles,
-                  max_block=self.max_block_size, err=RemoteProtocolError)
+        _validate(
+            msg,
+            sender=self.their_handles,
+            receiver=self.our_handles,
+            max_block=self.max_block_size,
+            err=RemoteProtocolError,
+        )
         match msg:
             case Announce():
                 self.their_handles[msg.handle] = msg.num_pieces
@@ -231,8 +300,13 @@ class WireConnection:
             return msg.encode()
         if isinstance(msg, Handshake):
             raise LocalProtocolError("handshake already sent")
-        _validate(msg, sender=self.our_handles, receiver=self.their_handles,
-                  max_block=self.max_block_size, err=LocalProtocolError)
+        _validate(
+            msg,
+            sender=self.our_handles,
+            receiver=self.their_handles,
+            max_block=self.max_block_size,
+            err=LocalProtocolError,
+        )
         match msg:
             case Announce():
                 self.our_handles[msg.handle] = msg.num_pieces
@@ -247,6 +321,21 @@ class WireConnection:
             case _:
                 pass
         return msg.encode()
+
+    def send_piece(
+        self, handle: int, piece: int, offset: int, data: bytes | bytearray | memoryview
+    ) -> bytes:
+        """The frame head of ``Piece(handle, piece, offset, data)``, checked like :meth:`send`.
+
+        The caller writes the head and then ``data`` itself, so block data is never copied
+        into a frame (blocks are nearly all of the bytes a peer sends).
+        """
+        if self.our_state is not State.OPEN:
+            raise LocalProtocolError("connection is not open")
+        _check_piece("Piece", handle, piece, self.our_handles, LocalProtocolError)
+        if not 0 < len(data) <= self.max_block_size:
+            raise LocalProtocolError(f"piece block of {len(data)} bytes")
+        return piece_head(handle, piece, offset, len(data))
 
     def close(self) -> None:
         """Mark our side closed; later sends raise :class:`LocalProtocolError`."""
@@ -296,7 +385,9 @@ def _validate(
 
 
 def _check_handle(
-    name: str, handle: int, handles: dict[int, int],
+    name: str,
+    handle: int,
+    handles: dict[int, int],
     err: type[RemoteProtocolError] | type[LocalProtocolError],
 ) -> int:
     n = handles.get(handle)
@@ -306,7 +397,10 @@ def _check_handle(
 
 
 def _check_piece(
-    name: str, handle: int, piece: int, handles: dict[int, int],
+    name: str,
+    handle: int,
+    piece: int,
+    handles: dict[int, int],
     err: type[RemoteProtocolError] | type[LocalProtocolError],
 ) -> None:
     n = _check_handle(name, handle, handles, err)
@@ -315,7 +409,9 @@ def _check_piece(
 
 
 def _check_block_length(
-    name: str, length: int, max_block: int,
+    name: str,
+    length: int,
+    max_block: int,
     err: type[RemoteProtocolError] | type[LocalProtocolError],
 ) -> None:
     if not 0 < length <= max_block:

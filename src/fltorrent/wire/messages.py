@@ -26,6 +26,9 @@ BLOB_ID_SIZE = 32
 HEADER = struct.Struct(">IB")  # frame length, message id
 HEADER_SIZE = HEADER.size
 
+Payload = bytes | memoryview
+"""Decoders accept a view into the receive buffer and copy out what they keep."""
+
 _U32 = struct.Struct(">I")
 _HAVE = struct.Struct(">II")
 _BLOCK = struct.Struct(">IIII")
@@ -75,12 +78,12 @@ class Message:
         return frame(self.ID, self.payload())
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         """Parse a payload; raises :class:`RemoteProtocolError` when it is malformed."""
         raise NotImplementedError
 
 
-def _expect_len(name: str, payload: bytes, size: int) -> None:
+def _expect_len(name: str, payload: Payload, size: int) -> None:
     if len(payload) != size:
         raise RemoteProtocolError(f"{name} payload must be {size} bytes, got {len(payload)}")
 
@@ -88,7 +91,7 @@ def _expect_len(name: str, payload: bytes, size: int) -> None:
 @dataclass(frozen=True, slots=True)
 class _Empty(Message):
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         _expect_len(cls.__name__, payload, 0)
         return cls()
 
@@ -156,7 +159,7 @@ class Handshake(Message):
         )
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         try:
             pos = 0
             name_len = payload[pos]
@@ -196,7 +199,7 @@ class Have(Message):
         return _HAVE.pack(self.handle, self.piece)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         _expect_len("have", payload, _HAVE.size)
         return cls(*_HAVE.unpack(payload))
 
@@ -213,7 +216,7 @@ class Bitfield(Message):
         return _U32.pack(self.handle) + self.bits
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         if len(payload) < _U32.size:
             raise RemoteProtocolError("truncated bitfield")
         return cls(_U32.unpack_from(payload)[0], bytes(payload[_U32.size :]))
@@ -253,7 +256,7 @@ class _Block(Message):
         return _BLOCK.pack(self.handle, self.piece, self.offset, self.length)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         _expect_len(cls.__name__.lower(), payload, _BLOCK.size)
         return cls(*_BLOCK.unpack(payload))
 
@@ -287,26 +290,31 @@ class Piece(Message):
     handle: int
     piece: int
     offset: int
-    data: bytes
+    data: bytes | memoryview  # decoded pieces carry a read-only view of the received bytes
 
     def payload(self) -> bytes:
         return _PIECE_HEAD.pack(self.handle, self.piece, self.offset) + self.data
 
     def encode(self) -> bytes:
-        # One join instead of two concatenations: blocks are the bulk of all bytes sent.
-        head = HEADER.pack(1 + _PIECE_HEAD.size + len(self.data), self.ID)
-        return b"".join((head, _PIECE_HEAD.pack(self.handle, self.piece, self.offset), self.data))
+        return piece_head(self.handle, self.piece, self.offset, len(self.data)) + bytes(self.data)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         if len(payload) < _PIECE_HEAD.size:
             raise RemoteProtocolError("truncated piece")
         handle, piece, offset = _PIECE_HEAD.unpack_from(payload)
-        return cls(handle, piece, offset, bytes(payload[_PIECE_HEAD.size :]))
+        return cls(handle, piece, offset, memoryview(payload)[_PIECE_HEAD.size :])
 
 
 PIECE_OVERHEAD = HEADER_SIZE + _PIECE_HEAD.size
 """Bytes a ``Piece`` frame adds to its data."""
+
+
+def piece_head(handle: int, piece: int, offset: int, length: int) -> bytes:
+    """The first :data:`PIECE_OVERHEAD` bytes of a ``Piece`` frame carrying ``length`` bytes."""
+    return HEADER.pack(1 + _PIECE_HEAD.size + length, MessageId.PIECE) + _PIECE_HEAD.pack(
+        handle, piece, offset
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +334,7 @@ class Announce(Message):
         return _ANNOUNCE.pack(self.handle, self.blob_id, self.round, self.author, self.num_pieces)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         _expect_len("announce", payload, _ANNOUNCE.size)
         return cls(*_ANNOUNCE.unpack(payload))
 
@@ -342,7 +350,7 @@ class ManifestRequest(Message):
         return _U32.pack(self.handle)
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         _expect_len("manifest request", payload, _U32.size)
         return cls(_U32.unpack(payload)[0])
 
@@ -359,7 +367,7 @@ class ManifestData(Message):
         return _U32.pack(self.handle) + self.body
 
     @classmethod
-    def decode(cls, payload: bytes) -> Self:
+    def decode(cls, payload: Payload) -> Self:
         if len(payload) < _U32.size:
             raise RemoteProtocolError("truncated manifest")
         return cls(_U32.unpack_from(payload)[0], bytes(payload[_U32.size :]))
@@ -387,7 +395,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
 }
 
 
-def decode_message(message_id: int, payload: bytes) -> Message:
+def decode_message(message_id: int, payload: Payload) -> Message:
     """Decode one frame's id and payload; unknown ids are a remote protocol error."""
     cls = MESSAGE_TYPES.get(message_id)
     if cls is None:

@@ -1,0 +1,255 @@
+"""Command line: ``fltorrent run | tracker | peer | config show | config validate``.
+
+Thin: parse arguments, build a configuration, call the runtime, map errors to exit codes
+(configuration errors 2, other failures 1) with a one-line message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from fltorrent.config import Config, dump_config, load_config
+from fltorrent.errors import ConfigError, FltorrentError
+
+app = typer.Typer(
+    help="Decentralized federated learning over a BitTorrent-style swarm.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Inspect and check configurations.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_T = TypeVar("_T")
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML configuration file.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a key: section.key=value (repeatable)."),
+]
+PeersOpt = Annotated[int | None, typer.Option("--peers", help="federate.client_num")]
+RoundsOpt = Annotated[int | None, typer.Option("--rounds", help="federate.total_round_num")]
+TopologyOpt = Annotated[str | None, typer.Option("--topology", help="topology.type")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="federate.seed")]
+LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error")]
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _guard(fn: Callable[[], _T]) -> _T:
+    try:
+        return fn()
+    except ConfigError as exc:
+        raise _fail(2, str(exc)) from None
+    except FltorrentError as exc:
+        raise _fail(1, str(exc)) from None
+    except KeyboardInterrupt:
+        raise _fail(130, "interrupted") from None
+
+
+def _build_config(
+    config: Path | None,
+    sets: list[str] | None,
+    *,
+    peers: int | None = None,
+    rounds: int | None = None,
+    topology: str | None = None,
+    seed: int | None = None,
+    extra: list[str] | None = None,
+) -> Config:
+    overrides = list(extra or [])
+    for key, value in (
+        ("federate.client_num", peers),
+        ("federate.total_round_num", rounds),
+        ("topology.type", topology),
+        ("federate.seed", seed),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    overrides += sets or []
+    return load_config(config, overrides)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.WARNING),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    config: ConfigOpt = None,
+    peers: PeersOpt = None,
+    rounds: RoundsOpt = None,
+    topology: TopologyOpt = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
+    seed: SeedOpt = None,
+    sets: SetOpt = None,
+    processes: Annotated[
+        bool, typer.Option("--processes", help="Run each peer as its own OS process.")
+    ] = False,
+    progress: Annotated[str | None, typer.Option(help="auto|rich|plain|none")] = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Run a whole federation locally: a tracker and N peers over loopback TCP."""
+    from fltorrent.runtime.federation import Federation
+
+    extra = ["runtime.processes=true"] if processes else []
+    if progress is not None:
+        extra.append(f"output.progress={progress}")
+    if log_level is not None:
+        extra.append(f"output.log_level={log_level}")
+    cfg = _guard(
+        lambda: _build_config(
+            config, sets, peers=peers, rounds=rounds, topology=topology, seed=seed, extra=extra
+        )
+    )
+    _setup_logging(cfg.output.log_level)
+    result = _guard(lambda: Federation(cfg, output_dir=output_dir).run())
+    s = result.summary
+    typer.echo(
+        f"done: {s['peers']} peers, {s['rounds']} rounds in {s['wall_time_s']:.1f}s; "
+        f"final accuracy mean {s['final_accuracy_mean']:.4f} min {s['final_accuracy_min']:.4f}; "
+        f"outputs in {result.output_dir}"
+    )
+    if result.failed_peers:
+        typer.echo(f"peers that did not finish: {result.failed_peers}", err=True)
+
+
+@app.command()
+def tracker(
+    config: ConfigOpt = None,
+    peers: PeersOpt = None,
+    rounds: RoundsOpt = None,
+    topology: TopologyOpt = None,
+    seed: SeedOpt = None,
+    sets: SetOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any).")] = 7800,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'."""
+    from fltorrent.net.tcp import TcpTransport
+    from fltorrent.runtime.build import topology_spec
+    from fltorrent.runtime.procs import overall_deadline
+    from fltorrent.tracker import Tracker
+
+    cfg = _guard(
+        lambda: _build_config(
+            config, sets, peers=peers, rounds=rounds, topology=topology, seed=seed
+        )
+    )
+    _setup_logging(log_level or "info")
+
+    async def serve() -> None:
+        t = Tracker(
+            federation=cfg.federate.federation_id,
+            client_num=cfg.federate.client_num,
+            config=cfg.model_dump(mode="json"),
+            topology=topology_spec(cfg),
+            registration_timeout=cfg.runtime.registration_timeout,
+        )
+        async with t:
+            h, p = await t.start(TcpTransport(), host, port)
+            typer.echo(
+                f"tracker listening on {h}:{p} for {cfg.federate.client_num} peers", err=True
+            )
+            await t.wait_full()
+            typer.echo("all peers registered; federation running", err=True)
+            if not await t.wait_done(overall_deadline(cfg)):
+                raise FltorrentError("the federation did not finish before its deadline")
+        states = {pid: m.phase for pid, m in sorted(t.members.items())}
+        typer.echo(json.dumps({"members": states}))
+
+    _guard(lambda: asyncio.run(serve()))
+
+
+@app.command()
+def peer(
+    tracker_address: Annotated[str, typer.Option("--tracker", help="Tracker HOST:PORT.")],
+    peer_id: Annotated[int | None, typer.Option("--id", help="Requested peer id (>= 1).")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on and announce.")] = "127.0.0.1",
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
+    models_dir: Annotated[Path | None, typer.Option("--models-dir")] = None,
+    log_level: LogOpt = "warning",
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.")] = False,
+) -> None:
+    """Run one peer; it gets the configuration from the tracker."""
+    from fltorrent.net.tcp import TcpTransport
+    from fltorrent.runtime.federation import default_output_dir
+    from fltorrent.runtime.node import NodeHooks, run_node
+    from fltorrent.telemetry.events import RoundMetrics
+    from fltorrent.telemetry.sink import JsonlSink
+
+    addr_host, sep, addr_port = tracker_address.rpartition(":")
+    if not sep or not addr_port.isdigit() or not addr_host:
+        raise _fail(2, f"--tracker must be HOST:PORT, got {tracker_address!r}")
+    if peer_id is not None and peer_id < 1:
+        raise _fail(2, "--id must be at least 1")
+    _setup_logging(log_level or "warning")
+    out = output_dir or default_output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    sink = JsonlSink(out / "metrics.jsonl")
+
+    def on_metrics(m: RoundMetrics) -> None:
+        sink.emit(m)
+        if not quiet:
+            typer.echo(
+                f"peer {m.peer} round {m.round}: accuracy {m.accuracy:.4f} "
+                f"completion {m.completion:.2f}"
+            )
+
+    async def go() -> int:
+        import torch
+
+        torch.set_num_threads(1)
+        outcome = await run_node(
+            transport=TcpTransport(),
+            tracker=(addr_host, int(addr_port)),
+            host=host,
+            peer_id=peer_id,
+            model_dir=models_dir or out / "models",
+            hooks=NodeHooks(on_metrics=on_metrics),
+        )
+        if not outcome.finished:
+            typer.echo(f"error: peer {outcome.peer_id} did not finish: {outcome.error}", err=True)
+            return 1
+        return 0
+
+    try:
+        code = _guard(lambda: asyncio.run(go()))
+    finally:
+        sink.close()
+    raise typer.Exit(code)
+
+
+@config_app.command("show")
+def config_show(config: ConfigOpt = None, sets: SetOpt = None) -> None:
+    """Print the resolved configuration (defaults filled in)."""
+    cfg = _guard(lambda: _build_config(config, sets))
+    typer.echo(dump_config(cfg), nl=False)
+
+
+@config_app.command("validate")
+def config_validate(file: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
+    """Check a configuration file; exit code 2 with the key path if it is invalid."""
+    _guard(lambda: load_config(file))
+    typer.echo(f"{file}: valid")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,427 @@
+"""Chunk plans: a lossless, layer-aware mapping between a state dict and a list of byte chunks.
+
+Layout rules (both peers must follow them to agree on a plan, which :meth:`ChunkPlan.digest`
+lets them check):
+
+- Tensors are taken in state-dict order. Empty tensors (no elements) are in no chunk; the plan
+  still records them, and :meth:`ChunkPlan.join` recreates them.
+- A tensor is split only when its byte size exceeds the target chunk size, and then only along
+  its first dimension into groups of whole rows, each as many rows as fit in the target (at least
+  one). 0-dim and single-row tensors are never split.
+- The units (whole tensors and row groups) are packed greedily in order: a unit joins the current
+  chunk if that keeps it within the target, otherwise it starts a new chunk.
+
+A chunk's bytes are its segments' raw element bytes, little-endian, C order, concatenated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import torch
+
+from fltorrent.errors import LearnError
+from fltorrent.learn._elements import (
+    SUPPORTED_DTYPES,
+    bytes_tensor,
+    check_tensor,
+    decode,
+    encode,
+    tensor_bytes,
+)
+
+_DIGEST_MAGIC = b"fltorrent.chunkplan.v1\x00"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of one state-dict entry."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    def __post_init__(self) -> None:
+        if any(d < 0 for d in self.shape):
+            raise LearnError(f"{self.name}: negative dimension in shape {self.shape}")
+        if self.dtype not in SUPPORTED_DTYPES:
+            raise LearnError(f"{self.name}: dtype {self.dtype} cannot be chunked")
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per element."""
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the whole tensor."""
+        return self.numel * self.itemsize
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Elements [start, stop) of tensor ``tensor`` (flat, C order)."""
+
+    tensor: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One chunk: its segments in byte order, and their total bytes and elements."""
+
+    index: int
+    segments: tuple[Segment, ...]
+    nbytes: int
+    numel: int
+
+
+@dataclass(frozen=True)
+class ChunkPlan:
+    """How a state dict with the given tensors is cut into chunks (see the module docstring).
+
+    Build one with :meth:`from_state_dict` or :meth:`from_specs`; the constructor only checks
+    that the chunks cover every element exactly once. Plans compare equal when their tensors and
+    chunks are equal.
+    """
+
+    tensors: tuple[TensorSpec, ...]
+    chunks: tuple[Chunk, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tensors", tuple(self.tensors))
+        object.__setattr__(self, "chunks", tuple(self.chunks))
+        _validate(self.tensors, self.chunks)
+
+    @classmethod
+    def from_state_dict(
+        cls,
+        state: Mapping[str, torch.Tensor],
+        *,
+        num_chunks: int | None = None,
+        chunk_bytes: int | None = None,
+    ) -> ChunkPlan:
+        """The plan for ``state``; give exactly one of ``num_chunks`` and ``chunk_bytes``."""
+        specs = []
+        for name, value in state.items():
+            check_tensor(name, value)
+            specs.append(TensorSpec(name, tuple(int(d) for d in value.shape), value.dtype))
+        return cls.from_specs(specs, num_chunks=num_chunks, chunk_bytes=chunk_bytes)
+
+    @classmethod
+    def from_specs(
+        cls,
+        specs: Sequence[TensorSpec],
+        *,
+        num_chunks: int | None = None,
+        chunk_bytes: int | None = None,
+    ) -> ChunkPlan:
+        """The plan for tensors ``specs`` (in order).
+
+        ``chunk_bytes`` is the target chunk size. ``num_chunks`` asks for a number of chunks: the
+        target is the smallest one whose chunk count is closest to it (on a tie between a count
+        above and one below, the larger count). It is a target, not a guarantee: three 4-byte
+        tensors cannot make 20 chunks, and one big row cannot be cut.
+        """
+        specs = tuple(specs)
+        if chunk_bytes is not None and num_chunks is None:
+            if chunk_bytes < 1:
+                raise LearnError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
+            target = chunk_bytes
+        elif num_chunks is not None and chunk_bytes is None:
+            if num_chunks < 1:
+                raise LearnError(f"num_chunks must be at least 1, got {num_chunks}")
+            target = _target_for_count(specs, num_chunks)
+        else:
+            raise LearnError("give exactly one of num_chunks and chunk_bytes")
+        return cls(tensors=specs, chunks=_pack(specs, target))
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of all tensors (= the sum of the chunk sizes)."""
+        return sum(spec.nbytes for spec in self.tensors)
+
+    @property
+    def num_chunks(self) -> int:
+        """Number of chunks."""
+        return len(self.chunks)
+
+    def digest(self) -> bytes:
+        """SHA-256 of a canonical encoding of names, shapes, dtypes and segments."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> bytes:
+        h = hashlib.sha256(_DIGEST_MAGIC)
+
+        def text(s: str) -> None:
+            b = s.encode()
+            h.update(struct.pack(">I", len(b)) + b)
+
+        h.update(struct.pack(">I", len(self.tensors)))
+        for spec in self.tensors:
+            text(spec.name)
+            text(str(spec.dtype))
+            h.update(struct.pack(f">I{len(spec.shape)}Q", len(spec.shape), *spec.shape))
+        h.update(struct.pack(">I", len(self.chunks)))
+        for chunk in self.chunks:
+            h.update(struct.pack(">I", len(chunk.segments)))
+            for seg in chunk.segments:
+                h.update(struct.pack(">IQQ", seg.tensor, seg.start, seg.stop))
+        return h.digest()
+
+    # --- bytes ---------------------------------------------------------------------------------
+
+    def split(self, state: Mapping[str, torch.Tensor]) -> list[bytes]:
+        """The chunks of ``state``, which must have this plan's names, shapes and dtypes."""
+        raw = self._raw(state)
+        return [
+            b"".join(raw[t][a:b].data for t, a, b in self._byte_ranges(chunk))
+            for chunk in self.chunks
+        ]
+
+    def join(self, chunks: Sequence[bytes]) -> dict[str, torch.Tensor]:
+        """The state dict whose :meth:`split` is ``chunks`` (new CPU tensors, plan order)."""
+        if len(chunks) != len(self.chunks):
+            raise LearnError(f"expected {len(self.chunks)} chunks, got {len(chunks)}")
+        bufs = [np.empty(spec.nbytes, dtype=np.uint8) for spec in self.tensors]
+        for chunk, data in zip(self.chunks, chunks, strict=True):
+            src = self._chunk_array(chunk, data)
+            offset = 0
+            for t, a, b in self._byte_ranges(chunk):
+                bufs[t][a:b] = src[offset : offset + b - a]
+                offset += b - a
+        return {
+            spec.name: bytes_tensor(buf, spec.shape, spec.dtype)
+            for spec, buf in zip(self.tensors, bufs, strict=True)
+        }
+
+    # --- float64 vectors -----------------------------------------------------------------------
+
+    def chunk_to_vector(self, index: int, data: bytes | bytearray) -> np.ndarray:
+        """The chunk's elements as a float64 vector (``numel`` long), in byte order."""
+        chunk = self._chunk(index)
+        src = self._chunk_array(chunk, data)
+        out = np.empty(chunk.numel, dtype=np.float64)
+        pos = offset = 0
+        for seg in chunk.segments:
+            spec = self.tensors[seg.tensor]
+            n, nb = seg.stop - seg.start, (seg.stop - seg.start) * spec.itemsize
+            out[pos : pos + n] = decode(src[offset : offset + nb], spec.name, spec.dtype)
+            pos, offset = pos + n, offset + nb
+        return out
+
+    def vector_to_chunk(self, index: int, vector: np.ndarray) -> bytes:
+        """Inverse of :meth:`chunk_to_vector`, casting each element back to its dtype.
+
+        Floating dtypes round to nearest (overflow gives ±inf); integer and bool dtypes round
+        to nearest (ties to even), clip to the dtype's range (as far as float64 reaches: int64
+        saturates at 2**63 - 1024) and map NaN to 0.
+        """
+        chunk = self._chunk(index)
+        vec = _as_vector(vector, chunk)
+        parts = []
+        pos = 0
+        for seg in chunk.segments:
+            spec, n = self.tensors[seg.tensor], seg.stop - seg.start
+            parts.append(encode(vec[pos : pos + n], spec.name, spec.dtype).data)
+            pos += n
+        return b"".join(parts)
+
+    def state_to_vectors(self, state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+        """``[chunk_to_vector(i, c) for i, c in enumerate(split(state))]``, computed directly.
+
+        Integers above 2**53 in magnitude do not survive the float64 conversion exactly.
+        """
+        raw = self._raw(state)
+        flat = [
+            decode(r, spec.name, spec.dtype) if spec.numel else np.zeros(0)
+            for r, spec in zip(raw, self.tensors, strict=True)
+        ]
+        out = []
+        for chunk in self.chunks:
+            pieces = [flat[seg.tensor][seg.start : seg.stop] for seg in chunk.segments]
+            out.append(np.concatenate(pieces) if pieces else np.zeros(0))
+        return out
+
+    def vectors_to_state(self, vectors: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+        """``join([vector_to_chunk(i, v) for i, v in enumerate(vectors)])``, computed directly."""
+        if len(vectors) != len(self.chunks):
+            raise LearnError(f"expected {len(self.chunks)} vectors, got {len(vectors)}")
+        flat = [np.empty(spec.numel, dtype=np.float64) for spec in self.tensors]
+        for chunk, vector in zip(self.chunks, vectors, strict=True):
+            vec = _as_vector(vector, chunk)
+            pos = 0
+            for seg in chunk.segments:
+                n = seg.stop - seg.start
+                flat[seg.tensor][seg.start : seg.stop] = vec[pos : pos + n]
+                pos += n
+        return {
+            spec.name: bytes_tensor(encode(f, spec.name, spec.dtype), spec.shape, spec.dtype)
+            for spec, f in zip(self.tensors, flat, strict=True)
+        }
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _chunk(self, index: int) -> Chunk:
+        if not 0 <= index < len(self.chunks):
+            raise LearnError(f"chunk index {index} out of range 0..{len(self.chunks) - 1}")
+        return self.chunks[index]
+
+    def _byte_ranges(self, chunk: Chunk) -> Iterator[tuple[int, int, int]]:
+        """(tensor, first byte, end byte) of each segment of ``chunk``."""
+        for seg in chunk.segments:
+            size = self.tensors[seg.tensor].itemsize
+            yield seg.tensor, seg.start * size, seg.stop * size
+
+    def _chunk_array(self, chunk: Chunk, data: bytes | bytearray) -> np.ndarray:
+        src = np.frombuffer(data, dtype=np.uint8)
+        if src.size != chunk.nbytes:
+            raise LearnError(f"chunk {chunk.index} must be {chunk.nbytes} bytes, got {src.size}")
+        return src
+
+    def _raw(self, state: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+        """Each planned tensor of ``state`` as a flat uint8 array of its bytes."""
+        names = {spec.name for spec in self.tensors}
+        missing = [spec.name for spec in self.tensors if spec.name not in state]
+        extra = [name for name in state if name not in names]
+        if missing or extra:
+            raise LearnError(
+                f"state dict does not match the chunk plan: missing {missing[:5]}, "
+                f"unexpected {extra[:5]}"
+            )
+        out = []
+        for spec in self.tensors:
+            value = state[spec.name]
+            check_tensor(spec.name, value)
+            if tuple(value.shape) != spec.shape or value.dtype != spec.dtype:
+                raise LearnError(
+                    f"{spec.name}: the plan has {spec.dtype} {spec.shape}, "
+                    f"the state dict {value.dtype} {tuple(value.shape)}"
+                )
+            out.append(tensor_bytes(value))
+        return out
+
+
+def _as_vector(vector: np.ndarray, chunk: Chunk) -> np.ndarray:
+    vec = np.asarray(vector, dtype=np.float64)
+    if vec.shape != (chunk.numel,):
+        raise LearnError(
+            f"chunk {chunk.index} has {chunk.numel} elements, got a vector of shape {vec.shape}"
+        )
+    return vec
+
+
+# --- building and checking plans ---------------------------------------------------------------
+
+
+def _units(specs: Sequence[TensorSpec], target: int) -> Iterator[tuple[int, int, int, int]]:
+    """(tensor, start, stop, bytes) of each packing unit for target chunk size ``target``."""
+    for i, spec in enumerate(specs):
+        if spec.numel == 0:
+            continue
+        rows = spec.shape[0] if spec.shape else 1
+        if spec.nbytes <= target or rows <= 1:
+            yield i, 0, spec.numel, spec.nbytes
+            continue
+        row = spec.numel // rows
+        per_group = max(1, target // (row * spec.itemsize))
+        for first in range(0, rows, per_group):
+            last = min(rows, first + per_group)
+            yield i, first * row, last * row, (last - first) * row * spec.itemsize
+
+
+def _pack(specs: Sequence[TensorSpec], target: int) -> tuple[Chunk, ...]:
+    groups: list[list[Segment]] = [[]]
+    size = 0
+    for t, start, stop, nbytes in _units(specs, target):
+        if groups[-1] and size + nbytes > target:
+            groups.append([])
+            size = 0
+        groups[-1].append(Segment(t, start, stop))
+        size += nbytes
+    return tuple(
+        Chunk(
+            index=i,
+            segments=tuple(segs),
+            nbytes=sum((s.stop - s.start) * specs[s.tensor].itemsize for s in segs),
+            numel=sum(s.stop - s.start for s in segs),
+        )
+        for i, segs in enumerate(groups)
+    )
+
+
+def _count(specs: Sequence[TensorSpec], target: int) -> int:
+    """len(_pack(specs, target)) without building the chunks."""
+    count, size = 1, 0
+    for *_, nbytes in _units(specs, target):
+        if size and size + nbytes > target:
+            count, size = count + 1, 0
+        size += nbytes
+    return count
+
+
+def _target_for_count(specs: Sequence[TensorSpec], num_chunks: int) -> int:
+    total = sum(spec.nbytes for spec in specs)
+    if total == 0:
+        return 1
+    # Binary search for the smallest target with at most num_chunks chunks (the target `total`
+    # always gives one chunk), then see whether one byte less lands closer to num_chunks.
+    lo, hi = 1, total
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _count(specs, mid) <= num_chunks:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo > 1 and _count(specs, lo - 1) - num_chunks <= num_chunks - _count(specs, lo):
+        return lo - 1
+    return lo
+
+
+def _validate(tensors: tuple[TensorSpec, ...], chunks: tuple[Chunk, ...]) -> None:
+    """Every element of every tensor in exactly one segment; chunk totals consistent."""
+    names = [spec.name for spec in tensors]
+    if len(set(names)) != len(names):
+        raise LearnError("tensor names in a chunk plan must be unique")
+    if not chunks:
+        raise LearnError("a chunk plan needs at least one chunk")
+    total = sum(spec.nbytes for spec in tensors)
+    ranges: list[list[tuple[int, int]]] = [[] for _ in tensors]
+    for pos, chunk in enumerate(chunks):
+        if chunk.index != pos:
+            raise LearnError(f"chunk at position {pos} has index {chunk.index}")
+        if not chunk.segments and (total or len(chunks) > 1):
+            raise LearnError(f"chunk {pos} is empty")
+        nbytes = numel = 0
+        for seg in chunk.segments:
+            if not 0 <= seg.tensor < len(tensors):
+                raise LearnError(f"chunk {pos} refers to unknown tensor {seg.tensor}")
+            spec = tensors[seg.tensor]
+            if not 0 <= seg.start < seg.stop <= spec.numel:
+                raise LearnError(f"chunk {pos}: bad segment {seg} of {spec.name} {spec.shape}")
+            ranges[seg.tensor].append((seg.start, seg.stop))
+            numel += seg.stop - seg.start
+            nbytes += (seg.stop - seg.start) * spec.itemsize
+        if (chunk.nbytes, chunk.numel) != (nbytes, numel):
+            raise LearnError(f"chunk {pos} declares wrong sizes")
+    for spec, spans in zip(tensors, ranges, strict=True):
+        covered = 0
+        for start, stop in sorted(spans):
+            if start != covered:
+                raise LearnError(f"{spec.name}: segments overlap or leave a gap at {covered}")
+            covered = stop
+        if covered != spec.numel:
+            raise LearnError(f"{spec.name}: segments cover {covered} of {spec.numel} elements")

@@ -1,0 +1,175 @@
+"""Chunk importance scores: how much each chunk of an update matters, carried in the manifest.
+
+The picker uses the scores to break ties between equally rare pieces, so the chunks that matter
+most spread first when a round cannot wait for everything. Methods (SPEC §2, config key
+``chunk.importance_method``):
+
+* ``l2_norm``: L2 norm of the chunk's update; divided by sqrt(size) when ``normalize_by_size``
+  and multiplied by ``1 + depth_boost * depth`` (depth in [0, 1] by the chunk's first tensor).
+* ``magnitude``: mean absolute update of the chunk, averaged over the last ``history_window``
+  rounds, plus its standard deviation over that window when ``use_variance`` (chunks whose
+  updates swing are boosted).
+* ``snip``: sum over the chunk of |gradient x weight| on one batch of ``batch_size`` samples
+  (Lee et al., ICLR 2019, connection sensitivity).
+* ``fisher``: sum over the chunk of the diagonal empirical Fisher, the mean squared per-sample
+  gradient over ``num_samples`` samples, plus ``damping`` per element.
+* ``random``: uniform scores, the baseline.
+* ``adaptive``: ``magnitude`` while training moves fast (the mean training loss fell by more than
+  5 % since the previous round), ``snip`` once it settles.
+
+These are first implementations; issue 4 measures them against ``random``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fltorrent.errors import LearnError
+from fltorrent.learn.chunking import ChunkPlan
+
+IMPORTANCE_METHODS = ("magnitude", "l2_norm", "snip", "fisher", "random", "adaptive")
+ADAPTIVE_LOSS_DROP = 0.05
+
+
+@dataclass
+class ScoreInputs:
+    """What a scorer may look at after local training."""
+
+    plan: ChunkPlan
+    before: Sequence[np.ndarray]  # chunk vectors before training (the round's start model)
+    after: Sequence[np.ndarray]  # chunk vectors after training
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    train_loss: float
+    round: int
+
+
+@dataclass
+class ImportanceScorer:
+    """Stateful scorer for one peer (``magnitude`` and ``adaptive`` keep a history)."""
+
+    method: str
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    _history: deque[np.ndarray] = field(default_factory=deque)
+    _last_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in IMPORTANCE_METHODS:
+            raise LearnError(
+                f"unknown importance method {self.method!r}; one of {IMPORTANCE_METHODS}"
+            )
+
+    def _opt(self, method: str, key: str, default: Any) -> Any:
+        return self.options.get(method, {}).get(key, default)
+
+    def score(self, inputs: ScoreInputs) -> list[float]:
+        """One finite, non-negative score per chunk."""
+        method = self.method
+        if method == "adaptive":
+            last, self._last_loss = self._last_loss, inputs.train_loss
+            moving = last is None or inputs.train_loss < (1 - ADAPTIVE_LOSS_DROP) * last
+            method = "magnitude" if moving else "snip"
+        deltas = [a - b for a, b in zip(inputs.after, inputs.before, strict=True)]
+        if method == "magnitude" or self.method == "adaptive":
+            # The history is kept up to date even while adaptive uses snip.
+            mags = np.array([float(np.abs(d).mean()) if d.size else 0.0 for d in deltas])
+            window = int(self._opt("magnitude", "history_window", 10))
+            self._history.append(mags)
+            while len(self._history) > window:
+                self._history.popleft()
+        match method:
+            case "l2_norm":
+                scores = self._l2(inputs.plan, deltas)
+            case "magnitude":
+                hist = np.stack(list(self._history))
+                scores = hist.mean(axis=0)
+                if self._opt("magnitude", "use_variance", True):
+                    scores = scores + hist.std(axis=0)
+            case "snip":
+                scores = _per_chunk(
+                    inputs.plan, _snip(inputs, self._opt("snip", "batch_size", 128))
+                )
+            case "fisher":
+                n = int(self._opt("fisher", "num_samples", 100))
+                damping = float(self._opt("fisher", "damping", 1e-3))
+                scores = _per_chunk(inputs.plan, _fisher(inputs, n, damping))
+            case _:  # random
+                rng = np.random.default_rng([self.seed, inputs.round])
+                scores = rng.random(inputs.plan.num_chunks)
+        out = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0)
+        return [max(0.0, float(s)) for s in out]
+
+    def _l2(self, plan: ChunkPlan, deltas: Sequence[np.ndarray]) -> np.ndarray:
+        normalize = bool(self._opt("l2_norm", "normalize_by_size", True))
+        boost = float(self._opt("l2_norm", "depth_boost", 0.3))
+        n_tensors = max(1, len(plan.tensors) - 1)
+        scores = np.empty(len(deltas))
+        for i, (d, chunk) in enumerate(zip(deltas, plan.chunks, strict=True)):
+            norm = float(np.linalg.norm(d))
+            if normalize and d.size:
+                norm /= float(np.sqrt(d.size))
+            depth = chunk.segments[0].tensor / n_tensors if chunk.segments else 0.0
+            scores[i] = norm * (1.0 + boost * depth)
+        return scores
+
+
+def _zero_scores(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+
+
+def _per_chunk(plan: ChunkPlan, scores: dict[str, torch.Tensor]) -> np.ndarray:
+    return np.array([float(v.sum()) for v in plan.state_to_vectors(scores)])
+
+
+def _snip(inputs: ScoreInputs, batch_size: int) -> dict[str, torch.Tensor]:
+    model = inputs.model
+    scores = _zero_scores(model)
+    if len(inputs.x) == 0:
+        return scores
+    g = torch.Generator().manual_seed(inputs.round)
+    idx = torch.randperm(len(inputs.x), generator=g)[:batch_size]
+    model.zero_grad(set_to_none=True)
+    was_training = model.training
+    model.eval()
+    loss = nn.functional.cross_entropy(model(inputs.x[idx]), inputs.y[idx])
+    loss.backward()
+    model.train(was_training)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            scores[name] = (p.grad * p.detach()).abs().to(scores[name].dtype)
+    model.zero_grad(set_to_none=True)
+    return scores
+
+
+def _fisher(inputs: ScoreInputs, num_samples: int, damping: float) -> dict[str, torch.Tensor]:
+    model = inputs.model
+    scores = _zero_scores(model)
+    n = min(num_samples, len(inputs.x))
+    if n == 0:
+        return scores
+    g = torch.Generator().manual_seed(inputs.round + 7919)
+    idx = torch.randperm(len(inputs.x), generator=g)[:n]
+    params = dict(model.named_parameters())
+    was_training = model.training
+    model.eval()
+    for i in idx.tolist():
+        model.zero_grad(set_to_none=True)
+        loss = nn.functional.cross_entropy(model(inputs.x[i : i + 1]), inputs.y[i : i + 1])
+        loss.backward()
+        for name, p in params.items():
+            if p.grad is not None:
+                scores[name] += (p.grad.detach() ** 2).to(scores[name].dtype) / n
+    model.train(was_training)
+    model.zero_grad(set_to_none=True)
+    for name in params:
+        scores[name] += damping
+    return scores

@@ -1,0 +1,117 @@
+"""One peer's learning state: model, local data, chunk plan and importance scorer.
+
+The peer calls these methods from a worker thread (training must not block the event loop that
+keeps serving neighbours); nothing here knows about sockets or rounds beyond a number.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.importance import ImportanceScorer, ScoreInputs
+from fltorrent.learn.train import TrainResult, evaluate, train_local
+
+
+@dataclass(frozen=True)
+class LocalUpdate:
+    """The result of one round of local work, ready to publish."""
+
+    chunks: list[bytes]
+    vectors: list[np.ndarray]
+    importance: list[float]
+    num_samples: int
+    train: TrainResult
+    score_s: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Accuracy and loss on the global and the local test set."""
+
+    accuracy: float
+    loss: float
+    local_accuracy: float
+    local_loss: float
+
+
+class Learner:
+    """Model + data + plan of one peer."""
+
+    def __init__(
+        self,
+        *,
+        model: nn.Module,
+        train_data: tuple[torch.Tensor, torch.Tensor],
+        test_data: tuple[torch.Tensor, torch.Tensor],
+        local_test_data: tuple[torch.Tensor, torch.Tensor],
+        plan_size: Mapping[str, int],
+        train_options: Mapping[str, Any],
+        scorer: ImportanceScorer,
+        seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.x, self.y = train_data
+        self.x_test, self.y_test = test_data
+        self.x_local, self.y_local = local_test_data
+        self.plan = ChunkPlan.from_state_dict(model.state_dict(), **plan_size)
+        self.train_options = dict(train_options)
+        self.scorer = scorer
+        self.seed = seed
+
+    @property
+    def num_samples(self) -> int:
+        """Local training samples."""
+        return len(self.y)
+
+    def vectors(self) -> list[np.ndarray]:
+        """The model's current state, one float64 vector per chunk."""
+        return self.plan.state_to_vectors(self.model.state_dict())
+
+    def local_round(self, round_: int) -> LocalUpdate:
+        """Train one round, then cut the model into chunks and score them."""
+        before = self.vectors()
+        result = train_local(
+            self.model, self.x, self.y, seed=self.seed * 100_003 + round_, **self.train_options
+        )
+        t0 = time.perf_counter()
+        state = self.model.state_dict()
+        chunks = self.plan.split(state)
+        after = [self.plan.chunk_to_vector(i, c) for i, c in enumerate(chunks)]
+        importance = self.scorer.score(
+            ScoreInputs(
+                plan=self.plan,
+                before=before,
+                after=after,
+                model=self.model,
+                x=self.x,
+                y=self.y,
+                train_loss=result.loss,
+                round=round_,
+            )
+        )
+        return LocalUpdate(
+            chunks=chunks,
+            vectors=after,
+            importance=importance,
+            num_samples=result.num_samples,
+            train=result,
+            score_s=time.perf_counter() - t0,
+        )
+
+    def load_vectors(self, vectors: Sequence[np.ndarray]) -> None:
+        """Replace the model's state by aggregated chunk vectors."""
+        self.model.load_state_dict(self.plan.vectors_to_state(vectors))
+
+    def evaluate(self) -> Evaluation:
+        """Evaluate on the global test set and on this peer's local test split."""
+        acc, loss = evaluate(self.model, self.x_test, self.y_test)
+        local_acc, local_loss = evaluate(self.model, self.x_local, self.y_local)
+        return Evaluation(acc, loss, local_acc, local_loss)

@@ -1,0 +1,131 @@
+"""Local training and evaluation of a classifier on in-memory tensors.
+
+Small models are bound by Python overhead, so batches are gathered by indexing the tensors
+directly rather than through a DataLoader. All randomness (the shuffling) comes from a
+``torch.Generator`` seeded by the caller; the global RNG is never used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fltorrent.errors import LearnError
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
+"""The optimizers :func:`train_local` understands."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What one call of :func:`train_local` did.
+
+    ``loss`` is the sample-weighted mean cross-entropy over the last epoch (NaN when no step was
+    taken).
+    """
+
+    num_samples: int
+    loss: float
+    steps: int
+    seconds: float
+
+
+def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.shape[:1] != y.shape or y.dim() != 1:
+        raise LearnError(f"x and y must hold the same number of samples, got {x.shape}, {y.shape}")
+
+
+def train_local(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 0.05,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> TrainResult:
+    """Train ``model`` in place with cross-entropy for ``epochs`` passes over (x, y).
+
+    A fresh optimizer is built on every call (``sgd`` with ``momentum``, or ``adam``, which
+    ignores ``momentum``), so no optimizer state survives between rounds. Each epoch visits the
+    samples in an order drawn from ``seed``; the last batch of an epoch may be smaller. With no
+    samples (or no epochs) nothing is touched and ``loss`` is NaN.
+    """
+    _check_data(x, y)
+    if epochs < 0:
+        raise LearnError(f"epochs must be non-negative, got {epochs}")
+    if batch_size < 1:
+        raise LearnError(f"batch_size must be at least 1, got {batch_size}")
+    if not lr > 0:
+        raise LearnError(f"lr must be positive, got {lr}")
+    if optimizer not in OPTIMIZERS:
+        raise LearnError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    n = len(y)
+    if n == 0 or epochs == 0:
+        return TrainResult(num_samples=n, loss=math.nan, steps=0, seconds=0.0)
+
+    start = time.perf_counter()
+    opt: torch.optim.Optimizer
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(
+            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    steps = 0
+    epoch_loss = torch.zeros(())
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        # Summed as a tensor: calling .item() every step would cost a sync per batch.
+        epoch_loss = torch.zeros(())
+        for first in range(0, n, batch_size):
+            idx = order[first : first + batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            epoch_loss += loss.detach() * len(idx)
+            steps += 1
+    return TrainResult(
+        num_samples=n,
+        loss=float(epoch_loss) / n,
+        steps=steps,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 2048
+) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``model`` on (x, y), in eval mode without gradients.
+
+    Empty data gives ``(nan, nan)``: there is nothing to measure, and NaN cannot be mistaken for
+    a real score. The model is left in eval mode.
+    """
+    _check_data(x, y)
+    if batch_size < 1:
+        raise LearnError(f"batch_size must be at least 1, got {batch_size}")
+    n = len(y)
+    if n == 0:
+        return math.nan, math.nan
+    model.eval()
+    correct = 0
+    total_loss = 0.0
+    with torch.no_grad():
+        for first in range(0, n, batch_size):
+            xb, yb = x[first : first + batch_size], y[first : first + batch_size]
+            logits = model(xb)
+            total_loss += float(F.cross_entropy(logits, yb, reduction="sum"))
+            correct += int((logits.argmax(dim=1) == yb).sum())
+    return correct / n, total_loss / n

@@ -1,0 +1,5 @@
+"""Launchers: in-process (one loop, loopback TCP) and one process per peer."""
+
+from fltorrent.runtime.federation import Federation, FederationResult
+
+__all__ = ["Federation", "FederationResult"]

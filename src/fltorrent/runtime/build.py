@@ -1,0 +1,161 @@
+"""Turn a :class:`~fltorrent.config.Config` into components with explicit arguments.
+
+This and ``config.py`` are the only places that read the configuration tree.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fltorrent.config import Config
+from fltorrent.learn.data import Dataset, load_dataset
+from fltorrent.learn.importance import ImportanceScorer
+from fltorrent.learn.learner import Learner
+from fltorrent.learn.models import build_model
+from fltorrent.learn.partition import partition, split_test_like
+from fltorrent.peer import RoundPolicy
+from fltorrent.swarm import SwarmOptions
+from fltorrent.tracker import TopologySpec
+
+
+def default_cache_dir() -> Path:
+    """Where generated datasets are cached (``$XDG_CACHE_HOME/fltorrent``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fltorrent"
+
+
+@dataclass(frozen=True)
+class FederationData:
+    """The dataset and every peer's share of it (indices into train and test)."""
+
+    dataset: Dataset
+    train_parts: list[np.ndarray]
+    test_parts: list[np.ndarray]
+
+
+def load_federation_data(config: Config) -> FederationData:
+    """Load (or generate) the dataset and split it among ``client_num`` peers, seeded."""
+    d = config.data
+    seed = config.federate.seed
+    n = config.federate.client_num
+    dataset = load_dataset(
+        d.name,
+        num_samples=d.num_samples,
+        seed=seed,
+        cache_dir=d.cache_dir or default_cache_dir(),
+        num_groups=n,
+        synthetic_alpha=d.synthetic_alpha,
+        synthetic_beta=d.synthetic_beta,
+    )
+    parts = partition(
+        dataset.y_train,
+        n,
+        method=d.partition,
+        alpha=d.alpha,
+        shards_per_client=d.shards_per_client,
+        seed=seed,
+        min_samples=d.min_samples,
+        groups=dataset.groups,
+    )
+    tests = split_test_like(parts, dataset.y_train, dataset.y_test, seed=seed)
+    return FederationData(dataset, parts, tests)
+
+
+def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner:
+    """The learner of peer ``peer_id`` (1-based): same initial model on every peer."""
+    ds = data.dataset
+    seed = config.federate.seed
+    model = build_model(
+        config.model.name,
+        input_shape=ds.input_shape,
+        num_classes=ds.num_classes,
+        hidden=config.model.hidden,
+        seed=seed,
+    )
+    train_idx = data.train_parts[peer_id - 1]
+    test_idx = data.test_parts[peer_id - 1]
+    t = config.train
+    chunk = config.chunk
+    return Learner(
+        model=model,
+        train_data=(
+            torch.from_numpy(ds.x_train[train_idx]),
+            torch.from_numpy(ds.y_train[train_idx]),
+        ),
+        test_data=(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)),
+        local_test_data=(
+            torch.from_numpy(ds.x_test[test_idx]),
+            torch.from_numpy(ds.y_test[test_idx]),
+        ),
+        plan_size=chunk.plan_size(),
+        train_options={
+            "epochs": t.local_epochs,
+            "batch_size": t.batch_size,
+            "lr": t.lr,
+            "optimizer": t.optimizer,
+            "momentum": t.momentum,
+            "weight_decay": t.weight_decay,
+        },
+        scorer=ImportanceScorer(
+            chunk.importance_method,
+            options=chunk.importance_config.model_dump(),
+            seed=seed * 1000 + peer_id,
+        ),
+        seed=seed * 1000 + peer_id,
+    )
+
+
+def swarm_options(
+    config: Config, *, federation: str, peer_id: int, listen_port: int
+) -> SwarmOptions:
+    """Swarm settings of one peer."""
+    bt = config.bittorrent
+    return SwarmOptions(
+        federation=federation,
+        peer_id=peer_id,
+        listen_port=listen_port,
+        block_size=bt.block_size,
+        max_frame_size=bt.max_frame_size,
+        max_block_size=max(bt.block_size, min(1024 * 1024, bt.max_frame_size - 64)),
+        max_inflight_bytes=bt.max_inflight_bytes,
+        request_timeout=bt.request_timeout,
+        connect_timeout=bt.connect_timeout,
+        idle_timeout=bt.idle_timeout,
+        keepalive_interval=bt.keepalive_interval,
+        seed=config.federate.seed * 1000 + peer_id,
+    )
+
+
+def round_policy(config: Config) -> RoundPolicy:
+    """When rounds end."""
+    bt = config.bittorrent
+    return RoundPolicy(
+        rounds=config.federate.total_round_num,
+        timeout=bt.timeout,
+        hard_timeout=bt.hard_timeout if bt.hard_timeout is not None else 2 * bt.timeout,
+        min_completion_ratio=bt.min_completion_ratio,
+        seed_grace=bt.seed_grace,
+    )
+
+
+def topology_spec(config: Config) -> TopologySpec:
+    """Arguments for the tracker's topology builder."""
+    t = config.topology
+    return TopologySpec(
+        kind=t.type,
+        connections=t.connections,
+        branching=t.branching,
+        custom_graph=t.custom_graph,
+        seed=config.federate.seed,
+        use=t.use,
+    )
+
+
+def federation_id(config: Config) -> str:
+    """The id peers present in their handshakes."""
+    return config.federate.federation_id

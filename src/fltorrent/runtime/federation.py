@@ -1,0 +1,206 @@
+"""The Python API: ``Federation(config).run()``, ``await Federation(config).arun()``.
+
+Chooses a launcher (in-process or one process per peer), writes the outputs (resolved
+``config.yaml``, ``metrics.jsonl``, ``summary.json``, final models as safetensors) and keeps a
+live status board for :meth:`Federation.get_training_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fltorrent.config import Config, dump_config, load_config, parse_config
+from fltorrent.errors import FederationError
+from fltorrent.peer import FaultHook, PeerStatus
+from fltorrent.runtime.local import run_local
+from fltorrent.runtime.node import EVALUATED, NodeOutcome
+from fltorrent.runtime.procs import run_processes
+from fltorrent.runtime.status import StatusBoard
+from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.progress import RoundProgress
+from fltorrent.telemetry.sink import JsonlSink, read_metrics
+from fltorrent.telemetry.summary import summarize
+from fltorrent.tracker import MemberState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FederationResult:
+    """What a run produced."""
+
+    output_dir: Path
+    summary: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    failed_peers: list[int] = field(default_factory=list)
+
+
+def default_output_dir() -> Path:
+    """``runs/<UTC timestamp>``."""
+    return Path("runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
+
+
+class Federation:
+    """A whole federation: tracker and peers, run by one call."""
+
+    def __init__(
+        self,
+        config: Config | Mapping[str, Any] | str | Path | None = None,
+        *,
+        output_dir: Path | str | None = None,
+        progress: str | None = None,
+        fault_hook: FaultHook | None = None,
+    ) -> None:
+        if isinstance(config, Config):
+            self.config = config
+        elif isinstance(config, str | Path):
+            self.config = load_config(config)
+        else:
+            self.config = parse_config(config)
+        chosen = output_dir if output_dir is not None else self.config.output.dir
+        self.output_dir = Path(chosen) if chosen is not None else default_output_dir()
+        self.progress_mode = progress or self.config.output.progress
+        self.fault_hook = fault_hook
+        fed = self.config.federate
+        self.board = StatusBoard(fed.client_num, fed.total_round_num)
+
+    def run(self) -> FederationResult:
+        """Run to completion (blocking)."""
+        return asyncio.run(self.arun())
+
+    def get_training_status(self) -> dict[str, Any]:
+        """Round (of the slowest live peer), each peer's phase/round/completion/accuracy."""
+        return self.board.snapshot()
+
+    async def arun(self) -> FederationResult:
+        """Run to completion."""
+        cfg = self.config
+        out = self.output_dir
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(dump_config(cfg))
+        metrics_path = out / "metrics.jsonl"
+        metrics_path.unlink(missing_ok=True)
+        torch.set_num_threads(cfg.runtime.torch_threads)
+        n, rounds = cfg.federate.client_num, cfg.federate.total_round_num
+        model_dir = out / "models" if cfg.output.save_model else None
+        start = time.perf_counter()
+        failed: list[int] = []
+        with RoundProgress(peers=n, rounds=rounds, mode=self.progress_mode) as display:
+            if cfg.runtime.processes:
+                failed = await self._run_processes(display)
+            else:
+                failed = await self._run_in_process(display, metrics_path, model_dir)
+        wall = time.perf_counter() - start
+        records = read_metrics(metrics_path) if metrics_path.exists() else []
+        records.sort(key=lambda r: (r["round"], r["peer"]))
+        summary = summarize(
+            records,
+            peers=n,
+            rounds=rounds,
+            wall_time_s=wall,
+            failed=failed,
+            extra={"mode": "processes" if cfg.runtime.processes else "in-process"},
+        )
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self._copy_final_model(model_dir, summary["finished_peers"])
+        if not summary["finished_peers"]:
+            raise FederationError(f"no peer finished; see {out}")
+        return FederationResult(out, summary, records, failed)
+
+    async def _run_in_process(
+        self, display: RoundProgress, metrics_path: Path, model_dir: Path | None
+    ) -> list[int]:
+        sink = JsonlSink(metrics_path)
+
+        def on_metrics(m: RoundMetrics) -> None:
+            sink.emit(m)
+            display.peer_round(m.peer, m.round, m.accuracy, m.completion)
+            self.board.update(
+                m.peer,
+                phase=EVALUATED,
+                round_=m.round,
+                completion=m.completion,
+                accuracy=m.accuracy,
+            )
+
+        def on_phase(s: PeerStatus) -> None:
+            self.board.update(
+                s.peer,
+                phase=s.phase.value,
+                round_=s.round,
+                completion=s.completion,
+                accuracy=s.accuracy,
+            )
+
+        try:
+            outcomes = await run_local(
+                self.config,
+                model_dir=model_dir,
+                on_metrics=on_metrics,
+                on_phase=on_phase,
+                fault_hook=self.fault_hook,
+            )
+        finally:
+            sink.close()
+        return self._failures(outcomes, display)
+
+    def _failures(self, outcomes: list[NodeOutcome], display: RoundProgress) -> list[int]:
+        failed = []
+        for o in outcomes:
+            if o.finished:
+                self.board.mark(o.peer_id, "done")
+            else:
+                failed.append(o.peer_id)
+                self.board.mark(o.peer_id, "failed")
+                display.peer_failed(o.peer_id)
+                log.warning("peer %d did not finish: %s", o.peer_id, o.error)
+        return failed
+
+    async def _run_processes(self, display: RoundProgress) -> list[int]:
+        out = self.output_dir
+
+        def on_progress(m: MemberState) -> None:
+            self.board.update(
+                m.peer_id,
+                phase=m.phase,
+                round_=m.round,
+                completion=m.completion,
+                accuracy=m.accuracy,
+            )
+            if m.phase == EVALUATED and m.accuracy is not None:
+                display.peer_round(m.peer_id, m.round, m.accuracy, m.completion)
+
+        codes = await run_processes(
+            self.config,
+            output_dir=out,
+            on_progress=on_progress,
+            log_level=self.config.output.log_level,
+        )
+        with (out / "metrics.jsonl").open("w", encoding="utf-8") as merged:
+            for i in sorted(codes):
+                part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
+                if part.exists():
+                    merged.write(part.read_text())
+        failed = sorted(i for i, code in codes.items() if code != 0)
+        for i in failed:
+            self.board.mark(i, "failed")
+            display.peer_failed(i)
+        return failed
+
+    def _copy_final_model(self, model_dir: Path | None, finished: list[int]) -> None:
+        if model_dir is None or not finished:
+            return
+        src = model_dir / f"peer-{finished[0]}.safetensors"
+        if src.exists():
+            shutil.copyfile(src, self.output_dir / "model.safetensors")

@@ -1,0 +1,73 @@
+"""In-process launcher: a tracker and N peers in one asyncio loop, over real loopback TCP.
+
+Training runs in a thread pool shared by all peers (torch releases the GIL in its kernels), so
+the event loop keeps serving pieces while models train.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from fltorrent.config import Config
+from fltorrent.net.base import Transport
+from fltorrent.net.tcp import TcpTransport
+from fltorrent.peer import FaultHook, Peer, PeerStatus
+from fltorrent.runtime.build import load_federation_data, topology_spec
+from fltorrent.runtime.node import NodeHooks, NodeOutcome, run_node
+from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.tracker import Tracker
+
+
+async def run_local(
+    config: Config,
+    *,
+    model_dir: Path | None,
+    on_metrics: Callable[[RoundMetrics], None],
+    on_phase: Callable[[PeerStatus], None],
+    fault_hook: FaultHook | None = None,
+    transport: Transport | None = None,
+    on_peer: Callable[[Peer], None] | None = None,
+) -> list[NodeOutcome]:
+    """Run the whole federation in this process; returns each peer's outcome."""
+    transport = transport or TcpTransport()
+    rt = config.runtime
+    n = config.federate.client_num
+    data = await asyncio.to_thread(load_federation_data, config)
+    tracker = Tracker(
+        federation=config.federate.federation_id,
+        client_num=n,
+        config=config.model_dump(mode="json"),
+        topology=topology_spec(config),
+        registration_timeout=rt.registration_timeout,
+    )
+    workers = rt.train_workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train") as executor:
+        async with tracker:
+            address = await tracker.start(transport, rt.host, rt.tracker_port)
+            hooks = NodeHooks(
+                data=data,
+                executor=executor,
+                on_metrics=on_metrics,
+                on_phase=on_phase,
+                fault_hook=fault_hook,
+                on_peer=on_peer,
+            )
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(
+                        run_node(
+                            transport=transport,
+                            tracker=address,
+                            host=rt.host,
+                            peer_id=i,
+                            model_dir=model_dir,
+                            hooks=hooks,
+                        )
+                    )
+                    for i in range(1, n + 1)
+                ]
+    return [t.result() for t in tasks]

@@ -1,0 +1,91 @@
+"""Process launcher: the tracker here, each peer its own OS process (``fltorrent peer``).
+
+Each child writes its metrics to ``peers/peer-<id>/metrics.jsonl``; the parent merges them.
+Progress reaches the parent through the tracker's control connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from fltorrent.config import Config
+from fltorrent.errors import FederationError
+from fltorrent.net.tcp import TcpTransport
+from fltorrent.runtime.build import topology_spec
+from fltorrent.tracker import MemberState, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def overall_deadline(config: Config) -> float:
+    """An upper bound on a whole run, after which children are killed."""
+    bt = config.bittorrent
+    hard = bt.hard_timeout if bt.hard_timeout is not None else 2 * bt.timeout
+    return (
+        config.runtime.registration_timeout
+        + config.federate.total_round_num * (hard + 600.0)
+        + bt.seed_grace
+        + 60.0
+    )
+
+
+async def run_processes(
+    config: Config,
+    *,
+    output_dir: Path,
+    on_progress: Callable[[MemberState], None],
+    log_level: str = "warning",
+) -> dict[int, int]:
+    """Run every peer as a child process; returns each peer's exit code."""
+    rt = config.runtime
+    n = config.federate.client_num
+    tracker = Tracker(
+        federation=config.federate.federation_id,
+        client_num=n,
+        config=config.model_dump(mode="json"),
+        topology=topology_spec(config),
+        registration_timeout=rt.registration_timeout,
+        on_progress=on_progress,
+    )
+    codes: dict[int, int] = {}
+    async with tracker:
+        host, port = await tracker.start(TcpTransport(), rt.host, rt.tracker_port)
+        children: dict[int, asyncio.subprocess.Process] = {}
+        try:
+            for i in range(1, n + 1):
+                children[i] = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "fltorrent",
+                    "peer",
+                    "--tracker",
+                    f"{host}:{port}",
+                    "--id",
+                    str(i),
+                    "--host",
+                    rt.host,
+                    "--output-dir",
+                    str(output_dir / "peers" / f"peer-{i}"),
+                    "--models-dir",
+                    str(output_dir / "models"),
+                    "--log-level",
+                    log_level,
+                    "--quiet",
+                )
+            async with asyncio.timeout(overall_deadline(config)):
+                for i, child in children.items():
+                    codes[i] = await child.wait()
+        except TimeoutError:
+            raise FederationError("the federation did not finish before its deadline") from None
+        finally:
+            for child in children.values():
+                if child.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        child.kill()
+                    await child.wait()
+    return codes

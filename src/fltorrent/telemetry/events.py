@@ -1,0 +1,48 @@
+"""Typed metric events."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One peer's record of one round (one line of ``metrics.jsonl``).
+
+    Byte counts are this peer's traffic during the round (its own exchange plus whatever it
+    served to others meanwhile). ``completion`` is ``pieces_received / pieces_expected`` over the
+    other authors this round; ``partial_chunks`` counts chunks averaged over fewer authors than
+    ``authors_aggregated`` (partial aggregation at work).
+    """
+
+    round: int
+    peer: int
+    accuracy: float
+    loss: float
+    local_accuracy: float
+    train_loss: float
+    num_samples: int
+    train_s: float
+    exchange_s: float
+    aggregate_s: float
+    eval_s: float
+    bytes_up: int
+    bytes_down: int
+    payload_bytes_up: int
+    payload_bytes_down: int
+    duplicate_bytes: int
+    control_bytes: int
+    corrupt_pieces: int
+    pieces_expected: int
+    pieces_received: int
+    completion: float
+    authors_expected: int
+    authors_aggregated: int
+    partial_chunks: int
+    deadline_hit: bool
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON."""
+        return asdict(self)

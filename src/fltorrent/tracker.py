@@ -1,0 +1,433 @@
+"""The tracker: rendezvous and membership. Never in the data path.
+
+Peers connect, register (id and listen address), and wait until ``client_num`` members are
+present. The tracker then builds the topology over the member list and sends each peer a
+``Welcome`` with every member's address, its own neighbours and the federation's configuration
+(so peers on other hosts agree on model, data split and protocol settings). Afterwards it relays
+membership changes (a peer's connection dropped: ``Left``), collects small progress reports for
+the status API and progress display, and announces ``AllDone`` when every live peer finished.
+
+The control protocol is one JSON object per line, each a pydantic model with a ``type`` tag,
+at most 1 MiB per line. Model updates never pass through here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from fltorrent.errors import (
+    BrokenResourceError,
+    ConnectError,
+    RemoteProtocolError,
+    TrackerError,
+    TransportError,
+)
+from fltorrent.net.base import Address, Connection, Listener, Transport
+from fltorrent.topology import build_topology, neighbours
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 1 << 20
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Register(_Msg):
+    """Peer → tracker: join the federation."""
+
+    type: Literal["register"] = "register"
+    federation: str | None = None  # None: whatever federation this tracker serves
+    peer_id: int | None = Field(None, ge=1)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Progress(_Msg):
+    """Peer → tracker: where the peer is (for status and progress display)."""
+
+    type: Literal["progress"] = "progress"
+    round: int
+    phase: str
+    completion: float = 0.0
+    accuracy: float | None = None
+
+
+class Done(_Msg):
+    """Peer → tracker: finished its last round (still seeding)."""
+
+    type: Literal["done"] = "done"
+
+
+class Welcome(_Msg):
+    """Tracker → peer: the federation is complete."""
+
+    type: Literal["welcome"] = "welcome"
+    federation: str
+    peer_id: int
+    members: dict[int, tuple[str, int]]
+    neighbours: list[int]
+    config: dict[str, Any]
+
+
+class Left(_Msg):
+    """Tracker → peer: a member's connection to the tracker ended."""
+
+    type: Literal["left"] = "left"
+    peer_id: int
+
+
+class AllDone(_Msg):
+    """Tracker → peer: every live member has finished; stop seeding."""
+
+    type: Literal["all_done"] = "all_done"
+
+
+class Refused(_Msg):
+    """Tracker → peer: registration refused."""
+
+    type: Literal["refused"] = "refused"
+    reason: str
+
+
+TrackerMessage = Annotated[
+    Register | Progress | Done | Welcome | Left | AllDone | Refused, Field(discriminator="type")
+]
+_ADAPTER: TypeAdapter[TrackerMessage] = TypeAdapter(TrackerMessage)
+
+
+def encode(msg: _Msg) -> bytes:
+    """One JSON line."""
+    return msg.model_dump_json().encode() + b"\n"
+
+
+class LineChannel:
+    """JSON-line messages over a :class:`Connection`, with a line-length limit."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._buf = bytearray()
+
+    async def send(self, msg: _Msg) -> None:
+        await self.conn.send(encode(msg))
+
+    async def receive(self) -> TrackerMessage | None:
+        """Next message, or ``None`` at end of stream."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                try:
+                    return _ADAPTER.validate_json(line)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    raise RemoteProtocolError(
+                        f"bad tracker message: {first['msg']} at {first['loc']}"
+                    ) from None
+            if len(self._buf) > MAX_LINE:
+                raise RemoteProtocolError("tracker message over 1 MiB")
+            data = await self.conn.receive()
+            if not data:
+                if self._buf:
+                    raise RemoteProtocolError("connection closed inside a message")
+                return None
+            self._buf += data
+
+
+@dataclass
+class MemberState:
+    """What the tracker knows of one member."""
+
+    peer_id: int
+    address: Address
+    channel: LineChannel
+    round: int = 0
+    phase: str = "registered"
+    completion: float = 0.0
+    accuracy: float | None = None
+    done: bool = False
+    alive: bool = True
+
+
+@dataclass
+class TopologySpec:
+    """Arguments of :func:`build_topology`."""
+
+    kind: str = "mesh"
+    connections: int = 3
+    branching: int = 2
+    custom_graph: dict[int, list[int]] | None = None
+    seed: int = 0
+    use: bool = True
+
+
+@dataclass
+class Tracker:
+    """Rendezvous service for one federation. Run with ``async with`` and :meth:`serve`."""
+
+    federation: str
+    client_num: int
+    config: dict[str, Any] = field(default_factory=dict)
+    topology: TopologySpec = field(default_factory=TopologySpec)
+    registration_timeout: float = 120.0
+    on_progress: Callable[[MemberState], None] | None = None
+    members: dict[int, MemberState] = field(default_factory=dict)
+    welcomed: bool = False
+
+    def __post_init__(self) -> None:
+        self._listener: Listener | None = None
+        self._all_done = asyncio.Event()
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    async def start(self, transport: Transport, host: str, port: int) -> Address:
+        """Listen; returns the bound address."""
+        self._listener = await transport.listen(host, port, self._handle)
+        return self._listener.address
+
+    async def aclose(self) -> None:
+        """Stop listening (member connections end with their handlers)."""
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+
+    async def __aenter__(self) -> Tracker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def wait_full(self) -> None:
+        """Wait for every member to register; :class:`TrackerError` at the deadline."""
+        try:
+            async with asyncio.timeout(self.registration_timeout):
+                await self._full.wait()
+        except TimeoutError:
+            raise TrackerError(
+                f"only {len(self.members)} of {self.client_num} peers registered within "
+                f"{self.registration_timeout:.0f}s"
+            ) from None
+
+    async def wait_done(self, timeout: float | None = None) -> bool:
+        """Wait until every live member reported done (or left); ``False`` on timeout."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._all_done.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ connections
+    async def _handle(self, conn: Connection) -> None:
+        channel = LineChannel(conn)
+        member: MemberState | None = None
+        try:
+            async with asyncio.timeout(self.registration_timeout):
+                first = await channel.receive()
+            if not isinstance(first, Register):
+                raise RemoteProtocolError("first message must be register")
+            member = await self._register(first, channel, conn)
+            if member is None:
+                return
+            while True:
+                msg = await channel.receive()
+                if msg is None:
+                    return
+                await self._on_message(member, msg)
+        except (RemoteProtocolError, TransportError, TimeoutError) as exc:
+            log.info("tracker: member %s dropped: %s", member.peer_id if member else "?", exc)
+        finally:
+            if member is not None:
+                await self._left(member)
+
+    async def _register(
+        self, msg: Register, channel: LineChannel, conn: Connection
+    ) -> MemberState | None:
+        async with self._lock:
+            reason = None
+            if msg.federation is not None and msg.federation != self.federation:
+                reason = f"federation {msg.federation!r} is not {self.federation!r}"
+            elif self.welcomed or len(self.members) >= self.client_num:
+                reason = "the federation is full"
+            elif msg.peer_id is not None and msg.peer_id in self.members:
+                reason = f"peer id {msg.peer_id} is taken"
+            elif msg.peer_id is not None and msg.peer_id > self.client_num:
+                reason = f"peer id {msg.peer_id} is above client_num {self.client_num}"
+            if reason is not None:
+                with contextlib.suppress(TransportError):
+                    await channel.send(Refused(reason=reason))
+                log.warning("tracker: registration refused: %s", reason)
+                return None
+            pid = msg.peer_id or min(set(range(1, self.client_num + 1)) - set(self.members))
+            host = msg.host or conn.remote_address[0]
+            member = MemberState(pid, (host, msg.port), channel)
+            self.members[pid] = member
+            log.info("tracker: peer %d registered from %s:%d", pid, host, msg.port)
+            if len(self.members) == self.client_num:
+                await self._welcome_all()
+            return member
+
+    async def _welcome_all(self) -> None:
+        spec = self.topology
+        n = self.client_num
+        if spec.use:
+            graph = build_topology(
+                spec.kind,
+                n,
+                connections=spec.connections,
+                branching=spec.branching,
+                custom_graph=spec.custom_graph,
+                seed=spec.seed,
+            )
+        else:
+            graph = build_topology("full", n)
+        addresses = {pid: m.address for pid, m in self.members.items()}
+        self.welcomed = True
+        for pid, member in self.members.items():
+            welcome = Welcome(
+                federation=self.federation,
+                peer_id=pid,
+                members=addresses,
+                neighbours=neighbours(graph, pid),
+                config=self.config,
+            )
+            with contextlib.suppress(TransportError):
+                await member.channel.send(welcome)
+        self._full.set()
+
+    async def _on_message(self, member: MemberState, msg: TrackerMessage) -> None:
+        match msg:
+            case Progress():
+                member.round = msg.round
+                if not member.done:  # reports may overtake each other; done is final
+                    member.phase = msg.phase
+                member.completion = msg.completion
+                member.accuracy = msg.accuracy
+                if self.on_progress is not None:
+                    self.on_progress(member)
+            case Done():
+                member.done = True
+                member.phase = "done"
+                await self._check_all_done()
+            case _:
+                raise RemoteProtocolError(f"unexpected {msg.type} message from a peer")
+
+    async def _left(self, member: MemberState) -> None:
+        if not member.alive:
+            return
+        member.alive = False
+        if not member.done:
+            member.phase = "failed"
+            log.warning("tracker: peer %d left before finishing", member.peer_id)
+        if not self.welcomed:
+            self.members.pop(member.peer_id, None)
+            return
+        for other in self.members.values():
+            if other.alive:
+                with contextlib.suppress(TransportError):
+                    await other.channel.send(Left(peer_id=member.peer_id))
+        await self._check_all_done()
+
+    async def _check_all_done(self) -> None:
+        if self._all_done.is_set() or not self.welcomed:
+            return
+        if all(m.done or not m.alive for m in self.members.values()):
+            self._all_done.set()
+            for m in self.members.values():
+                if m.alive:
+                    with contextlib.suppress(TransportError):
+                        await m.channel.send(AllDone())
+
+
+class TrackerClient:
+    """A peer's side of the tracker connection."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.channel = LineChannel(conn)
+        self.welcome: Welcome | None = None
+        self.left: set[int] = set()
+        self.all_done = asyncio.Event()
+        self.lost = asyncio.Event()
+        self.on_left: Callable[[int], None] | None = None
+
+    @classmethod
+    async def connect(
+        cls, transport: Transport, address: Address, *, timeout: float = 10.0
+    ) -> TrackerClient:
+        """Dial the tracker, retrying until ``timeout`` (it may be starting up)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                conn = await transport.connect(*address, timeout=max(0.1, deadline - loop.time()))
+                return cls(conn)
+            except ConnectError as exc:
+                if loop.time() >= deadline:
+                    raise TrackerError(f"cannot reach the tracker at {address}: {exc}") from None
+                await asyncio.sleep(0.1)
+
+    async def register(
+        self,
+        *,
+        federation: str | None,
+        peer_id: int | None,
+        host: str,
+        port: int,
+        timeout: float,
+    ) -> Welcome:
+        """Register and wait (until ``timeout``) for the welcome."""
+        await self.channel.send(
+            Register(federation=federation, peer_id=peer_id, host=host, port=port)
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                msg = await self.channel.receive()
+        except TimeoutError:
+            raise TrackerError(f"no welcome from the tracker within {timeout:.0f}s") from None
+        except (RemoteProtocolError, TransportError) as exc:
+            raise TrackerError(f"tracker connection failed: {exc}") from None
+        if isinstance(msg, Refused):
+            raise TrackerError(f"tracker refused registration: {msg.reason}")
+        if not isinstance(msg, Welcome):
+            raise TrackerError("tracker closed the connection before the welcome")
+        self.welcome = msg
+        return msg
+
+    async def listen(self) -> None:
+        """Receive membership events until the connection ends."""
+        try:
+            while True:
+                msg = await self.channel.receive()
+                match msg:
+                    case None:
+                        return
+                    case Left():
+                        self.left.add(msg.peer_id)
+                        if self.on_left is not None:
+                            self.on_left(msg.peer_id)
+                    case AllDone():
+                        self.all_done.set()
+                    case _:
+                        raise RemoteProtocolError(f"unexpected {msg.type} from the tracker")
+        except (RemoteProtocolError, TransportError) as exc:
+            log.warning("tracker connection lost: %s", exc)
+        finally:
+            self.lost.set()
+
+    async def progress(self, msg: Progress | Done) -> None:
+        """Report progress; a lost tracker is not fatal to the peer."""
+        with contextlib.suppress(TransportError, BrokenResourceError):
+            await self.channel.send(msg)
+
+    async def aclose(self) -> None:
+        """Close the connection."""
+        await self.channel.conn.aclose()

@@ -1,0 +1,104 @@
+"""Whole federations over real loopback TCP."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pytest
+
+from fltorrent.aggregate import fedavg
+from fltorrent.config import load_config
+from fltorrent.peer import Peer, PeerCrash, Phase
+from fltorrent.runtime.local import run_local
+from fltorrent.telemetry.events import RoundMetrics
+from tests.aio import aio
+
+SMALL = [
+    "data.num_samples=2000",
+    "federate.client_num=4",
+    "federate.total_round_num=2",
+    "bittorrent.seed_grace=2",
+    "output.save_model=false",
+]
+
+
+@aio(timeout=120)
+async def test_full_delivery_equals_centralized_fedavg() -> None:
+    config = load_config(None, [*SMALL, "topology.type=full", "chunk.num_chunks=7"])
+    peers: dict[int, Peer] = {}
+    updates: dict[int, dict[int, tuple[list[np.ndarray], int]]] = defaultdict(dict)
+    aggregates: dict[int, dict[int, np.ndarray]] = defaultdict(dict)
+    records: list[RoundMetrics] = []
+
+    def on_metrics(m: RoundMetrics) -> None:
+        # Called right after peer m.peer aggregated and evaluated round m.round.
+        peer = peers[m.peer]
+        assert peer.last_update is not None
+        updates[m.round][m.peer] = (peer.last_update.vectors, peer.last_update.num_samples)
+        aggregates[m.round][m.peer] = np.concatenate(peer.learner.vectors())
+        records.append(m)
+
+    outcomes = await run_local(
+        config,
+        model_dir=None,
+        on_metrics=on_metrics,
+        on_phase=lambda s: None,
+        on_peer=lambda p: peers.__setitem__(p.peer_id, p),
+    )
+    assert all(o.finished for o in outcomes)
+    assert len(records) == 8 and all(r.completion == 1.0 for r in records)
+    for rnd in (1, 2):
+        central = fedavg(
+            [(np.concatenate(v), float(n)) for _, (v, n) in sorted(updates[rnd].items())]
+        )
+        for pid, agg in aggregates[rnd].items():
+            diff = float(np.max(np.abs(agg - central)))
+            assert diff <= 1e-6, f"peer {pid} round {rnd}: max abs diff {diff}"
+        # Updates differ between peers (non-IID local training), so the check is not vacuous.
+        first = np.concatenate(updates[rnd][1][0])
+        assert np.max(np.abs(first - central)) > 1e-3
+
+
+@pytest.mark.slow
+@aio(timeout=180)
+async def test_a_peer_killed_in_round_2_does_not_hang_the_rest() -> None:
+    config = load_config(
+        None,
+        [
+            *SMALL,
+            "federate.client_num=5",
+            "federate.total_round_num=4",
+            "topology.type=mesh",
+            "topology.connections=2",
+            "bittorrent.timeout=60",
+        ],
+    )
+
+    def kill_peer_3(peer_id: int, round_: int, phase: Phase) -> None:
+        if peer_id == 3 and round_ == 2 and phase is Phase.EXCHANGING:
+            raise PeerCrash("killed by the test in round 2")
+
+    records: list[RoundMetrics] = []
+    outcomes = await run_local(
+        config,
+        model_dir=None,
+        on_metrics=records.append,
+        on_phase=lambda s: None,
+        fault_hook=kill_peer_3,
+    )
+    by_peer = {o.peer_id: o for o in outcomes}
+    assert not by_peer[3].finished and "killed" in (by_peer[3].error or "")
+    survivors = [1, 2, 4, 5]
+    assert all(by_peer[p].finished for p in survivors)
+    for p in survivors:
+        mine = sorted((r for r in records if r.peer == p), key=lambda r: r.round)
+        assert [r.round for r in mine] == [1, 2, 3, 4]
+        assert mine[0].authors_aggregated == 5
+        for r in mine[2:]:
+            # Peer 3 is gone: its blob is no longer expected, the other four are complete.
+            assert r.authors_aggregated == 4 and r.authors_expected == 3
+            assert r.completion == 1.0
+        # Nobody waited for the dead peer until the 60 s deadline.
+        assert not any(r.deadline_hit for r in mine)
+        assert max(r.exchange_s for r in mine) < 30

@@ -1,0 +1,192 @@
+"""The command line: exit codes and messages for bad input, config commands, real runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from fltorrent.cli import app
+
+runner = CliRunner()
+
+SPEC_EXAMPLE = """
+federate:   {client_num: 10, total_round_num: 50, mode: distributed}
+topology:   {use: true, type: mesh, connections: 3}
+bittorrent: {enable: true, timeout: 600.0, chunk_selection: rarest_first, min_completion_ratio: 0.8}
+chunk:      {num_chunks: 20, importance_method: snip}
+"""
+
+
+def test_config_show_prints_every_default() -> None:
+    result = runner.invoke(app, ["config", "show", "--set", "federate.client_num=5"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["federate"]["client_num"] == 5
+    assert shown["bittorrent"]["min_completion_ratio"] == 0.8
+    assert shown["data"]["name"] == "mnist1d"
+
+
+def test_spec_example_validates(tmp_path: Path) -> None:
+    path = tmp_path / "fltorrent.yaml"
+    path.write_text(SPEC_EXAMPLE)
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "federate: {client_num: 0}",
+            "federate.client_num: Input should be greater than or equal to 1",
+        ),
+        ("bittorrent: {timeout: soon}", "bittorrent.timeout: Input should be a valid number"),
+        ("chunk: {num_chunk: 3}", "chunk.num_chunk: unknown key"),
+        ("topology: {type: mesh, connections: 12}", "topology.connections"),
+        (
+            "topology: {type: custom, custom_graph: {1: [2]}}\nfederate: {client_num: 3}",
+            "topology.custom_graph: the topology is disconnected",
+        ),
+        ("- just\n- a list", "must hold a mapping"),
+        ("federate: {client_num: [", "not valid YAML"),
+    ],
+)
+def test_bad_configs_exit_2_with_the_key_path(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = runner.invoke(app, ["config", "validate", str(path)])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_overrides_and_arguments_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--peers", "0", "--output-dir", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "federate.client_num" in result.output
+    assert not (tmp_path / "x").exists()  # refused before anything started
+    result = runner.invoke(app, ["run", "--set", "nonsense"])
+    assert result.exit_code == 2 and "section.key=value" in result.output
+    result = runner.invoke(app, ["config", "validate", str(tmp_path / "missing.yaml")])
+    assert result.exit_code == 2 and "cannot read config file" in result.output
+    result = runner.invoke(app, ["peer", "--tracker", "localhost"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+def _fltorrent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "fltorrent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_run_ring_of_six_writes_eighteen_complete_records(tmp_path: Path) -> None:
+    out = tmp_path / "D"
+    proc = _fltorrent(
+        "run", "--peers", "6", "--rounds", "3", "--topology", "ring", "--output-dir", str(out)
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 18
+    assert {(r["round"], r["peer"]) for r in records} == {
+        (r, p) for r in (1, 2, 3) for p in range(1, 7)
+    }
+    assert all(r["completion"] == 1.0 and r["corrupt_pieces"] == 0 for r in records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished_peers"] == [1, 2, 3, 4, 5, 6]
+    assert yaml.safe_load((out / "config.yaml").read_text())["topology"]["type"] == "ring"
+    assert (out / "model.safetensors").stat().st_size > 0
+    assert "round 3/3" in proc.stdout
+
+
+@pytest.mark.slow
+def test_processes_mode(tmp_path: Path) -> None:
+    out = tmp_path / "P"
+    proc = _fltorrent(
+        "run",
+        "--processes",
+        "--peers",
+        "3",
+        "--rounds",
+        "2",
+        "--set",
+        "data.num_samples=2000",
+        "--output-dir",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(records) == 6 and all(r["completion"] == 1.0 for r in records)
+    assert json.loads((out / "summary.json").read_text())["mode"] == "processes"
+
+
+@pytest.mark.slow
+def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
+    tracker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fltorrent",
+            "tracker",
+            "--port",
+            "0",
+            "--peers",
+            "3",
+            "--rounds",
+            "2",
+            "--set",
+            "data.num_samples=2000",
+            "--set",
+            "bittorrent.seed_grace=5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert tracker.stderr is not None
+        line = tracker.stderr.readline()
+        while "listening on" not in line:
+            assert line, "tracker exited before listening"
+            line = tracker.stderr.readline()
+        address = line.split("listening on ")[1].split()[0]
+        peers = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "fltorrent",
+                    "peer",
+                    "--tracker",
+                    address,
+                    "--output-dir",
+                    str(tmp_path / f"peer{i}"),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(3)
+        ]
+        for p in peers:
+            out, err = p.communicate(timeout=300)
+            assert p.returncode == 0, err
+            assert "round 2" in out
+        out, _ = tracker.communicate(timeout=60)
+        assert tracker.returncode == 0
+        assert json.loads(out)["members"] == {"1": "done", "2": "done", "3": "done"}
+    finally:
+        tracker.kill()
