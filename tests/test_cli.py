@@ -113,24 +113,33 @@ def test_run_ring_of_six_writes_eighteen_complete_records(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_processes_mode(tmp_path: Path) -> None:
-    out = tmp_path / "P"
-    proc = _fltorrent(
-        "run",
-        "--processes",
-        "--peers",
-        "3",
-        "--rounds",
-        "2",
-        "--set",
-        "data.num_samples=2000",
-        "--output-dir",
-        str(out),
-    )
+def test_processes_mode_matches_the_in_process_run(tmp_path: Path) -> None:
+    args = ["--peers", "3", "--rounds", "2", "--set", "data.num_samples=2000"]
+    proc = _fltorrent("run", "--processes", *args, "--output-dir", str(tmp_path / "P"))
     assert proc.returncode == 0, proc.stderr
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(x) for x in (tmp_path / "P" / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 6 and all(r["completion"] == 1.0 for r in records)
-    assert json.loads((out / "summary.json").read_text())["mode"] == "processes"
+    summary = json.loads((tmp_path / "P" / "summary.json").read_text())
+    assert summary["mode"] == "processes"
+    # Same seed, complete delivery: one process or many, the models are the same.
+    proc = _fltorrent("run", *args, "--output-dir", str(tmp_path / "L"))
+    assert proc.returncode == 0, proc.stderr
+    local = json.loads((tmp_path / "L" / "summary.json").read_text())
+    assert local["mode"] == "in-process"
+    assert [r["mean"] for r in local["accuracy_per_round"]] == [
+        r["mean"] for r in summary["accuracy_per_round"]
+    ]
+
+
+@pytest.mark.slow
+def test_default_federation_reaches_the_accuracy_target(tmp_path: Path) -> None:
+    # The README's run command: 8 peers, mesh of 3, mnist1d Dirichlet(0.5), 1-D CNN, 20 rounds.
+    proc = _fltorrent("run", "--output-dir", str(tmp_path / "default"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "default" / "summary.json").read_text())
+    assert summary["peers"] == 8 and summary["rounds"] == 20
+    assert summary["finished_peers"] == list(range(1, 9))
+    assert summary["final_accuracy_mean"] >= 0.85
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ import numpy as np
 from fltorrent.aggregate import partial_aggregate
 from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Evaluation, Learner, LocalUpdate
-from fltorrent.swarm import Blob, Manifest, Swarm
+from fltorrent.swarm import Blob, Buffer, Manifest, Swarm
 from fltorrent.telemetry.events import RoundMetrics
 
 log = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ class Peer:
 
     # ------------------------------------------------------------------ aggregation
     def _aggregate(
-        self, update: LocalUpdate, held: dict[int, tuple[float, list[bytes | bytearray | None]]]
+        self, update: LocalUpdate, held: dict[int, tuple[float, list[Buffer | None]]]
     ) -> tuple[int, int]:
         """Aggregate and load; returns (authors aggregated, chunks with fewer authors)."""
         plan = self.learner.plan

@@ -72,3 +72,18 @@ def test_bad_requests_raise_learn_error() -> None:
         build_model("cnn1d", input_shape=(4,), num_classes=10)
     with pytest.raises(LearnError):
         build_model("mlp", input_shape=(0,), num_classes=10)
+
+
+def test_concurrent_builds_in_threads_give_identical_weights() -> None:
+    # Peers of one process build their models in worker threads at the same time; they must
+    # all start from the same weights or federated averaging averages noise.
+    from concurrent.futures import ThreadPoolExecutor
+
+    def build(_: int) -> dict[str, torch.Tensor]:
+        return build_model("cnn1d", input_shape=(40,), num_classes=10, seed=3).state_dict()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = list(pool.map(build, range(32)))
+    for state in states[1:]:
+        for key, value in state.items():
+            assert torch.equal(value, states[0][key]), key

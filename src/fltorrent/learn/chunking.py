@@ -210,7 +210,7 @@ class ChunkPlan:
 
     # --- float64 vectors -----------------------------------------------------------------------
 
-    def chunk_to_vector(self, index: int, data: bytes | bytearray) -> np.ndarray:
+    def chunk_to_vector(self, index: int, data: bytes | bytearray | memoryview) -> np.ndarray:
         """The chunk's elements as a float64 vector (``numel`` long), in byte order."""
         chunk = self._chunk(index)
         src = self._chunk_array(chunk, data)
@@ -286,7 +286,7 @@ class ChunkPlan:
             size = self.tensors[seg.tensor].itemsize
             yield seg.tensor, seg.start * size, seg.stop * size
 
-    def _chunk_array(self, chunk: Chunk, data: bytes | bytearray) -> np.ndarray:
+    def _chunk_array(self, chunk: Chunk, data: bytes | bytearray | memoryview) -> np.ndarray:
         src = np.frombuffer(data, dtype=np.uint8)
         if src.size != chunk.nbytes:
             raise LearnError(f"chunk {chunk.index} must be {chunk.nbytes} bytes, got {src.size}")

@@ -7,6 +7,7 @@ same seed gives bit-identical initial weights and the caller's global RNG state 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 from torch import nn
@@ -15,6 +16,9 @@ from fltorrent.errors import LearnError
 
 MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d")
 """The names :func:`build_model` understands."""
+
+
+_GLOBAL_RNG_LOCK = threading.Lock()
 
 
 class MLP(nn.Module):
@@ -93,8 +97,11 @@ def build_model(
         raise LearnError(f"hidden must be at least 1, got {hidden}")
     if name not in MODEL_NAMES:
         raise LearnError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    # fork_rng restores the global CPU generator on exit; devices=[] keeps it off accelerators.
-    with torch.random.fork_rng(devices=[]):
+    # torch's initialisers draw from the global generator. fork_rng restores it on exit
+    # (devices=[] keeps it off accelerators), and the lock keeps peers that build their models
+    # in concurrent threads from reseeding it under each other: without it, peers of one process
+    # started from different weights and their average was noise.
+    with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _construct(name, shape=shape, num_classes=num_classes, hidden=hidden)
 

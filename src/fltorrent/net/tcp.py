@@ -1,39 +1,142 @@
-"""asyncio TCP transport."""
+"""asyncio TCP transport, on a small protocol class of its own.
+
+asyncio's StreamReader copies every received byte twice (into its buffer, then out of it);
+here the bytes objects that the event loop reads from the socket are handed over as they are.
+Flow control is the usual one: reading pauses when unread bytes exceed ``READ_HIGH_WATER``,
+writers wait while the transport's buffer is above ``WRITE_HIGH_WATER``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import socket
+from collections import deque
 from collections.abc import Sequence
 
 from fltorrent.errors import BrokenResourceError, ClosedResourceError, ConnectError
 from fltorrent.net.base import Address, Connection, ConnectionHandler
 
-log = logging.getLogger(__name__)
-
-# Large enough for a few pipelined blocks, small enough that backpressure reaches the sender.
 WRITE_HIGH_WATER = 1 << 20
-READ_LIMIT = 1 << 20
+READ_HIGH_WATER = 4 << 20
+RECV_SIZE = 1 << 20
+CLOSE_TIMEOUT = 2.0
 
 _BROKEN = (ConnectionError, OSError)
 
 
-class TcpConnection:
-    """A :class:`~fltorrent.net.base.Connection` over asyncio streams."""
+class _StreamProtocol(asyncio.Protocol):
+    """Buffers received chunks without copying; tracks write flow control."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._closed = False
-        sock = writer.get_extra_info("socket")
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.chunks: deque[bytes] = deque()
+        self.unread = 0
+        self.eof = False
+        self.error: BaseException | None = None
+        self._reader: asyncio.Future[None] | None = None
+        self._drainers: list[asyncio.Future[None]] = []
+        self._write_paused = False
+        self._read_paused = False
+        loop = asyncio.get_running_loop()
+        self.made: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # asyncio callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
         if sock is not None:
             # Control messages are tiny and latency-bound; do not let Nagle hold them back.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        writer.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        peer = writer.get_extra_info("peername")
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        # Read up to 1 MiB per recv (asyncio's default is 256 KiB): fewer wake-ups, and fewer
+        # large frames straddling two reads (which costs a copy to join them).
+        if hasattr(transport, "max_size"):
+            transport.max_size = RECV_SIZE
+        self.made.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.unread += len(data)
+        if self.unread > READ_HIGH_WATER and not self._read_paused and self.transport:
+            self.transport.pause_reading()
+            self._read_paused = True
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self._wake_reader()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.eof = True
+        self.error = exc
+        self._wake_reader()
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_result(None)
+        self._drainers.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        for fut in self._drainers:
+            if not fut.done():
+                fut.set_result(None)
+        self._drainers.clear()
+
+    # used by TcpConnection --------------------------------------------------------
+    def _wake_reader(self) -> None:
+        if self._reader is not None and not self._reader.done():
+            self._reader.set_result(None)
+
+    async def read(self, max_bytes: int) -> bytes:
+        while not self.chunks:
+            if self.eof:
+                if self.error is not None:
+                    raise BrokenResourceError(f"receive failed: {self.error}")
+                return b""
+            self._reader = asyncio.get_running_loop().create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+        data = self.chunks.popleft()
+        if len(data) > max_bytes:
+            self.chunks.appendleft(data[max_bytes:])
+            data = data[:max_bytes]
+        self.unread -= len(data)
+        if self._read_paused and self.unread <= READ_HIGH_WATER // 2 and self.transport:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return data
+
+    async def drain(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise BrokenResourceError("connection is closed")
+        if self._write_paused:
+            fut = asyncio.get_running_loop().create_future()
+            self._drainers.append(fut)
+            await fut
+            if self.transport.is_closing():
+                raise BrokenResourceError(f"connection lost: {self.error}")
+
+
+class TcpConnection:
+    """A :class:`~fltorrent.net.base.Connection` over one TCP socket."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: _StreamProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closed = False
+        peer = transport.get_extra_info("peername")
         self._remote: Address = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
 
     @property
@@ -46,83 +149,99 @@ class TcpConnection:
     async def send_all(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")
-        if self._writer.is_closing():
+        if self._transport.is_closing() or self._protocol.closed.done():
             raise BrokenResourceError("connection is closing")
         try:
-            # One write per buffer: on Python 3.11 writelines() joins them first, an extra copy
-            # of every block sent.
+            # One write per buffer: on Python 3.11 writelines() joins them first, an extra
+            # copy of every block sent.
             for buf in buffers:
-                self._writer.write(buf)
-            await self._writer.drain()
+                self._transport.write(buf)
         except _BROKEN as exc:
             raise BrokenResourceError(f"send failed: {exc}") from exc
+        await self._protocol.drain()
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._closed:
             raise ClosedResourceError("connection closed")
-        try:
-            return await self._reader.read(max_bytes)
-        except _BROKEN as exc:
-            raise BrokenResourceError(f"receive failed: {exc}") from exc
+        return await self._protocol.read(max_bytes)
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._writer.close()
+        self._transport.close()
         # A peer that stopped reading must not hold our close up for long.
-        # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation.)
-        with contextlib.suppress(TimeoutError, *_BROKEN):
-            async with asyncio.timeout(2.0):
-                await self._writer.wait_closed()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await asyncio.shield(self._protocol.closed)
+        if not self._protocol.closed.done():
+            self._transport.abort()
 
 
 class TcpListener:
-    """A bound TCP server; each accepted connection runs ``handler`` in its own task."""
+    """A bound TCP server; each accepted connection runs the handler in a task it owns."""
 
-    def __init__(self, server: asyncio.Server) -> None:
-        self._server = server
-        sockname = server.sockets[0].getsockname()
-        self._address: Address = (str(sockname[0]), int(sockname[1]))
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._address: Address = ("", 0)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def address(self) -> Address:
         return self._address
 
+    def _accepted(self, handler: ConnectionHandler) -> _StreamProtocol:
+        protocol = _StreamProtocol()
+        loop = asyncio.get_running_loop()
+
+        async def serve() -> None:
+            await protocol.made
+            assert protocol.transport is not None
+            conn = TcpConnection(protocol.transport, protocol)
+            try:
+                await handler(conn)
+            finally:
+                await conn.aclose()
+
+        task = loop.create_task(serve())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return protocol
+
     async def aclose(self) -> None:
-        self._server.close()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
-                await self._server.wait_closed()
+        """Stop accepting and end the handlers of accepted connections."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT)
 
 
 class TcpTransport:
     """Listens and connects over real TCP sockets."""
 
     async def listen(self, host: str, port: int, handler: ConnectionHandler) -> TcpListener:
-        async def on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            conn = TcpConnection(reader, writer)
-            try:
-                await handler(conn)
-            except asyncio.CancelledError:
-                # This task belongs to asyncio.Server, not to us; on Python 3.11 a cancelled
-                # handler task makes asyncio log a spurious error, so end it normally.
-                pass
-            finally:
-                await conn.aclose()
-
+        listener = TcpListener()
+        loop = asyncio.get_running_loop()
         try:
-            server = await asyncio.start_server(on_accept, host, port, limit=READ_LIMIT)
+            server = await loop.create_server(lambda: listener._accepted(handler), host, port)
         except OSError as exc:
             raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from exc
-        return TcpListener(server)
+        listener._server = server
+        sockname = server.sockets[0].getsockname()
+        listener._address = (str(sockname[0]), int(sockname[1]))
+        return listener
 
     async def connect(self, host: str, port: int, *, timeout: float) -> Connection:
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=READ_LIMIT)
+                transport, protocol = await loop.create_connection(_StreamProtocol, host, port)
         except TimeoutError as exc:
             raise ConnectError(f"connect to {host}:{port} timed out after {timeout}s") from exc
         except OSError as exc:
             raise ConnectError(f"connect to {host}:{port} failed: {exc}") from exc
-        return TcpConnection(reader, writer)
+        assert isinstance(transport, asyncio.Transport)
+        return TcpConnection(transport, protocol)

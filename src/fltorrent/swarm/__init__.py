@@ -2,12 +2,13 @@
 
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.manifest import Manifest, sha256
-from fltorrent.swarm.store import Blob, BlockResult
+from fltorrent.swarm.store import Blob, BlockResult, Buffer
 from fltorrent.swarm.swarm import ManifestCheck, Swarm, SwarmOptions, WantFn
 
 __all__ = [
     "Blob",
     "BlockResult",
+    "Buffer",
     "Counters",
     "Manifest",
     "ManifestCheck",

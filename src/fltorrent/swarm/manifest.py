@@ -130,7 +130,7 @@ class Manifest:
         """SHA-256 of :attr:`encoded`."""
         return sha256(self.encoded)
 
-    def verify(self, index: int, data: bytes | bytearray) -> bool:
+    def verify(self, index: int, data: bytes | bytearray | memoryview) -> bool:
         """Whether ``data`` is piece ``index`` of this blob."""
         return len(data) == self.piece_sizes[index] and sha256(data) == self.piece_hashes[index]
 

@@ -23,15 +23,23 @@ class PiecePicker:
 
     def __init__(self, *, seed: int = 0) -> None:
         self.availability: dict[bytes, list[int]] = {}
+        # Per blob, a random rank per piece (drawn once): the last tie-break, so that peers
+        # start on different pieces without drawing a random number per candidate per pick.
+        self._shuffle: dict[bytes, list[int]] = {}
         self._rng = random.Random(seed)
 
     def track(self, blob_id: bytes, num_pieces: int) -> None:
         """Start counting availability for a blob (idempotent)."""
-        self.availability.setdefault(blob_id, [0] * num_pieces)
+        if blob_id not in self.availability:
+            self.availability[blob_id] = [0] * num_pieces
+            order = list(range(num_pieces))
+            self._rng.shuffle(order)
+            self._shuffle[blob_id] = order
 
     def forget(self, blob_id: bytes) -> None:
         """Stop counting availability for a blob."""
         self.availability.pop(blob_id, None)
+        self._shuffle.pop(blob_id, None)
 
     def add(self, blob_id: bytes, bits: Iterable[bool], sign: int = 1) -> None:
         """Count (or with ``sign=-1`` uncount) a neighbour's pieces of a blob."""
@@ -58,19 +66,19 @@ class PiecePicker:
 
         ``busy`` says whether a piece is already being downloaded.
         """
-        rand = self._rng.random
 
-        def ranked() -> Iterator[tuple[int, float, float, bytes, int]]:
+        def ranked() -> Iterator[tuple[int, float, int, bytes, int]]:
             for blob, bits in candidates:
                 blob_id = blob.blob_id
                 avail = self.availability.get(blob_id)
                 if avail is None:
                     continue
+                shuffle = self._shuffle[blob_id]
                 importance = blob.manifest.importance
                 pieces = blob.pieces
                 for i, held in enumerate(bits):
                     if held and pieces[i] is None and not busy((blob_id, i)):
-                        yield avail[i], -importance[i], rand(), blob_id, i
+                        yield avail[i], -importance[i], shuffle[i], blob_id, i
 
         best = heapq.nsmallest(max(1, count), ranked())
         return [(blob_id, i) for *_, blob_id, i in best]

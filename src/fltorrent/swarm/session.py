@@ -35,7 +35,7 @@ from fltorrent.wire import (
 
 log = logging.getLogger(__name__)
 
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 1 << 20
 WRITE_BATCH = 512 * 1024  # bytes of piece data written per send_all, between control flushes
 
 BlockKey = tuple[bytes, int, int]  # blob id, piece, block offset

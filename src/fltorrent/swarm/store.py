@@ -47,8 +47,9 @@ class Blob:
         self.manifest = manifest
         self.blob_id = manifest.blob_id
         self.block_size = block_size
-        # Verified pieces: bytes, or the bytearray they were assembled in (never mutated after).
-        self.pieces: list[bytes | bytearray | None] = [None] * manifest.num_pieces
+        # Verified pieces: bytes, the bytearray they were assembled in, or a read-only view of
+        # the received bytes; never mutated once stored.
+        self.pieces: list[Buffer | None] = [None] * manifest.num_pieces
         self.num_have = 0
         self.assembly: dict[int, Assembly] = {}
 
@@ -65,7 +66,7 @@ class Blob:
         """One flag per piece."""
         return [p is not None for p in self.pieces]
 
-    def set_piece(self, index: int, data: bytes | bytearray) -> bool:
+    def set_piece(self, index: int, data: Buffer) -> bool:
         """Store a whole piece if it verifies; returns whether it did."""
         if self.pieces[index] is not None:
             return True
@@ -109,6 +110,10 @@ class Blob:
         expected = min(self.block_size, size - offset)
         if len(data) != expected:
             raise SwarmError(f"block of {len(data)} bytes where {expected} were requested")
+        if expected == size:
+            # A one-block piece is verified and kept as it arrived: no assembly, no copy.
+            ok = self.set_piece(piece, data)
+            return (BlockResult.COMPLETED if ok else BlockResult.CORRUPT), frozenset((source,))
         asm = self.assembly.get(piece)
         if asm is None:
             asm = Assembly(bytearray(size), [False] * num_blocks(size, self.block_size))

@@ -135,6 +135,7 @@ class Swarm:
             keepalive_interval=options.keepalive_interval,
         )
         self._changed = asyncio.Event()
+        self._waiters = 0
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialers: dict[int, asyncio.Task[None]] = {}
@@ -387,8 +388,9 @@ class Swarm:
 
     # ------------------------------------------------------------------ waiting
     def _notify(self) -> None:
-        self._changed.set()
-        self._changed = asyncio.Event()
+        if self._waiters:  # cheap when nobody waits (it runs once per verified piece)
+            self._changed.set()
+            self._changed = asyncio.Event()
 
     def notify(self) -> None:
         """Wake :meth:`wait_for` callers (e.g. after an outside event such as a peer leaving)."""
@@ -396,12 +398,15 @@ class Swarm:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds; ``False`` if ``timeout`` seconds pass first."""
+        self._waiters += 1
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 while not predicate():
                     await self._changed.wait()
         except TimeoutError:
             return predicate()
+        finally:
+            self._waiters -= 1
         return True
 
     # ------------------------------------------------------------------ manifests

@@ -119,7 +119,7 @@ class _ReceiveBuffer:
         need = n
         while need:
             chunk = self._chunks[0]
-            piece = chunk[self._pos : self._pos + need]
+            piece = memoryview(chunk)[self._pos : self._pos + need]  # a view: join copies once
             parts.append(piece)
             need -= len(piece)
             if self._pos + len(piece) == len(chunk):
