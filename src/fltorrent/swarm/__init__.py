@@ -2,8 +2,9 @@
 
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.manifest import Manifest, sha256
+from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.store import Blob, BlockResult, Buffer
-from fltorrent.swarm.swarm import ManifestCheck, Swarm, SwarmOptions, WantFn
+from fltorrent.swarm.swarm import ManifestCheck, Swarm, WantFn
 
 __all__ = [
     "Blob",

@@ -1,0 +1,304 @@
+"""The download side of a swarm: availability, request pools, per-neighbour pipelines, endgame.
+
+The :class:`Downloader` decides which blocks to request from which neighbour and processes the
+blocks that arrive. It shares the swarm's blob and session tables (read-mostly) and reports
+verified and corrupt pieces back through callbacks; it never announces, serves or dials.
+
+Block choice for one neighbour, in order:
+
+1. pending blocks of pieces this neighbour already helps with (affinity keeps a piece
+   single-sourced, so a corrupt piece has one culprit and finished pieces relay sooner);
+2. new pieces, rarest first with importance as tie-break, enough to fill the pipeline;
+3. pending blocks of pieces other neighbours are downloading;
+4. endgame: a second request for a block that is slow to arrive elsewhere.
+
+Pipeline depth follows the rate measured from each neighbour (``pipeline_seconds`` worth of
+blocks, between ``min_pipeline`` and ``max_inflight_bytes``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+
+from fltorrent.errors import RemoteProtocolError, SwarmError
+from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.options import SwarmOptions
+from fltorrent.swarm.picker import PiecePicker
+from fltorrent.swarm.requests import MAX_REQUESTS_PER_BLOCK, Download, RequestPool
+from fltorrent.swarm.session import BlockKey, Session
+from fltorrent.swarm.store import Blob, BlockResult
+from fltorrent.wire import Cancel, NotInterested, Piece, Request
+
+log = logging.getLogger(__name__)
+
+
+class Downloader:
+    """Requests and receives blocks for one swarm."""
+
+    def __init__(
+        self,
+        options: SwarmOptions,
+        *,
+        blobs: dict[bytes, Blob],
+        sessions: dict[int, Session],
+        counters: Counters,
+        wanted: Callable[[Blob], bool],
+        on_verified: Callable[[Blob, int], None],
+        on_bad_peer: Callable[[Session], None],
+        clock: Callable[[], float],
+    ) -> None:
+        self.options = options
+        self.blobs = blobs
+        self.sessions = sessions
+        self.counters = counters
+        self.wanted = wanted
+        self.on_verified = on_verified
+        self.on_bad_peer = on_bad_peer
+        self.now = clock
+        self.picker = PiecePicker(seed=options.seed)
+        self.pool = RequestPool()
+
+    # ------------------------------------------------------------------ bookkeeping
+    def obtainable(self, blob: Blob) -> bool:
+        """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
+        avail = self.picker.availability.get(blob.blob_id)
+        if avail is None:
+            return False
+        return any(
+            data is None and (avail[i] > 0 or (blob.blob_id, i) in self.pool)
+            for i, data in enumerate(blob.pieces)
+        )
+
+    def release(self, session: Session, key: BlockKey) -> None:
+        """``session`` will not deliver ``key`` (rejected, timed out)."""
+        self.pool.release(session, key)
+
+    def release_all(self, session: Session) -> None:
+        """``session`` will deliver nothing it was asked (choked us, or closed)."""
+        for key in list(session.inflight):
+            self.pool.release(session, key)
+
+    def forget(self, blob: Blob) -> None:
+        """Stop downloading a dropped blob; cancel its requests."""
+        self.picker.forget(blob.blob_id)
+        for piece in range(blob.manifest.num_pieces):
+            d = self.pool.finish((blob.blob_id, piece))
+            if d is not None:
+                self._cancel_all(d)
+
+    def expire(self, now: float) -> None:
+        """Withdraw requests older than ``request_timeout`` so that others can serve them."""
+        timeout = self.options.request_timeout
+        for session in list(self.sessions.values()):
+            stale = [k for k, t in session.inflight.items() if now - t > timeout]
+            if not stale:
+                continue
+            log.info(
+                "peer %d: %d requests to %d timed out",
+                self.options.peer_id,
+                len(stale),
+                session.remote_id,
+            )
+            for key in stale:
+                self.pool.release(session, key)
+                blob = self.blobs.get(key[0])
+                if blob is not None:
+                    length = blob.block_range(key[1], key[2] // blob.block_size)[1]
+                    session.send(Cancel(session.their_handle[key[0]], key[1], key[2], length))
+
+    # ------------------------------------------------------------------ arrivals
+    def on_piece(self, session: Session, msg: Piece) -> None:
+        """A block arrived from ``session``."""
+        rb = session.their[msg.handle]
+        key = (rb.blob_id, msg.piece, msg.offset)
+        sent_at = session.inflight.get(key)
+        n = len(msg.data)
+        blob = self.blobs.get(rb.blob_id)
+        d = self.pool.get((rb.blob_id, msg.piece))
+        if blob is None or d is None or not self.wanted(blob):
+            session.inflight.pop(key, None)
+            self.counters.duplicate_bytes += n
+            if sent_at is None:
+                session.stats.unsolicited += 1
+            self.fill(session)
+            return
+        for other in self.pool.arrived(key):
+            if other is not session and not other.closed:
+                other.send(Cancel(other.their_handle[rb.blob_id], msg.piece, msg.offset, n))
+        try:
+            result, sources = blob.write_block(msg.piece, msg.offset, msg.data, session.remote_id)
+        except SwarmError as exc:
+            raise RemoteProtocolError(f"bad block: {exc}") from exc
+        if result is BlockResult.DUPLICATE:
+            self.counters.duplicate_bytes += n
+        else:
+            self.counters.payload_down += n
+            self._measure(session, n, sent_at)
+        if result is BlockResult.COMPLETED:
+            d = self.pool.finish((blob.blob_id, msg.piece))
+            if d is not None:
+                self._cancel_all(d)
+            self.counters.pieces_verified += 1
+            self.on_verified(blob, msg.piece)
+        elif result is BlockResult.CORRUPT:
+            self._corrupt(blob, msg.piece, sources)
+        self.fill(session)
+
+    def _measure(self, session: Session, n: int, sent_at: float | None) -> None:
+        st = session.stats
+        now = self.now()
+        if sent_at is not None:
+            rtt = now - sent_at
+            st.latency = rtt if st.latency == 0 else 0.8 * st.latency + 0.2 * rtt
+        if st.window_start == 0:
+            st.window_start = sent_at if sent_at is not None else now
+        st.window_bytes += n
+        elapsed = now - st.window_start
+        if elapsed >= 0.05:
+            sample = st.window_bytes / elapsed
+            st.rate = sample if st.rate == 0 else 0.7 * st.rate + 0.3 * sample
+            st.window_bytes = 0
+            st.window_start = now
+
+    def _corrupt(self, blob: Blob, piece: int, sources: frozenset[int]) -> None:
+        self.counters.corrupt_pieces += 1
+        d = self.pool.finish((blob.blob_id, piece))
+        if d is not None:
+            self._cancel_all(d)
+        log.warning(
+            "peer %d: piece %d of author %d round %d failed its hash (from %s)",
+            self.options.peer_id,
+            piece,
+            blob.manifest.author,
+            blob.manifest.round,
+            sorted(sources),
+        )
+        for rid in sources:
+            session = self.sessions.get(rid)
+            if session is None:
+                continue
+            session.stats.corrupt += 1
+            if session.stats.corrupt >= self.options.max_corrupt:
+                log.warning(
+                    "peer %d: dropping %d after %d corrupt pieces",
+                    self.options.peer_id,
+                    rid,
+                    session.stats.corrupt,
+                )
+                self.on_bad_peer(session)
+        self.fill_all()
+
+    def _cancel_all(self, d: Download) -> None:
+        for offset, holders in d.active.items():
+            key = d.block_key(offset)
+            for s in holders:
+                s.inflight.pop(key, None)
+                if not s.closed:
+                    handle = s.their_handle[d.blob.blob_id]
+                    length = d.blob.block_range(d.piece, offset // d.blob.block_size)[1]
+                    s.send(Cancel(handle, d.piece, offset, length))
+        d.active.clear()
+        for s in self.sessions.values():
+            s.downloads.pop(d.key, None)
+
+    # ------------------------------------------------------------------ requesting
+    def _pipeline_depth(self, session: Session) -> int:
+        opts = self.options
+        by_rate = math.ceil(session.stats.rate * opts.pipeline_seconds / opts.block_size)
+        return max(opts.min_pipeline, min(by_rate, opts.max_inflight_bytes // opts.block_size))
+
+    def fill_all(self) -> None:
+        """Top up every neighbour's pipeline."""
+        for session in list(self.sessions.values()):
+            self.fill(session)
+
+    def fill(self, session: Session) -> None:
+        """Top up ``session``'s request pipeline."""
+        if not session.open or session.closed or session.wire.peer_choking:
+            return
+        depth = self._pipeline_depth(session)
+        now = self.now()
+        while len(session.inflight) < depth:
+            choice = self._next_block(session, now, depth - len(session.inflight))
+            if choice is None:
+                if not session.inflight and session.wire.am_interested:
+                    session.send(NotInterested())
+                return
+            d, offset = choice
+            key = self.pool.assign(d, offset, session, now)
+            length = d.blob.block_range(d.piece, offset // d.blob.block_size)[1]
+            session.send(Request(session.their_handle[key[0]], d.piece, offset, length))
+            self.counters.requests_sent += 1
+
+    def _holds(self, session: Session, blob_id: bytes, piece: int) -> bool:
+        handle = session.their_handle.get(blob_id)
+        return handle is not None and session.their[handle].bits[piece]
+
+    def _next_block(self, session: Session, now: float, room: int) -> tuple[Download, int] | None:
+        for dkey in list(session.downloads):
+            d = self.pool.get(dkey)
+            if d is None:
+                del session.downloads[dkey]
+            elif d.pending:
+                return d, d.pending.pop()
+        picked = self.picker.pick(self._candidates(session), self.pool.busy, count=room)
+        if picked:
+            first: Download | None = None
+            blocks = 0
+            for blob_id, piece in picked:
+                d = self.pool.start(self.blobs[blob_id], piece)
+                session.downloads[d.key] = None
+                first = first or d
+                blocks += len(d.pending)
+                if blocks >= room:
+                    break
+            assert first is not None
+            return first, first.pending.pop()
+        for d in self.pool:
+            if d.pending and self._holds(session, d.blob.blob_id, d.piece):
+                return d, d.pending.pop()
+        return self._endgame_block(session, now)
+
+    def _candidates(self, session: Session) -> Iterable[tuple[Blob, list[bool]]]:
+        for rb in session.their.values():
+            if not rb.known:
+                continue
+            blob = self.blobs.get(rb.blob_id)
+            if blob is not None and self.wanted(blob):
+                yield blob, rb.bits
+
+    def _endgame_block(self, session: Session, now: float) -> tuple[Download, int] | None:
+        # The scan below visits every block in flight, so each session runs it at most once per
+        # endgame_min_wait: ages only grow with time, and the ticker brings idle sessions back.
+        if now - session.stats.endgame_checked < self.options.endgame_min_wait:
+            return None
+        session.stats.endgame_checked = now
+        if self.pool.has_pending():
+            return None
+        best: tuple[float, Download, int] | None = None
+        for d in self.pool:
+            if not self._holds(session, d.blob.blob_id, d.piece):
+                continue
+            for offset, holders in d.active.items():
+                if session in holders or len(holders) >= MAX_REQUESTS_PER_BLOCK:
+                    continue
+                first = holders[0]
+                sent = first.inflight.get(d.block_key(offset))
+                if sent is None:
+                    continue
+                wait = max(self.options.endgame_min_wait, 4 * first.stats.latency)
+                if now - sent >= wait and (best is None or sent < best[0]):
+                    best = (sent, d, offset)
+        if best is None:
+            return None
+        # Checked last because it scans every wanted piece: endgame only once nothing that a
+        # neighbour holds is left unstarted.
+        wanted = [b for b in self.blobs.values() if self.wanted(b)]
+        if self.picker.available_unstarted(wanted, self.pool.busy):
+            return None
+        _, d, offset = best
+        self.counters.duplicate_requests += 1
+        # The block is active elsewhere; RequestPool.assign adds this session as a second holder.
+        return d, offset

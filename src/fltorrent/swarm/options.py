@@ -1,0 +1,35 @@
+"""Settings of one swarm."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fltorrent.errors import SwarmError
+
+
+@dataclass(frozen=True)
+class SwarmOptions:
+    """Protocol limits, pipeline and timer settings of one swarm."""
+
+    federation: str
+    peer_id: int
+    listen_port: int = 0
+    block_size: int = 16 * 1024
+    max_frame_size: int = 2 * 1024 * 1024
+    max_block_size: int = 1024 * 1024
+    min_pipeline: int = 4
+    max_inflight_bytes: int = 4 * 1024 * 1024
+    pipeline_seconds: float = 0.5
+    request_timeout: float = 30.0
+    endgame_min_wait: float = 0.05
+    max_corrupt: int = 3
+    handshake_timeout: float = 10.0
+    idle_timeout: float = 120.0
+    keepalive_interval: float = 30.0
+    connect_timeout: float = 5.0
+    tick_interval: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.block_size <= self.max_block_size:
+            raise SwarmError("block_size must be positive and at most max_block_size")
