@@ -43,6 +43,8 @@ from fltorrent.topology import build_topology, neighbours  # noqa: E402
 
 HOST = "127.0.0.1"
 RAW_CHUNK = 256 * 1024
+BARRIER_TIMEOUT = 300.0  # a broken run fails instead of hanging
+PEER_DEADLINE = 120.0
 
 
 @dataclass
@@ -102,7 +104,7 @@ async def _raw_peer(
     for other in received:
         _, w = await asyncio.open_connection(HOST, ports[other])
         writers.append(w)
-    await asyncio.to_thread(barrier.wait)
+    await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
     start = time.time()
     cpu0 = _cpu_s()
 
@@ -119,7 +121,7 @@ async def _raw_peer(
     cpu = _cpu_s() - cpu0
     for w in writers:
         w.close()
-    await asyncio.to_thread(barrier.wait)  # keep serving until everyone is done
+    await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)  # keep serving until everyone is done
     server.close()
     return PeerReport(start, end, payload_down=size * (n - 1), peak_rss_mb=_rss_mb(), cpu_s=cpu)
 
@@ -162,10 +164,10 @@ async def _swarm_peer(
             if other > peer:
                 swarm.connect(other, (HOST, ports[other]))
         assert await swarm.wait_for(lambda: set(swarm.sessions) == mine, 30)
-        await asyncio.to_thread(barrier.wait)
+        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
         start = time.time()
         cpu0 = _cpu_s()
-        swarm.publish(manifest, chunks)
+        swarm.publish(manifest, chunks, verify=False)
 
         def done() -> bool:
             return sum(b.complete for b in swarm.blobs.values()) == n
@@ -173,7 +175,9 @@ async def _swarm_peer(
         assert await swarm.wait_for(done, 600), "swarm exchange did not finish"
         end = time.time()
         cpu = _cpu_s() - cpu0
-        await asyncio.to_thread(barrier.wait)  # keep serving until everyone is done
+        await asyncio.to_thread(
+            barrier.wait, BARRIER_TIMEOUT
+        )  # keep serving until everyone is done
         await listener.aclose()
         c = swarm.counters
         return PeerReport(
@@ -199,22 +203,34 @@ def _run_child(
     kind: str, peer: int, args: dict[str, Any], ports: Any, barrier: Barrier, ready: Any, out: Any
 ) -> None:
     if kind == "raw":
-        rep = asyncio.run(_raw_peer(peer, args["n"], args["size"], ports, barrier, ready))
+        coro = _raw_peer(peer, args["n"], args["size"], ports, barrier, ready)
     else:
-        rep = asyncio.run(
-            _swarm_peer(
-                peer,
-                args["n"],
-                args["size"],
-                args["pieces"],
-                args["block_size"],
-                args["topology"],
-                ports,
-                barrier,
-                ready,
-            )
+        coro = _swarm_peer(
+            peer,
+            args["n"],
+            args["size"],
+            args["pieces"],
+            args["block_size"],
+            args["topology"],
+            ports,
+            barrier,
+            ready,
         )
-    out.put((peer, asdict(rep)))
+    out.put((peer, asdict(asyncio.run(_with_deadline(coro, peer)))))
+
+
+async def _with_deadline(coro: Any, peer: int) -> PeerReport:
+    """Run one peer; past the deadline, print where every task is and fail."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=PEER_DEADLINE)
+    if not done:
+        print(f"peer {peer} passed its deadline; tasks:", file=sys.stderr)
+        for t in asyncio.all_tasks():
+            t.print_stack(file=sys.stderr)
+        task.cancel()
+        raise TimeoutError(f"peer {peer} did not finish within {PEER_DEADLINE}s")
+    result: PeerReport = task.result()
+    return result
 
 
 def run_case(kind: str, args: dict[str, Any]) -> list[PeerReport]:

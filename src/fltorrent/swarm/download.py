@@ -122,7 +122,7 @@ class Downloader:
             self.counters.duplicate_bytes += n
             if sent_at is None:
                 session.stats.unsolicited += 1
-            self.fill(session)
+            session.wants_fill = True
             return
         for other in self.pool.arrived(key):
             if other is not session and not other.closed:
@@ -144,7 +144,7 @@ class Downloader:
             self.on_verified(blob, msg.piece)
         elif result is BlockResult.CORRUPT:
             self._corrupt(blob, msg.piece, sources)
-        self.fill(session)
+        session.wants_fill = True
 
     def _measure(self, session: Session, n: int, sent_at: float | None) -> None:
         st = session.stats

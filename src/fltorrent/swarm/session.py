@@ -76,6 +76,10 @@ class SessionHandler(Protocol):
         """Handle one message; raise a :class:`FltorrentError` to drop the session."""
         ...
 
+    def on_batch_end(self, session: Session) -> None:
+        """Called after the messages of one received chunk were handled."""
+        ...
+
     def read_block(self, session: Session, req: Request) -> Buffer | None:
         """The bytes to serve for ``req``, or ``None`` to reject it."""
         ...
@@ -144,8 +148,10 @@ class Session:
         # Pieces being downloaded with this neighbour's help, for affinity.
         self.downloads: dict[tuple[bytes, int], None] = {}
         self.stats = SessionStats()
-        self._out = _Outbox()
+        self.wants_fill = False  # set by handlers; the owner tops up the pipeline per batch
         self._loop = asyncio.get_running_loop()
+        self.last_rx = self.last_tx = self._loop.time()
+        self._out = _Outbox()
 
     def __repr__(self) -> str:
         return f"<Session peer={self.remote_id} inflight={len(self.inflight)}>"
@@ -239,20 +245,31 @@ class Session:
         self.counters.control_down += len(chunk)
 
     async def _read_loop(self) -> str:
-        # Events buffered with the handshake frame are handled before reading more.
-        idle = self.options.idle_timeout
+        # Events buffered with the handshake frame are handled before reading more. The idle
+        # deadline is enforced by the owner's ticker (check_timers), not by a timer per read.
         while True:
             if not self._drain_events():
                 return "remote closed the connection"
-            async with asyncio.timeout(idle):
-                chunk = await self.conn.receive(RECEIVE_SIZE)
+            chunk = await self.conn.receive(RECEIVE_SIZE)
+            self.last_rx = self._loop.time()
             self._count_down(chunk)
             self.wire.receive_data(chunk)
+
+    def check_timers(self, now: float) -> str | None:
+        """Send a keepalive when we were quiet too long; returns a reason to close if idle."""
+        if not self.open or self.closed:
+            return None
+        if now - self.last_rx > self.options.idle_timeout:
+            return f"nothing received for {self.options.idle_timeout:.0f}s"
+        if now - self.last_tx > self.options.keepalive_interval:
+            self.send(KeepAlive())
+        return None
 
     def _drain_events(self) -> bool:
         while True:
             ev = self.wire.next_event()
             if ev is NEED_DATA:
+                self.handler.on_batch_end(self)
                 return True
             if isinstance(ev, ConnectionClosed):
                 return False
@@ -268,12 +285,8 @@ class Session:
         while True:
             if not out.control and not out.uploads:
                 out.wake.clear()
-                try:
-                    async with asyncio.timeout(self.options.keepalive_interval):
-                        await out.wake.wait()
-                except TimeoutError:
-                    self.send(KeepAlive())
-                    continue
+                await out.wake.wait()
+            self.last_tx = self._loop.time()
             batch: list[Buffer] = list(out.control)
             out.control.clear()
             payload = 0

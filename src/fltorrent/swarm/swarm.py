@@ -258,6 +258,13 @@ class Swarm:
             return None
         return blob.read(req.piece, req.offset, req.length)
 
+    def on_batch_end(self, session: Session) -> None:
+        # Top the pipeline up once per batch of received messages, not once per message:
+        # one read often carries dozens of haves and blocks.
+        if session.wants_fill:
+            session.wants_fill = False
+            self._down.fill(session)
+
     def on_message(self, session: Session, msg: Message) -> None:
         match msg:
             case Piece():
@@ -285,19 +292,28 @@ class Swarm:
                 self._down.release_all(session)
                 self._down.fill_all()
             case Unchoke():
-                self._down.fill(session)
+                session.wants_fill = True
             case _:
                 pass  # KeepAlive, Interested, NotInterested: flags kept by the wire layer
 
     # ------------------------------------------------------------------ blobs
-    def publish(self, manifest: Manifest, pieces: list[bytes]) -> Blob:
-        """Add one of our own complete blobs and announce it to every neighbour."""
+    def publish(self, manifest: Manifest, pieces: list[bytes], *, verify: bool = True) -> Blob:
+        """Add one of our own complete blobs and announce it to every neighbour.
+
+        ``verify=False`` skips re-hashing when the manifest was just built from these very
+        pieces (:meth:`Manifest.build`); sizes are still checked.
+        """
         blob = self.blobs.get(manifest.blob_id)
         if blob is None:
             blob = Blob(manifest, self.options.block_size)
+        if len(pieces) != manifest.num_pieces:
+            raise SwarmError(f"{len(pieces)} pieces for a manifest of {manifest.num_pieces}")
         for i, data in enumerate(pieces):
-            if not blob.set_piece(i, data):
+            if not verify and len(data) == manifest.piece_sizes[i]:
+                blob.pieces[i] = data
+            elif not blob.set_piece(i, data):
                 raise SwarmError(f"piece {i} does not match its manifest")
+        blob.num_have = sum(p is not None for p in blob.pieces)
         self._add_blob(blob)
         return blob
 
@@ -474,7 +490,7 @@ class Swarm:
             if not blob.has(msg.piece) and self.wanted(blob):
                 if not session.wire.am_interested:
                     session.send(Interested())
-                self._down.fill(session)
+                session.wants_fill = True
 
     def _interest(self, session: Session, rb: RemoteBlob) -> None:
         blob = self.blobs[rb.blob_id]
@@ -483,7 +499,7 @@ class Swarm:
         if any(b and not blob.has(i) for i, b in enumerate(rb.bits)):
             if not session.wire.am_interested:
                 session.send(Interested())
-            self._down.fill(session)
+            session.wants_fill = True
 
     def _piece_verified(self, blob: Blob, piece: int) -> None:
         # Relay: tell every neighbour that lacks the piece that we can serve it now.
@@ -520,6 +536,16 @@ class Swarm:
 
     def _tick(self) -> None:
         now = self._now()
+        for session in list(self.sessions.values()):
+            idle = session.check_timers(now)
+            if idle is not None:
+                log.info(
+                    "peer %d: closing session with %d: %s",
+                    self.options.peer_id,
+                    session.remote_id,
+                    idle,
+                )
+                self._drop(session)
         self._down.expire(now)
         for blob_id, wait in list(self._manifest_waits.items()):
             if now - wait.since > self.options.request_timeout:
