@@ -14,8 +14,8 @@ Reported: ``goodput_ratio`` = raw time / swarm time (1.0 would mean no protocol 
 Timing starts when every process passed a barrier with its connections open, and ends when the
 last process holds every blob.
 
-    python benchmarks/exchange.py --json bench-results/exchange.json
-    python benchmarks/exchange.py --block-sizes 16384,65536,262144   # block-size sweep
+    python benchmarks/exchange.py --json bench-results/exchange.json   # sweep of block sizes
+    python benchmarks/exchange.py --block-sizes 16384 --repeats 1       # one quick case
 """
 
 from __future__ import annotations
@@ -269,10 +269,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--peers", type=int, default=8)
     parser.add_argument("--size-mb", type=float, default=8.0)
-    parser.add_argument("--pieces", type=int, default=32)
+    parser.add_argument("--pieces", type=int, default=20, help="pieces per blob (chunk.num_chunks)")
     parser.add_argument(
         "--block-sizes",
-        default="16384",
+        default="524288,262144,65536,16384",
         help="comma-separated block sizes; the first is the headline",
     )
     parser.add_argument("--topology", default="full")

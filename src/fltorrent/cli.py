@@ -143,9 +143,8 @@ def tracker(
 ) -> None:
     """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'."""
     from fltorrent.net.tcp import TcpTransport
-    from fltorrent.runtime.build import topology_spec
+    from fltorrent.runtime.build import make_tracker
     from fltorrent.runtime.procs import overall_deadline
-    from fltorrent.tracker import Tracker
 
     cfg = _guard(
         lambda: _build_config(
@@ -155,13 +154,7 @@ def tracker(
     _setup_logging(log_level or "info")
 
     async def serve() -> None:
-        t = Tracker(
-            federation=cfg.federate.federation_id,
-            client_num=cfg.federate.client_num,
-            config=cfg.model_dump(mode="json"),
-            topology=topology_spec(cfg),
-            registration_timeout=cfg.runtime.registration_timeout,
-        )
+        t = make_tracker(cfg)
         async with t:
             h, p = await t.start(TcpTransport(), host, port)
             typer.echo(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fltorrent.net import MemoryNetwork, TcpTransport
 from fltorrent.swarm import SwarmOptions
 from tests.aio import aio
@@ -95,3 +97,22 @@ async def test_want_filter_and_dropping_blobs() -> None:
         assert old.blob_id not in s2.blobs  # round 1 is not wanted: its manifest is never fetched
         assert nodes[1].swarm.drop_blobs(lambda m: m.round < 2) == 1
         assert set(nodes[1].swarm.blobs) == {new.blob_id}
+
+
+@aio()
+async def test_publish_checks_pieces_against_the_manifest() -> None:
+    from fltorrent.errors import SwarmError
+    from fltorrent.swarm import Swarm
+
+    async with MemoryNetwork() as net:
+        swarm = Swarm(
+            SwarmOptions(federation=FED, peer_id=1), transport=net, want=lambda _r, _a: True
+        )
+        async with swarm:
+            m, pieces = random_blob(1, 1000, 2)
+            with pytest.raises(SwarmError, match="piece 1 does not match"):
+                swarm.publish(m, [pieces[0], b"x" * len(pieces[1])])
+            with pytest.raises(SwarmError, match="1 pieces for a manifest of 2"):
+                swarm.publish(m, pieces[:1], verify=False)
+            blob = swarm.publish(m, pieces, verify=False)
+            assert blob.complete and swarm.blobs[m.blob_id] is blob

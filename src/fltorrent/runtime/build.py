@@ -6,6 +6,7 @@ This and ``config.py`` are the only places that read the configuration tree.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
 from fltorrent.peer import RoundPolicy
 from fltorrent.swarm import SwarmOptions
-from fltorrent.tracker import TopologySpec
+from fltorrent.tracker import MemberState, TopologySpec, Tracker
 
 
 def default_cache_dir() -> Path:
@@ -140,6 +141,20 @@ def round_policy(config: Config) -> RoundPolicy:
         hard_timeout=bt.hard_timeout if bt.hard_timeout is not None else 2 * bt.timeout,
         min_completion_ratio=bt.min_completion_ratio,
         seed_grace=bt.seed_grace,
+    )
+
+
+def make_tracker(
+    config: Config, *, on_progress: Callable[[MemberState], None] | None = None
+) -> Tracker:
+    """The tracker of this federation; it hands the configuration to every peer."""
+    return Tracker(
+        federation=config.federate.federation_id,
+        client_num=config.federate.client_num,
+        config=config.model_dump(mode="json"),
+        topology=topology_spec(config),
+        registration_timeout=config.runtime.registration_timeout,
+        on_progress=on_progress,
     )
 
 

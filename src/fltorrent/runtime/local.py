@@ -16,10 +16,9 @@ from fltorrent.config import Config
 from fltorrent.net.base import Transport
 from fltorrent.net.tcp import TcpTransport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
-from fltorrent.runtime.build import load_federation_data, topology_spec
+from fltorrent.runtime.build import load_federation_data, make_tracker
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, run_node
 from fltorrent.telemetry.events import RoundMetrics
-from fltorrent.tracker import Tracker
 
 
 async def run_local(
@@ -37,13 +36,7 @@ async def run_local(
     rt = config.runtime
     n = config.federate.client_num
     data = await asyncio.to_thread(load_federation_data, config)
-    tracker = Tracker(
-        federation=config.federate.federation_id,
-        client_num=n,
-        config=config.model_dump(mode="json"),
-        topology=topology_spec(config),
-        registration_timeout=rt.registration_timeout,
-    )
+    tracker = make_tracker(config)
     workers = rt.train_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train") as executor:
         async with tracker:

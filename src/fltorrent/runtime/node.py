@@ -157,7 +157,7 @@ async def _run_registered(
             on_phase=_phase_reporter(client, hooks.on_phase, tg),
             fault_hook=hooks.fault_hook,
         )
-        swarm.check_manifest = peer.check_manifest
+        swarm.set_manifest_check(peer.check_manifest)
         swarm_holder.append(swarm)
         if hooks.on_peer is not None:
             hooks.on_peer(peer)

@@ -16,8 +16,8 @@ from pathlib import Path
 from fltorrent.config import Config
 from fltorrent.errors import FederationError
 from fltorrent.net.tcp import TcpTransport
-from fltorrent.runtime.build import topology_spec
-from fltorrent.tracker import MemberState, Tracker
+from fltorrent.runtime.build import make_tracker
+from fltorrent.tracker import MemberState
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,7 @@ async def run_processes(
     """Run every peer as a child process; returns each peer's exit code."""
     rt = config.runtime
     n = config.federate.client_num
-    tracker = Tracker(
-        federation=config.federate.federation_id,
-        client_num=n,
-        config=config.model_dump(mode="json"),
-        topology=topology_spec(config),
-        registration_timeout=rt.registration_timeout,
-        on_progress=on_progress,
-    )
+    tracker = make_tracker(config, on_progress=on_progress)
     codes: dict[int, int] = {}
     async with tracker:
         host, port = await tracker.start(TcpTransport(), rt.host, rt.tracker_port)

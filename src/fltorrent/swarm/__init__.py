@@ -2,9 +2,10 @@
 
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.manifest import Manifest, sha256
+from fltorrent.swarm.manifests import ManifestCheck
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.store import Blob, BlockResult, Buffer
-from fltorrent.swarm.swarm import ManifestCheck, Swarm, WantFn
+from fltorrent.swarm.swarm import Swarm, WantFn
 
 __all__ = [
     "Blob",

@@ -22,19 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from fltorrent.errors import (
     ConnectError,
-    ManifestError,
     RemoteProtocolError,
     SwarmError,
 )
 from fltorrent.net.base import Address, Connection, Transport
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.download import Downloader
-from fltorrent.swarm.manifest import Manifest, sha256
+from fltorrent.swarm.manifest import Manifest
+from fltorrent.swarm.manifests import ManifestCheck, ManifestFetcher
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.session import RemoteBlob, Session, SessionOptions
 from fltorrent.swarm.store import Blob, Buffer
@@ -59,14 +58,6 @@ from fltorrent.wire import (
 log = logging.getLogger(__name__)
 
 WantFn = Callable[[int, int], bool]
-ManifestCheck = Callable[[Manifest], str | None]
-
-
-@dataclass
-class _ManifestWait:
-    session: Session
-    since: float
-    tried: set[int] = field(default_factory=set)
 
 
 class Swarm:
@@ -87,7 +78,6 @@ class Swarm:
         self.blobs: dict[bytes, Blob] = {}
         self.sessions: dict[int, Session] = {}
         self._want = want
-        self.check_manifest = check_manifest  # may be set later (the peer is built after us)
         self._allow_peer = allow_peer
         self._down = Downloader(
             options,
@@ -99,7 +89,13 @@ class Swarm:
             on_bad_peer=self._drop,
             clock=self._now,
         )
-        self._manifest_waits: dict[bytes, _ManifestWait] = {}
+        self._manifests = ManifestFetcher(
+            peer_id=options.peer_id,
+            sessions=self.sessions,
+            known=self.blobs.__contains__,
+            clock=self._now,
+        )
+        self._manifests.check = check_manifest
         self._session_options = SessionOptions(
             federation=options.federation,
             peer_id=options.peer_id,
@@ -241,10 +237,7 @@ class Swarm:
         self._down.release_all(session)
         for rb in session.blobs_with_bits():
             self._down.picker.add(rb.blob_id, rb.bits, -1)
-        for blob_id, wait in list(self._manifest_waits.items()):
-            if wait.session is session:
-                del self._manifest_waits[blob_id]
-                self._fetch_manifest(blob_id, exclude=wait.tried)
+        self._manifests.session_closed(session)
         self._notify()
         if not self._closing:
             self._down.fill_all()
@@ -282,7 +275,12 @@ class Swarm:
             case ManifestRequest():
                 self._on_manifest_request(session, msg)
             case ManifestData():
-                self._on_manifest(session, msg)
+                rb = session.their[msg.handle]
+                manifest = self._manifests.receive(
+                    session, msg, wanted=self._want(rb.round, rb.author)
+                )
+                if manifest is not None:
+                    self._add_blob(Blob(manifest, self.options.block_size))
             case Reject():
                 self.counters.rejects_received += 1
                 rb = session.their[msg.handle]
@@ -346,6 +344,10 @@ class Swarm:
             self._notify()
         return len(doomed)
 
+    def set_manifest_check(self, check: ManifestCheck | None) -> None:
+        """Install the hook that may refuse manifests (e.g. of another model)."""
+        self._manifests.check = check
+
     def set_want(self, want: WantFn) -> None:
         """Change which blobs are wanted and fetch manifests that became wanted."""
         self._want = want
@@ -356,7 +358,7 @@ class Swarm:
         for session in self.sessions.values():
             for rb in session.their.values():
                 if rb.blob_id not in self.blobs and self._want(rb.round, rb.author):
-                    self._fetch_manifest(rb.blob_id)
+                    self._manifests.fetch(rb.blob_id)
         self._down.fill_all()
         self._notify()
 
@@ -417,57 +419,13 @@ class Swarm:
                 raise RemoteProtocolError("announce contradicts the blob's manifest")
             rb.known = True
         elif self._want(msg.round, msg.author):
-            self._fetch_manifest(msg.blob_id)
-
-    def _fetch_manifest(self, blob_id: bytes, exclude: Iterable[int] = ()) -> None:
-        if blob_id in self._manifest_waits or blob_id in self.blobs:
-            return
-        tried = set(exclude)
-        for session in self.sessions.values():
-            handle = session.their_handle.get(blob_id)
-            if handle is not None and session.remote_id not in tried:
-                tried.add(session.remote_id)
-                self._manifest_waits[blob_id] = _ManifestWait(session, self._now(), tried)
-                session.send(ManifestRequest(handle))
-                return
+            self._manifests.fetch(msg.blob_id)
 
     def _on_manifest_request(self, session: Session, msg: ManifestRequest) -> None:
         blob_id = session.our_blob[msg.handle]
         blob = self.blobs.get(blob_id)
         if blob is not None:
             session.send(ManifestData(msg.handle, blob.manifest.encoded))
-
-    def _on_manifest(self, session: Session, msg: ManifestData) -> None:
-        rb = session.their[msg.handle]
-        if sha256(msg.body) != rb.blob_id:
-            raise RemoteProtocolError("manifest does not hash to its announced blob id")
-        wait = self._manifest_waits.pop(rb.blob_id, None)
-        if rb.blob_id in self.blobs or not self._want(rb.round, rb.author):
-            return
-        try:
-            manifest = Manifest.decode(msg.body)
-        except ManifestError as exc:
-            raise RemoteProtocolError(f"bad manifest: {exc}") from exc
-        if (manifest.round, manifest.author, manifest.num_pieces) != (
-            rb.round,
-            rb.author,
-            len(rb.bits),
-        ):
-            raise RemoteProtocolError("manifest contradicts its announce")
-        if self.check_manifest is not None:
-            refusal = self.check_manifest(manifest)
-            if refusal is not None:
-                log.warning(
-                    "peer %d: manifest of author %d round %d refused: %s",
-                    self.options.peer_id,
-                    manifest.author,
-                    manifest.round,
-                    refusal,
-                )
-                if wait is not None:  # keep the wait so that we do not fetch it again
-                    self._manifest_waits[rb.blob_id] = wait
-                return
-        self._add_blob(Blob(manifest, self.options.block_size))
 
     # ------------------------------------------------------------------ availability
     def _on_bitfield(self, session: Session, msg: Bitfield) -> None:
@@ -547,8 +505,5 @@ class Swarm:
                 )
                 self._drop(session)
         self._down.expire(now)
-        for blob_id, wait in list(self._manifest_waits.items()):
-            if now - wait.since > self.options.request_timeout:
-                del self._manifest_waits[blob_id]
-                self._fetch_manifest(blob_id, exclude=wait.tried)
+        self._manifests.expire(self.options.request_timeout)
         self._down.fill_all()

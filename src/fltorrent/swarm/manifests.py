@@ -1,0 +1,105 @@
+"""Fetching manifests: one request per wanted blob at a time, verified against its blob id.
+
+A neighbour's ``ANNOUNCE`` names a blob; if it is wanted and unknown, its manifest is requested
+from one neighbour that announced it. If that neighbour leaves or does not answer within the
+request timeout, the next one is asked. An answer must hash to the announced id, decode, and
+agree with the announce hints; anything else is the sender's protocol error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from fltorrent.errors import ManifestError, RemoteProtocolError
+from fltorrent.swarm.manifest import Manifest, sha256
+from fltorrent.swarm.session import Session
+from fltorrent.wire import ManifestData, ManifestRequest
+
+log = logging.getLogger(__name__)
+
+ManifestCheck = Callable[[Manifest], str | None]
+
+
+@dataclass
+class _Wait:
+    session: Session
+    since: float
+    tried: set[int] = field(default_factory=set)
+
+
+class ManifestFetcher:
+    """Outstanding manifest requests of one swarm."""
+
+    def __init__(
+        self,
+        *,
+        peer_id: int,
+        sessions: dict[int, Session],
+        known: Callable[[bytes], bool],
+        clock: Callable[[], float],
+    ) -> None:
+        self.peer_id = peer_id
+        self.sessions = sessions
+        self.known = known
+        self.now = clock
+        self.check: ManifestCheck | None = None
+        self._waits: dict[bytes, _Wait] = {}
+
+    def fetch(self, blob_id: bytes, exclude: Iterable[int] = ()) -> None:
+        """Ask one neighbour that announced ``blob_id`` (and was not tried) for its manifest."""
+        if blob_id in self._waits or self.known(blob_id):
+            return
+        tried = set(exclude)
+        for session in self.sessions.values():
+            handle = session.their_handle.get(blob_id)
+            if handle is not None and session.remote_id not in tried:
+                tried.add(session.remote_id)
+                self._waits[blob_id] = _Wait(session, self.now(), tried)
+                session.send(ManifestRequest(handle))
+                return
+
+    def receive(self, session: Session, msg: ManifestData, *, wanted: bool) -> Manifest | None:
+        """Check an answer; returns the manifest to add, or ``None`` (unwanted or refused)."""
+        rb = session.their[msg.handle]
+        if sha256(msg.body) != rb.blob_id:
+            raise RemoteProtocolError("manifest does not hash to its announced blob id")
+        wait = self._waits.pop(rb.blob_id, None)
+        if self.known(rb.blob_id) or not wanted:
+            return None
+        try:
+            manifest = Manifest.decode(msg.body)
+        except ManifestError as exc:
+            raise RemoteProtocolError(f"bad manifest: {exc}") from exc
+        hints = (rb.round, rb.author, len(rb.bits))
+        if (manifest.round, manifest.author, manifest.num_pieces) != hints:
+            raise RemoteProtocolError("manifest contradicts its announce")
+        refusal = self.check(manifest) if self.check is not None else None
+        if refusal is not None:
+            log.warning(
+                "peer %d: manifest of author %d round %d refused: %s",
+                self.peer_id,
+                manifest.author,
+                manifest.round,
+                refusal,
+            )
+            if wait is not None:  # keep the wait so that we do not fetch it again
+                self._waits[rb.blob_id] = wait
+            return None
+        return manifest
+
+    def session_closed(self, session: Session) -> None:
+        """Re-ask elsewhere what ``session`` was asked."""
+        for blob_id, wait in list(self._waits.items()):
+            if wait.session is session:
+                del self._waits[blob_id]
+                self.fetch(blob_id, exclude=wait.tried)
+
+    def expire(self, timeout: float) -> None:
+        """Re-ask elsewhere what was not answered within ``timeout`` seconds."""
+        now = self.now()
+        for blob_id, wait in list(self._waits.items()):
+            if now - wait.since > timeout:
+                del self._waits[blob_id]
+                self.fetch(blob_id, exclude=wait.tried)
