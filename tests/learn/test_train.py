@@ -123,3 +123,32 @@ def test_fedavg_smoke_through_chunks() -> None:
     acc, _ = evaluate(model, xt, yt)
     assert int(model.state_dict()["bn1.num_batches_tracked"]) > 0
     assert acc > 0.6 > start_acc
+
+
+def test_functional_sgd_matches_torch_optim_sgd() -> None:
+    # train_local uses torch's functional SGD (to skip the optimizer class's costly first
+    # construction); it must give exactly what torch.optim.SGD gives.
+    import torch.nn.functional as F
+
+    from fltorrent.learn.models import build_model
+    from fltorrent.learn.train import train_local
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 40, generator=gen), torch.randint(0, 10, (64,), generator=gen)
+    ours = build_model("cnn1d", input_shape=(40,), num_classes=10, seed=1)
+    ref = build_model("cnn1d", input_shape=(40,), num_classes=10, seed=1)
+    train_local(
+        ours, x, y, epochs=2, batch_size=16, lr=0.05, momentum=0.9, weight_decay=1e-4, seed=5
+    )
+    opt = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    order_gen = torch.Generator().manual_seed(5)
+    ref.train()
+    for _ in range(2):
+        order = torch.randperm(64, generator=order_gen)
+        for first in range(0, 64, 16):
+            idx = order[first : first + 16]
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(ref(x[idx]), y[idx]).backward()
+            opt.step()
+    for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.sgd import sgd as functional_sgd
 
 from fltorrent.errors import LearnError
 
@@ -38,6 +39,51 @@ class TrainResult:
 def _check_data(x: torch.Tensor, y: torch.Tensor) -> None:
     if x.shape[:1] != y.shape or y.dim() != 1:
         raise LearnError(f"x and y must hold the same number of samples, got {x.shape}, {y.shape}")
+
+
+class _FunctionalSGD:
+    """SGD with momentum through torch's functional ``torch.optim.sgd.sgd``.
+
+    Same arithmetic as ``torch.optim.SGD`` (whose ``step`` calls the same function), without its
+    constructor: building the first ``torch.optim.Optimizer`` of a process imports
+    ``torch._dynamo``, which costs about 1.5 s of CPU, in every peer process.
+    """
+
+    def __init__(self, model: nn.Module, *, lr: float, momentum: float, weight_decay: float):
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.buffers: list[torch.Tensor | None] = [None] * len(self.params)
+        self.lr, self.momentum, self.weight_decay = lr, momentum, weight_decay
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        params: list[torch.Tensor] = []
+        grads: list[torch.Tensor] = []
+        buffers: list[torch.Tensor | None] = []
+        for p, buf in zip(self.params, self.buffers, strict=True):
+            if p.grad is not None:
+                params.append(p)
+                grads.append(p.grad)
+                buffers.append(buf)
+        functional_sgd(
+            params,
+            grads,
+            buffers,
+            weight_decay=self.weight_decay,
+            momentum=self.momentum,
+            lr=self.lr,
+            dampening=0.0,
+            nesterov=False,
+            maximize=False,
+        )
+        # sgd() fills in momentum buffers it created; keep them for the next step.
+        it = iter(buffers)
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self.buffers[i] = next(it)
 
 
 def train_local(
@@ -74,11 +120,9 @@ def train_local(
         return TrainResult(num_samples=n, loss=math.nan, steps=0, seconds=0.0)
 
     start = time.perf_counter()
-    opt: torch.optim.Optimizer
+    opt: torch.optim.Optimizer | _FunctionalSGD
     if optimizer == "sgd":
-        opt = torch.optim.SGD(
-            model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
-        )
+        opt = _FunctionalSGD(model, lr=lr, momentum=momentum, weight_decay=weight_decay)
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
