@@ -199,3 +199,82 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
         assert json.loads(out)["members"] == {"1": "done", "2": "done", "3": "done"}
     finally:
         tracker.kill()
+
+
+@pytest.mark.slow
+def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None:
+    tracker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fltorrent",
+            "tracker",
+            "--port",
+            "0",
+            "--peers",
+            "5",
+            "--rounds",
+            "4",
+            "--set",
+            "data.num_samples=2000",
+            "--set",
+            "bittorrent.timeout=120",
+            "--set",
+            "topology.connections=2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peers: list[subprocess.Popen[str]] = []
+    try:
+        assert tracker.stderr is not None
+        line = tracker.stderr.readline()
+        while "listening on" not in line:
+            assert line, "tracker exited before listening"
+            line = tracker.stderr.readline()
+        address = line.split("listening on ")[1].split()[0]
+        for i in range(1, 6):
+            peers.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "fltorrent",
+                        "peer",
+                        "--tracker",
+                        address,
+                        "--id",
+                        str(i),
+                        "--output-dir",
+                        str(tmp_path / f"peer{i}"),
+                    ],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        victim = peers[2]
+        assert victim.stdout is not None
+        first = victim.stdout.readline()  # printed when its round 1 is evaluated
+        assert "round 1" in first, first
+        victim.kill()  # SIGKILL in round 2: no goodbye, sockets reset by the kernel
+        victim.wait()
+        for i, p in enumerate(peers):
+            if p is victim:
+                continue
+            out, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+            assert "round 4" in out, (i, out)
+            records = [
+                json.loads(x)
+                for x in (tmp_path / f"peer{i + 1}" / "metrics.jsonl").read_text().splitlines()
+            ]
+            assert [r["round"] for r in records] == [1, 2, 3, 4]
+            assert records[0]["authors_aggregated"] == 5
+            assert all(r["authors_aggregated"] == 4 for r in records[2:])
+            assert not any(r["deadline_hit"] for r in records)  # nobody waited out 120 s
+        tracker.communicate(timeout=60)
+    finally:
+        for p in [tracker, *peers]:
+            p.kill()

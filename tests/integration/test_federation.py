@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,3 +103,34 @@ async def test_a_peer_killed_in_round_2_does_not_hang_the_rest() -> None:
         # Nobody waited for the dead peer until the 60 s deadline.
         assert not any(r.deadline_hit for r in mine)
         assert max(r.exchange_s for r in mine) < 30
+
+
+@aio(timeout=120)
+async def test_training_status_while_running(tmp_path: Path) -> None:
+    import asyncio
+
+    from fltorrent import Federation
+
+    fed = Federation(
+        {
+            "federate": {"client_num": 3, "total_round_num": 3},
+            "data": {"num_samples": 1000},
+            "bittorrent": {"seed_grace": 1},
+        },
+        output_dir=tmp_path / "run",
+        progress="none",
+    )
+    seen: list[dict[str, object]] = []
+    task = asyncio.create_task(fed.arun())
+    while not task.done():
+        seen.append(fed.get_training_status())
+        await asyncio.sleep(0.05)
+    result = task.result()
+    assert result.summary["finished_peers"] == [1, 2, 3]
+    rounds = [s["round"] for s in seen]
+    assert rounds == sorted(rounds) and rounds[-1] == 3  # monotone, reaches the last round
+    phases = {p["phase"] for s in seen for p in s["peers"].values()}  # type: ignore[attr-defined]
+    assert {"training", "exchanging"} & phases
+    final = fed.get_training_status()
+    assert all(p["phase"] == "done" for p in final["peers"].values())
+    assert (tmp_path / "run" / "summary.json").exists()
