@@ -142,36 +142,37 @@ def test_default_federation_reaches_the_accuracy_target(tmp_path: Path) -> None:
     assert summary["final_accuracy_mean"] >= 0.85
 
 
-@pytest.mark.slow
-def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
+def _start_tracker(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """``fltorrent tracker --port 0 ARGS``; returns the process and the address it listens on."""
     tracker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fltorrent",
-            "tracker",
-            "--port",
-            "0",
-            "--peers",
-            "3",
-            "--rounds",
-            "2",
-            "--set",
-            "data.num_samples=2000",
-            "--set",
-            "bittorrent.seed_grace=5",
-        ],
+        [sys.executable, "-m", "fltorrent", "tracker", "--port", "0", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        assert tracker.stderr is not None
+    assert tracker.stderr is not None
+    line = tracker.stderr.readline()
+    while "listening on" not in line:
+        assert line, "tracker exited before listening"
         line = tracker.stderr.readline()
-        while "listening on" not in line:
-            assert line, "tracker exited before listening"
-            line = tracker.stderr.readline()
-        address = line.split("listening on ")[1].split()[0]
+    return tracker, line.split("listening on ")[1].split()[0]
+
+
+@pytest.mark.slow
+def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
+    tracker, address = _start_tracker(
+        "--port",
+        "0",
+        "--peers",
+        "3",
+        "--rounds",
+        "2",
+        "--set",
+        "data.num_samples=2000",
+        "--set",
+        "bittorrent.seed_grace=5",
+    )
+    try:
         peers = [
             subprocess.Popen(
                 [
@@ -203,37 +204,22 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None:
-    tracker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "fltorrent",
-            "tracker",
-            "--port",
-            "0",
-            "--peers",
-            "5",
-            "--rounds",
-            "4",
-            "--set",
-            "data.num_samples=2000",
-            "--set",
-            "bittorrent.timeout=120",
-            "--set",
-            "topology.connections=2",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    tracker, address = _start_tracker(
+        "--port",
+        "0",
+        "--peers",
+        "5",
+        "--rounds",
+        "4",
+        "--set",
+        "data.num_samples=2000",
+        "--set",
+        "bittorrent.timeout=120",
+        "--set",
+        "topology.connections=2",
     )
     peers: list[subprocess.Popen[str]] = []
     try:
-        assert tracker.stderr is not None
-        line = tracker.stderr.readline()
-        while "listening on" not in line:
-            assert line, "tracker exited before listening"
-            line = tracker.stderr.readline()
-        address = line.split("listening on ")[1].split()[0]
         for i in range(1, 6):
             peers.append(
                 subprocess.Popen(
