@@ -161,8 +161,6 @@ def _start_tracker(*args: str) -> tuple[subprocess.Popen[str], str]:
 @pytest.mark.slow
 def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
     tracker, address = _start_tracker(
-        "--port",
-        "0",
         "--peers",
         "3",
         "--rounds",
@@ -205,8 +203,6 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None:
     tracker, address = _start_tracker(
-        "--port",
-        "0",
         "--peers",
         "5",
         "--rounds",
