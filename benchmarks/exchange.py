@@ -72,8 +72,6 @@ def _rss_mb() -> float:
 
 def _cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
-    if os.environ.get("BENCH_SYS"):
-        return ru.ru_stime
     return ru.ru_utime + ru.ru_stime
 
 
