@@ -170,10 +170,11 @@ class TcpConnection:
             return
         self._closed = True
         self._transport.close()
-        # A peer that stopped reading must not hold our close up for long.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await asyncio.shield(self._protocol.closed)
+        # A peer that stopped reading must not hold our close up for long. asyncio.wait, not
+        # asyncio.timeout: this often runs in a `finally` of a task being cancelled, and on
+        # Python 3.11 a timeout expiring there turns the pending cancellation into a
+        # TimeoutError that would be swallowed here (a dial loop then spun on forever).
+        await asyncio.wait([self._protocol.closed], timeout=CLOSE_TIMEOUT)
         if not self._protocol.closed.done():
             self._transport.abort()
 

@@ -171,7 +171,7 @@ class Swarm:
 
     async def _dial_loop(self, peer_id: int, address: Address) -> None:
         backoff = 0.05
-        while True:
+        while not self._closing:
             if peer_id in self.sessions:
                 await self._session_ended.setdefault(peer_id, asyncio.Event()).wait()
                 continue
