@@ -180,13 +180,16 @@ class Peer:
         deadline_hit = await self._exchange(r)
         exchange_s = time.perf_counter() - t1
 
-        self._enter(Phase.AGGREGATING)
-        t2 = time.perf_counter()
-        # Snapshot in the loop thread; the worker then reads immutable bytes only.
+        # What arrived when the exchange ended is what gets aggregated and reported (pieces
+        # may keep arriving meanwhile). Snapshot in the loop thread; the worker then reads
+        # stored pieces, which are never modified.
+        expected, received, pieces_expected = self._progress(r)
         held = {
             a: (float(b.manifest.num_samples), list(b.pieces))
             for a, b in self._round_blobs(r).items()
         }
+        self._enter(Phase.AGGREGATING)
+        t2 = time.perf_counter()
         n_authors, n_partial = await self._in_worker(lambda: self._aggregate(update, held))
         aggregate_s = time.perf_counter() - t2
 
@@ -196,7 +199,6 @@ class Peer:
         eval_s = time.perf_counter() - t3
         self.accuracy = ev.accuracy
 
-        expected, received, pieces_expected = self._progress(r)
         c = self.swarm.counters.minus(start_counters)
         metrics = RoundMetrics(
             round=r,
