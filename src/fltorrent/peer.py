@@ -35,6 +35,7 @@ from fltorrent.telemetry.events import RoundMetrics
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+MAX_SAMPLES = 1 << 40  # an aggregation weight beyond this is a lie, not a dataset
 
 
 class Phase(StrEnum):
@@ -111,8 +112,10 @@ class Peer:
         self.completion = 0.0
         self.accuracy: float | None = None
         self.history: list[RoundMetrics] = []
+        self._equivocators: set[int] = set()
         self.last_update: LocalUpdate | None = None  # this round's own update, before aggregation
         self.plan_digest = learner.plan.digest()
+        self._chunk_sizes = tuple(c.nbytes for c in learner.plan.chunks)
         self._start = time.perf_counter()
 
     # ------------------------------------------------------------------ status
@@ -130,16 +133,24 @@ class Peer:
     def member_left(self, peer_id: int) -> None:
         """The tracker says ``peer_id`` is gone: stop waiting for it."""
         if peer_id in self.members and peer_id != self.peer_id:
+            # Only the round's waiting changes: the tracker is not in the data path, so a
+            # session with that peer (if it is in fact alive) is left alone.
             self.departed.add(peer_id)
-            self.swarm.disconnect(peer_id)
             self.swarm.notify()
 
     def check_manifest(self, manifest: Manifest) -> str | None:
-        """Swarm hook: refuse blobs that do not fit our model."""
+        """Swarm hook: refuse blobs that cannot be aggregated into our model."""
         if manifest.meta != self.plan_digest:
             return "chunk plan differs from ours (another model or chunking)"
         if manifest.author not in self.members:
             return f"author {manifest.author} is not a member"
+        if manifest.piece_sizes != self._chunk_sizes:
+            # The digest is public (every honest manifest carries it): check the shape too.
+            return "piece count or sizes do not match the chunk plan"
+        if not self.round <= manifest.round <= self.round + 1:
+            return f"round {manifest.round} is outside the current window"
+        if not 0 < manifest.num_samples <= MAX_SAMPLES:
+            return f"sample count {manifest.num_samples} is out of range"
         return None
 
     # ------------------------------------------------------------------ rounds
@@ -173,7 +184,8 @@ class Peer:
         )
         self.swarm.drop_blobs(lambda m: m.round < r - 1)
         me = self.peer_id
-        self.swarm.set_want(lambda rr, author: rr >= r and author != me)
+        # This round and the next (a faster peer may already publish it), nothing beyond.
+        self.swarm.set_want(lambda rr, author: r <= rr <= r + 1 and author != me)
         self.swarm.publish(manifest, update.chunks, verify=False)  # built from them just now
         self._enter(Phase.EXCHANGING)
         t1 = time.perf_counter()
@@ -242,11 +254,27 @@ class Peer:
 
     # ------------------------------------------------------------------ exchange
     def _round_blobs(self, r: int) -> dict[int, Blob]:
-        return {
-            b.manifest.author: b
-            for b in self.swarm.blobs.values()
-            if b.manifest.round == r and b.manifest.author != self.peer_id
-        }
+        found: dict[int, Blob] = {}
+        twice: set[int] = set()
+        for b in self.swarm.blobs.values():
+            m = b.manifest
+            if m.round != r or m.author == self.peer_id:
+                continue
+            if m.author in found:
+                twice.add(m.author)
+            found[m.author] = b
+        for author in twice - self._equivocators:
+            # Two different updates for one round: trust neither (issue 5 goes further).
+            log.warning(
+                "peer %d round %d: author %d published two different updates; both ignored",
+                self.peer_id,
+                r,
+                author,
+            )
+            self._equivocators.add(author)
+        for author in twice:
+            del found[author]
+        return found
 
     def _expected(self, blobs: dict[int, Blob]) -> set[int]:
         live = self.members - self.departed - {self.peer_id}

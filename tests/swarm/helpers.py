@@ -8,8 +8,21 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 
-from fltorrent.net.base import Listener, Transport
+from fltorrent.errors import BrokenResourceError
+from fltorrent.net import MemoryNetwork
+from fltorrent.net.base import Connection, Listener, Transport
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions
+from fltorrent.wire import (
+    NEED_DATA,
+    Announce,
+    Bitfield,
+    ConnectionClosed,
+    Handshake,
+    Message,
+    Unchoke,
+    WireConnection,
+    pack_bits,
+)
 
 FED = "swarm-test"
 
@@ -83,3 +96,88 @@ async def wait_all(nodes: dict[int, Node], expected_blobs: int, timeout: float =
         )
 
     await asyncio.gather(*(one(nd) for nd in nodes.values()))
+
+
+RAW_ID = 66
+
+
+class RawPeer:
+    """A scripted remote peer speaking the wire protocol by hand."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.wire = WireConnection(federation=FED)
+        self.received: list[Message] = []
+        self.closed = False
+
+    async def start(self) -> None:
+        await self.send(Handshake(FED, RAW_ID, 1))
+
+    async def send(self, msg: Message) -> None:
+        try:
+            await self.conn.send(self.wire.send(msg))
+        except BrokenResourceError:
+            self.closed = True
+
+    async def pump(self, until: type[Message] | None = None, timeout: float = 5.0) -> None:
+        """Handle events until one of type ``until`` arrives (or the connection closes).
+
+        Events already buffered are handled before anything more is read.
+        """
+        async with asyncio.timeout(timeout):
+            while True:
+                while (ev := self.wire.next_event()) is not NEED_DATA:
+                    if isinstance(ev, ConnectionClosed):
+                        self.closed = True
+                        return
+                    assert isinstance(ev, Message)
+                    self.received.append(ev)
+                    if until is not None and isinstance(ev, until):
+                        return
+                data = await self.conn.receive()
+                self.wire.receive_data(data)
+
+    async def collect(self, seconds: float) -> list[Message]:
+        """Everything that arrives within ``seconds`` (buffered events included)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        got: list[Message] = []
+        while True:
+            while (ev := self.wire.next_event()) is not NEED_DATA:
+                if isinstance(ev, ConnectionClosed):
+                    self.closed = True
+                    return got
+                assert isinstance(ev, Message)
+                got.append(ev)
+            left = end - loop.time()
+            if left <= 0:
+                return got
+            try:
+                async with asyncio.timeout(left):
+                    data = await self.conn.receive()
+            except TimeoutError:
+                return got
+            if not data:
+                self.closed = True
+                return got
+            self.wire.receive_data(data)
+
+    async def offer(self, manifest: Manifest) -> None:
+        await self.send(Unchoke())
+        await self.send(
+            Announce(0, manifest.blob_id, manifest.round, manifest.author, manifest.num_pieces)
+        )
+        await self.send(Bitfield(0, pack_bits([True] * manifest.num_pieces)))
+
+
+def _victim(net: MemoryNetwork, **kw: object) -> Swarm:
+    """A swarm (peer 1) that wants every blob but its own."""
+    opts = replace(SwarmOptions(federation=FED, peer_id=1), **kw)  # type: ignore[arg-type]
+    return Swarm(opts, transport=net, want=lambda _r, author: author != 1)
+
+
+async def _raw(net: MemoryNetwork, swarm: Swarm) -> RawPeer:
+    listener = await net.listen("victim", 0, swarm.accept)
+    peer = RawPeer(await net.connect(*listener.address, timeout=1))
+    await peer.start()
+    return peer

@@ -6,86 +6,19 @@ against a real swarm, and checks that the swarm drops or routes around it and ca
 
 from __future__ import annotations
 
-import asyncio
-from dataclasses import replace
-
-from fltorrent.errors import BrokenResourceError
 from fltorrent.net import MemoryNetwork
-from fltorrent.net.base import Connection
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions
 from fltorrent.wire import (
-    NEED_DATA,
     Announce,
-    Bitfield,
     Cancel,
-    ConnectionClosed,
-    Handshake,
     ManifestData,
     ManifestRequest,
-    Message,
     Piece,
     Request,
     Unchoke,
-    WireConnection,
-    pack_bits,
 )
 from tests.aio import aio
-from tests.swarm.helpers import FED, random_blob
-
-RAW_ID = 66
-
-
-class RawPeer:
-    """A scripted remote peer speaking the wire protocol by hand."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self.wire = WireConnection(federation=FED)
-        self.received: list[Message] = []
-        self.closed = False
-
-    async def start(self) -> None:
-        await self.send(Handshake(FED, RAW_ID, 1))
-
-    async def send(self, msg: Message) -> None:
-        try:
-            await self.conn.send(self.wire.send(msg))
-        except BrokenResourceError:
-            self.closed = True
-
-    async def pump(self, until: type[Message] | None = None, timeout: float = 5.0) -> None:
-        """Read events until one of type ``until`` arrives (or the connection closes)."""
-        async with asyncio.timeout(timeout):
-            while True:
-                data = await self.conn.receive()
-                self.wire.receive_data(data)
-                while (ev := self.wire.next_event()) is not NEED_DATA:
-                    if isinstance(ev, ConnectionClosed):
-                        self.closed = True
-                        return
-                    assert isinstance(ev, Message)
-                    self.received.append(ev)
-                    if until is not None and isinstance(ev, until):
-                        return
-
-    async def offer(self, manifest: Manifest) -> None:
-        await self.send(Unchoke())
-        await self.send(
-            Announce(0, manifest.blob_id, manifest.round, manifest.author, manifest.num_pieces)
-        )
-        await self.send(Bitfield(0, pack_bits([True] * manifest.num_pieces)))
-
-
-def _victim(net: MemoryNetwork, **kw: object) -> Swarm:
-    opts = replace(SwarmOptions(federation=FED, peer_id=1), **kw)  # type: ignore[arg-type]
-    return Swarm(opts, transport=net, want=lambda _r, author: author != 1)
-
-
-async def _raw(net: MemoryNetwork, swarm: Swarm) -> RawPeer:
-    listener = await net.listen("victim", 0, swarm.accept)
-    peer = RawPeer(await net.connect(*listener.address, timeout=1))
-    await peer.start()
-    return peer
+from tests.swarm.helpers import FED, _raw, _victim, random_blob
 
 
 @aio()

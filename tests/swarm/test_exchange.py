@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fltorrent.net import MemoryNetwork, TcpTransport
@@ -141,3 +143,28 @@ async def test_exchange_resumes_after_a_broken_connection() -> None:
         assert s1.counters.sessions_opened == 2  # reconnected once
         # Pieces held before the break were not fetched again.
         assert s1.counters.payload_down < 400_000 + 8 * 1024
+
+
+@aio()
+async def test_no_block_is_requested_twice_outside_endgame(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fltorrent.swarm.requests import RequestPool
+
+    checked = {"assignments": 0, "second": 0}
+    original = RequestPool.assign
+
+    def assign(self: RequestPool, d: Any, offset: int, session: Any, now: float) -> Any:
+        checked["assignments"] += 1
+        if d.active.get(offset):
+            # A second request for an active block is endgame only: nothing left pending.
+            assert not self.has_pending(), "duplicate in-flight request outside endgame"
+            checked["second"] += 1
+        return original(self, d, offset, session, now)
+
+    monkeypatch.setattr(RequestPool, "assign", assign)
+    opts = SwarmOptions(federation=FED, peer_id=0, block_size=4096)
+    edges = [(i, i % 5 + 1) for i in range(1, 6)] + [(1, 3), (2, 4)]
+    async with MemoryNetwork() as net, swarm_graph(net, 5, edges, options=opts) as nodes:
+        for pid, node in nodes.items():
+            node.swarm.publish(*random_blob(pid, 300_000, 12))
+        await wait_all(nodes, 5)
+    assert checked["assignments"] >= 4 * 5 * 300_000 // 4096  # every block of every blob

@@ -185,3 +185,23 @@ def test_local_violations_raise_local_errors() -> None:
     conn.close()
     with pytest.raises(LocalProtocolError, match="closed"):
         conn.send(Unchoke())
+
+
+def test_before_the_handshake_frames_are_small() -> None:
+    conn = WireConnection(federation=FED)  # max frame 2 MiB once the handshake is in
+    conn.receive_data((2000).to_bytes(4, "big") + b"\x01")
+    with pytest.raises(RemoteProtocolError, match="exceeds the maximum of 1024"):
+        conn.next_event()
+
+
+def test_announce_limits() -> None:
+    pair = ConnectionPair(max_pieces=100, max_handles=2)
+    pair.b.receive_data(Announce(0, BLOB, 1, 1, 101).encode())
+    with pytest.raises(RemoteProtocolError, match="101 pieces \\(limit 100\\)"):
+        drain(pair.b)
+    pair = ConnectionPair(max_pieces=100, max_handles=2)
+    pair.send("a", Announce(0, BLOB, 1, 1, 1))
+    pair.send("a", Announce(1, BLOB, 1, 1, 1))
+    pair.b.receive_data(Announce(2, BLOB, 1, 1, 1).encode())
+    with pytest.raises(RemoteProtocolError, match="more than 2 blobs"):
+        drain(pair.b)

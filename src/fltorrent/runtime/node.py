@@ -114,6 +114,11 @@ async def run_node(
         exc = eg.exceptions[0]
         outcome.error = f"{type(exc).__name__}: {exc}"
         log.error("peer %d failed: %s", outcome.peer_id, exc)
+    except* Exception as eg:
+        # A fault boundary: a bug in one peer must not cancel the other peers of this process.
+        bug = eg.exceptions[0]
+        outcome.error = f"{type(bug).__name__}: {bug}"
+        log.error("peer %d crashed: %s", outcome.peer_id, bug, exc_info=bug)
     finally:
         if client is not None:
             await client.aclose()

@@ -59,17 +59,39 @@ class Downloader:
         self.now = clock
         self.picker = PiecePicker(seed=options.seed)
         self.pool = RequestPool()
+        # Per neighbour id, so that reconnecting does not wipe the slate.
+        self.corrupt: dict[int, int] = {}
 
     # ------------------------------------------------------------------ bookkeeping
     def obtainable(self, blob: Blob) -> bool:
-        """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
+        """Whether some missing piece of ``blob`` is held by a connected neighbour."""
         avail = self.picker.availability.get(blob.blob_id)
         if avail is None:
             return False
-        return any(
-            data is None and (avail[i] > 0 or (blob.blob_id, i) in self.pool)
-            for i, data in enumerate(blob.pieces)
-        )
+        return any(data is None and avail[i] > 0 for i, data in enumerate(blob.pieces))
+
+    def prune(self) -> None:
+        """Drop downloads that nobody connected can serve (their holders left or rejected).
+
+        Blocks already received stay in the blob's assembly; if a holder appears later, the
+        piece restarts from the missing blocks. Without this, an orphaned download would keep
+        pending blocks forever (and with them, endgame off and a departed author awaited).
+        """
+        for d in self.pool:
+            if d.active:
+                continue
+            avail = self.picker.availability.get(d.blob.blob_id)
+            if avail is None or avail[d.piece] <= 0:
+                self.pool.finish(d.key)
+                for s in self.sessions.values():
+                    s.downloads.pop(d.key, None)
+
+    def stop(self, blob: Blob) -> None:
+        """Stop downloading ``blob`` (no longer wanted); cancel its requests."""
+        for piece in range(blob.manifest.num_pieces):
+            d = self.pool.finish((blob.blob_id, piece))
+            if d is not None:
+                self._cancel_all(d)
 
     def release(self, session: Session, key: BlockKey) -> None:
         """``session`` will not deliver ``key`` (rejected, timed out)."""
@@ -81,12 +103,9 @@ class Downloader:
             self.pool.release(session, key)
 
     def forget(self, blob: Blob) -> None:
-        """Stop downloading a dropped blob; cancel its requests."""
+        """Stop downloading a dropped blob, cancel its requests, forget its availability."""
+        self.stop(blob)
         self.picker.forget(blob.blob_id)
-        for piece in range(blob.manifest.num_pieces):
-            d = self.pool.finish((blob.blob_id, piece))
-            if d is not None:
-                self._cancel_all(d)
 
     def expire(self, now: float) -> None:
         """Withdraw requests older than ``request_timeout`` so that others can serve them."""
@@ -103,6 +122,7 @@ class Downloader:
             )
             for key in stale:
                 self.pool.release(session, key)
+                session.downloads.pop((key[0], key[1]), None)  # ask someone else next
                 blob = self.blobs.get(key[0])
                 if blob is not None:
                     length = blob.block_range(key[1], key[2] // blob.block_size)[1]
@@ -117,11 +137,24 @@ class Downloader:
         n = len(msg.data)
         blob = self.blobs.get(rb.blob_id)
         d = self.pool.get((rb.blob_id, msg.piece))
+        if sent_at is None:
+            # Never asked of this neighbour (or withdrawn: cancelled, timed out, choked). Such
+            # data is not used, so a neighbour cannot slip bad blocks into pieces that others
+            # serve us; one that keeps pushing is dropped.
+            self.counters.duplicate_bytes += n
+            st = session.stats
+            st.unsolicited += 1
+            # Late copies of cancelled requests are normal (endgame, timeouts, chokes); a
+            # stream of data nobody asked for is not.
+            if st.unsolicited > self.options.max_unsolicited + st.useful_blocks // 8:
+                raise RemoteProtocolError(
+                    f"more than {self.options.max_unsolicited} blocks sent unasked"
+                )
+            return
         if blob is None or d is None or not self.wanted(blob):
+            self.pool.arrived(key)
             session.inflight.pop(key, None)
             self.counters.duplicate_bytes += n
-            if sent_at is None:
-                session.stats.unsolicited += 1
             session.wants_fill = True
             return
         for other in self.pool.arrived(key):
@@ -135,6 +168,7 @@ class Downloader:
             self.counters.duplicate_bytes += n
         else:
             self.counters.payload_down += n
+            session.stats.useful_blocks += 1
             self._measure(session, n, sent_at)
         if result is BlockResult.COMPLETED:
             d = self.pool.finish((blob.blob_id, msg.piece))
@@ -176,16 +210,14 @@ class Downloader:
             sorted(sources),
         )
         for rid in sources:
+            self.corrupt[rid] = count = self.corrupt.get(rid, 0) + 1
             session = self.sessions.get(rid)
-            if session is None:
-                continue
-            session.stats.corrupt += 1
-            if session.stats.corrupt >= self.options.max_corrupt:
+            if session is not None and count >= self.options.max_corrupt:
                 log.warning(
                     "peer %d: dropping %d after %d corrupt pieces",
                     self.options.peer_id,
                     rid,
-                    session.stats.corrupt,
+                    count,
                 )
                 self.on_bad_peer(session)
         self.fill_all()
@@ -234,12 +266,12 @@ class Downloader:
 
     def _holds(self, session: Session, blob_id: bytes, piece: int) -> bool:
         handle = session.their_handle.get(blob_id)
-        return handle is not None and session.their[handle].bits[piece]
+        return handle is not None and session.their[handle].bits[piece] == 1
 
     def _next_block(self, session: Session, now: float, room: int) -> tuple[Download, int] | None:
         for dkey in list(session.downloads):
             d = self.pool.get(dkey)
-            if d is None:
+            if d is None or not self._holds(session, dkey[0], dkey[1]):
                 del session.downloads[dkey]
             elif d.pending:
                 return d, d.pending.pop()
@@ -261,7 +293,7 @@ class Downloader:
                 return d, d.pending.pop()
         return self._endgame_block(session, now)
 
-    def _candidates(self, session: Session) -> Iterable[tuple[Blob, list[bool]]]:
+    def _candidates(self, session: Session) -> Iterable[tuple[Blob, bytearray]]:
         for rb in session.their.values():
             if not rb.known:
                 continue

@@ -39,8 +39,10 @@ class ManifestFetcher:
         sessions: dict[int, Session],
         known: Callable[[bytes], bool],
         clock: Callable[[], float],
+        max_piece_size: int,
     ) -> None:
         self.peer_id = peer_id
+        self.max_piece_size = max_piece_size
         self.sessions = sessions
         self.known = known
         self.now = clock
@@ -75,7 +77,12 @@ class ManifestFetcher:
         hints = (rb.round, rb.author, len(rb.bits))
         if (manifest.round, manifest.author, manifest.num_pieces) != hints:
             raise RemoteProtocolError("manifest contradicts its announce")
-        refusal = self.check(manifest) if self.check is not None else None
+        refusal = None
+        if max(manifest.piece_sizes) > self.max_piece_size:
+            # A block of such a piece would make us allocate the whole piece.
+            refusal = f"a piece of {max(manifest.piece_sizes)} bytes (limit {self.max_piece_size})"
+        elif self.check is not None:
+            refusal = self.check(manifest)
         if refusal is not None:
             log.warning(
                 "peer %d: manifest of author %d round %d refused: %s",

@@ -27,6 +27,12 @@ class SwarmOptions:
     idle_timeout: float = 120.0
     keepalive_interval: float = 30.0
     connect_timeout: float = 5.0
+    max_pieces: int = 1 << 16  # per announced blob
+    max_handles: int = 1 << 12  # blobs announced per connection and direction
+    max_remote_pieces: int = 1 << 20  # pieces announced by one neighbour, all blobs together
+    max_piece_size: int = 16 << 20  # larger pieces are refused (a block would allocate them)
+    max_unsolicited: int = 256  # blocks sent to us unasked before the neighbour is dropped
+    max_handshaking: int = 64  # accepted connections still in their handshake
     tick_interval: float = 0.1
     seed: int = 0
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from fltorrent.swarm.store import Blob
 
@@ -41,7 +41,7 @@ class PiecePicker:
         self.availability.pop(blob_id, None)
         self._shuffle.pop(blob_id, None)
 
-    def add(self, blob_id: bytes, bits: Iterable[bool], sign: int = 1) -> None:
+    def add(self, blob_id: bytes, bits: Iterable[int], sign: int = 1) -> None:
         """Count (or with ``sign=-1`` uncount) a neighbour's pieces of a blob."""
         avail = self.availability.get(blob_id)
         if avail is None:
@@ -50,15 +50,15 @@ class PiecePicker:
             if held:
                 avail[i] += sign
 
-    def add_piece(self, blob_id: bytes, piece: int) -> None:
-        """Count one more holder of one piece."""
+    def add_piece(self, blob_id: bytes, piece: int, sign: int = 1) -> None:
+        """Count one more (or, with ``sign=-1``, one fewer) holder of one piece."""
         avail = self.availability.get(blob_id)
         if avail is not None:
-            avail[piece] += 1
+            avail[piece] += sign
 
     def pick(
         self,
-        candidates: Iterable[tuple[Blob, list[bool]]],
+        candidates: Iterable[tuple[Blob, Sequence[int]]],
         busy: Callable[[PieceKey], bool],
         count: int = 1,
     ) -> list[PieceKey]:

@@ -60,7 +60,12 @@ class RequestPool:
 
     def start(self, blob: Blob, piece: int) -> Download:
         """Begin downloading a piece: all its blocks become pending."""
-        offsets = [blob.block_range(piece, b)[0] for b in range(blob.blocks_in(piece))]
+        # Blocks received before (the piece was started, then abandoned) are not asked again.
+        offsets = [
+            off
+            for b in range(blob.blocks_in(piece))
+            if not blob.has_block(piece, off := blob.block_range(piece, b)[0])
+        ]
         offsets.reverse()
         d = Download(blob, piece, offsets)
         self.downloads[d.key] = d

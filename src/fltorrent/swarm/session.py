@@ -10,14 +10,17 @@ connection, the block requests we have in flight to it, and the requests it made
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fltorrent.errors import FltorrentError, RemoteProtocolError, TransportError
+from fltorrent.errors import (
+    BrokenResourceError,
+    FltorrentError,
+    RemoteProtocolError,
+    TransportError,
+)
 from fltorrent.net.base import Connection
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.store import Buffer
@@ -48,7 +51,7 @@ class RemoteBlob:
     blob_id: bytes
     round: int
     author: int
-    bits: list[bool]
+    bits: bytearray  # one byte (0 or 1) per piece: compact, and cheap to test and set
     known: bool = False  # whether its pieces are counted in our availability
 
 
@@ -60,8 +63,8 @@ class SessionStats:
     latency: float = 0.0  # EWMA of block round-trip seconds
     window_bytes: int = 0
     window_start: float = 0.0
-    corrupt: int = 0
     unsolicited: int = 0
+    useful_blocks: int = 0
     endgame_checked: float = float("-inf")  # when the endgame scan last ran for this session
 
 
@@ -98,16 +101,22 @@ class SessionOptions:
     listen_port: int
     max_frame_size: int
     max_block_size: int
+    max_pieces: int = 1 << 16
+    max_handles: int = 1 << 12
     handshake_timeout: float = 10.0
     idle_timeout: float = 120.0
     keepalive_interval: float = 30.0
+    write_timeout: float = 120.0
     max_upload_queue: int = 4096
+    max_control_bytes: int = 4 << 20
 
 
 @dataclass
 class _Outbox:
     control: list[bytes] = field(default_factory=list)
-    uploads: deque[Request] = field(default_factory=deque)
+    control_bytes: int = 0
+    # Requests to serve, in arrival order; a dict so that a Cancel removes one in O(1).
+    uploads: dict[Request, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -132,11 +141,15 @@ class Session:
             federation=options.federation,
             max_frame_size=options.max_frame_size,
             max_block_size=options.max_block_size,
+            max_pieces=options.max_pieces,
+            max_handles=options.max_handles,
         )
         self.remote_id: int = -1
         self.remote_port: int = 0
         self.open = False
         self.closed = False
+        self.handshaken = False
+        self.forgotten = False  # taken out of the owner's tables (replaced or closed)
         # Remote's blobs by their handle, and the reverse map.
         self.their: dict[int, RemoteBlob] = {}
         self.their_handle: dict[bytes, int] = {}
@@ -149,6 +162,8 @@ class Session:
         self.downloads: dict[tuple[bytes, int], None] = {}
         self.stats = SessionStats()
         self.wants_fill = False  # set by handlers; the owner tops up the pipeline per batch
+        self.overflow: str | None = None  # why the session must close (set by send())
+        self.remote_pieces = 0  # pieces announced by the remote, over all its blobs
         self._loop = asyncio.get_running_loop()
         self.last_rx = self.last_tx = self._loop.time()
         self._out = _Outbox()
@@ -158,25 +173,34 @@ class Session:
 
     # ------------------------------------------------------------------ queueing
     def send(self, msg: Message) -> None:
-        """Queue a control message (validated by the wire state machine now)."""
-        if self.closed:
+        """Queue a control message (validated by the wire state machine now).
+
+        A neighbour that does not read lets our queue grow; past ``max_control_bytes`` the
+        message is dropped and the session is marked to close (the reader raises).
+        """
+        if self.closed or self.overflow is not None:
             return
         data = self.wire.send(msg)
-        self._out.control.append(data)
-        self._out.wake.set()
+        out = self._out
+        out.control_bytes += len(data)
+        if out.control_bytes > self.options.max_control_bytes:
+            self.overflow = f"{out.control_bytes} bytes queued: the neighbour is not reading"
+            return
+        out.control.append(data)
+        out.wake.set()
 
     def queue_upload(self, req: Request) -> None:
-        """Queue a request to serve; beyond the queue limit it is rejected."""
+        """Queue a request to serve; more outstanding requests than the limit is abuse."""
         if len(self._out.uploads) >= self.options.max_upload_queue:
-            self.send(Reject(req.handle, req.piece, req.offset, req.length))
-            return
-        self._out.uploads.append(req)
+            raise RemoteProtocolError(
+                f"more than {self.options.max_upload_queue} outstanding requests"
+            )
+        self._out.uploads[req] = None
         self._out.wake.set()
 
     def cancel_upload(self, handle: int, piece: int, offset: int, length: int) -> None:
         """Drop a queued request that the remote cancelled (no-op if already sent)."""
-        with contextlib.suppress(ValueError):
-            self._out.uploads.remove(Request(handle, piece, offset, length))
+        self._out.uploads.pop(Request(handle, piece, offset, length), None)
 
     def now(self) -> float:
         """The loop's clock (virtual in simulation)."""
@@ -239,6 +263,7 @@ class Session:
             )
         self.remote_id = theirs.peer_id
         self.remote_port = theirs.listen_port
+        self.handshaken = True
 
     def _count_down(self, chunk: bytes) -> None:
         self.counters.bytes_down += len(chunk)
@@ -260,7 +285,7 @@ class Session:
         if not self.open or self.closed:
             return None
         if now - self.last_rx > self.options.idle_timeout:
-            return f"nothing received for {self.options.idle_timeout:.0f}s"
+            return f"nothing received for {self.options.idle_timeout:g}s"
         if now - self.last_tx > self.options.keepalive_interval:
             self.send(KeepAlive())
         return None
@@ -278,6 +303,8 @@ class Session:
                 # Block data is payload, not control; the swarm decides useful vs duplicate.
                 self.counters.control_down -= len(ev.data)
             self.handler.on_message(self, ev)
+            if self.overflow is not None:
+                raise BrokenResourceError(self.overflow)
 
     async def _write_loop(self) -> None:
         out = self._out
@@ -289,9 +316,11 @@ class Session:
             self.last_tx = self._loop.time()
             batch: list[Buffer] = list(out.control)
             out.control.clear()
+            out.control_bytes = 0
             payload = 0
             while out.uploads and payload < WRITE_BATCH:
-                req = out.uploads.popleft()
+                req = next(iter(out.uploads))
+                del out.uploads[req]
                 data = self.handler.read_block(self, req)
                 if data is None:
                     batch.append(self.wire.send(Reject(*_fields(req))))
@@ -303,7 +332,14 @@ class Session:
             counters.bytes_up += size
             counters.payload_up += payload
             counters.control_up += size - payload
-            await self.conn.send_all(batch)
+            # A neighbour that stops reading must not hold this session (and our memory) forever.
+            try:
+                async with asyncio.timeout(self.options.write_timeout):
+                    await self.conn.send_all(batch)
+            except TimeoutError:
+                raise BrokenResourceError(
+                    f"sending stalled for {self.options.write_timeout:g}s"
+                ) from None
 
 
 def _fields(req: Request) -> tuple[int, int, int, int]:

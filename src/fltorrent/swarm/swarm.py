@@ -94,6 +94,7 @@ class Swarm:
             sessions=self.sessions,
             known=self.blobs.__contains__,
             clock=self._now,
+            max_piece_size=options.max_piece_size,
         )
         self._manifests.check = check_manifest
         self._session_options = SessionOptions(
@@ -102,9 +103,12 @@ class Swarm:
             listen_port=options.listen_port,
             max_frame_size=options.max_frame_size,
             max_block_size=options.max_block_size,
+            max_pieces=options.max_pieces,
+            max_handles=options.max_handles,
             handshake_timeout=options.handshake_timeout,
             idle_timeout=options.idle_timeout,
             keepalive_interval=options.keepalive_interval,
+            write_timeout=options.idle_timeout,
         )
         self._changed = asyncio.Event()
         self._waiters = 0
@@ -112,6 +116,7 @@ class Swarm:
         self._tasks: set[asyncio.Task[None]] = set()
         self._dialers: dict[int, asyncio.Task[None]] = {}
         self._session_ended: dict[int, asyncio.Event] = {}
+        self._inbound: set[Session] = set()  # accepted connections, until they end
         self._closing = False
         self._loop = asyncio.get_running_loop()
 
@@ -147,6 +152,16 @@ class Swarm:
     async def accept(self, conn: Connection) -> None:
         """Listener handler: run a session for an incoming connection until it ends."""
         if self._closing or self._tg is None:
+            await conn.aclose()
+            return
+        pending = sum(not s.handshaken for s in self._inbound)
+        if pending >= self.options.max_handshaking:
+            # Unauthenticated connections cost memory and a timer each: bound them.
+            log.warning(
+                "peer %d: refusing a connection: %d handshakes pending",
+                self.options.peer_id,
+                pending,
+            )
             await conn.aclose()
             return
         task = self._spawn(self._run_session(conn, expected_peer=None))
@@ -197,7 +212,12 @@ class Swarm:
             counters=self.counters,
             expected_peer=expected_peer,
         )
-        return await session.run()
+        if expected_peer is None:
+            self._inbound.add(session)
+        try:
+            return await session.run()
+        finally:
+            self._inbound.discard(session)
 
     # ------------------------------------------------------------------ session callbacks
     def on_open(self, session: Session) -> str | None:
@@ -206,8 +226,17 @@ class Swarm:
             return "connected to ourselves"
         if self._allow_peer is not None and not self._allow_peer(rid):
             return f"peer {rid} is not allowed (not a neighbour)"
-        if rid in self.sessions:
-            return f"duplicate connection to peer {rid}"
+        old = self.sessions.get(rid)
+        if old is not None:
+            if session.expected_peer is not None:
+                return f"duplicate connection to peer {rid}"
+            # The peer dialed us again: its old connection is dead on its side (e.g. a
+            # half-open TCP connection we have not noticed yet). The new one replaces it.
+            log.info(
+                "peer %d: peer %d reconnected; replacing its old session", self.options.peer_id, rid
+            )
+            self._forget_session(old)
+            self._drop(old)
         self.sessions[rid] = session
         self._session_ended[rid] = asyncio.Event()
         self.counters.sessions_opened += 1
@@ -220,23 +249,31 @@ class Swarm:
 
     def on_close(self, session: Session, reason: str) -> None:
         rid = session.remote_id
+        if reason.startswith(("protocol error", "SwarmError", "ManifestError")):
+            self.counters.sessions_failed += 1
         if self.sessions.get(rid) is not session:
-            if not self._closing:
+            if not self._closing and not session.forgotten:
                 log.info(
                     "peer %d: connection from %d refused: %s", self.options.peer_id, rid, reason
                 )
             return
-        del self.sessions[rid]
-        ended = self._session_ended.pop(rid, None)
-        if ended is not None:
-            ended.set()
         if not self._closing:
             log.info("peer %d: session with %d closed: %s", self.options.peer_id, rid, reason)
-        if reason.startswith(("protocol error", "SwarmError", "ManifestError")):
-            self.counters.sessions_failed += 1
+        self._forget_session(session)
+
+    def _forget_session(self, session: Session) -> None:
+        """Take a session out of every table: its requests, availability and manifest asks."""
+        session.forgotten = True
+        rid = session.remote_id
+        if self.sessions.get(rid) is session:
+            del self.sessions[rid]
+            ended = self._session_ended.pop(rid, None)
+            if ended is not None:
+                ended.set()
         self._down.release_all(session)
         for rb in session.blobs_with_bits():
             self._down.picker.add(rb.blob_id, rb.bits, -1)
+        self._down.prune()
         self._manifests.session_closed(session)
         self._notify()
         if not self._closing:
@@ -282,9 +319,16 @@ class Swarm:
                 if manifest is not None:
                     self._add_blob(Blob(manifest, self.options.block_size))
             case Reject():
+                # Not choking us, so it does not hold the piece (any more): stop asking it.
                 self.counters.rejects_received += 1
                 rb = session.their[msg.handle]
                 self._down.release(session, (rb.blob_id, msg.piece, msg.offset))
+                if not session.wire.peer_choking and rb.bits[msg.piece]:
+                    rb.bits[msg.piece] = 0
+                    if rb.known:
+                        self._down.picker.add_piece(rb.blob_id, msg.piece, -1)
+                    session.downloads.pop((rb.blob_id, msg.piece), None)
+                self._down.prune()
                 self._down.fill_all()
             case Choke():
                 self._down.release_all(session)
@@ -340,6 +384,10 @@ class Swarm:
                 handle = session.their_handle.get(blob.blob_id)
                 if handle is not None:
                     session.their[handle].known = False
+                ours = session.our_handle.get(blob.blob_id)
+                if ours is not None and blob.num_have:
+                    # An empty bitfield replaces what we announced: nobody asks us for it again.
+                    session.send(Bitfield(ours, bytes((blob.manifest.num_pieces + 7) // 8)))
         if doomed:
             self._notify()
         return len(doomed)
@@ -359,6 +407,9 @@ class Swarm:
             for rb in session.their.values():
                 if rb.blob_id not in self.blobs and self._want(rb.round, rb.author):
                     self._manifests.fetch(rb.blob_id)
+        for blob in self.blobs.values():
+            if not self.wanted(blob):
+                self._down.stop(blob)  # e.g. a round that ended at its deadline
         self._down.fill_all()
         self._notify()
 
@@ -407,10 +458,15 @@ class Swarm:
             session.send(Bitfield(handle, pack_bits(blob.held())))
 
     def _on_announce(self, session: Session, msg: Announce) -> None:
-        rb = RemoteBlob(msg.blob_id, msg.round, msg.author, [False] * msg.num_pieces)
-        session.their[msg.handle] = rb
+        session.remote_pieces += msg.num_pieces
+        if session.remote_pieces > self.options.max_remote_pieces:
+            raise RemoteProtocolError(
+                f"more than {self.options.max_remote_pieces} pieces announced in total"
+            )
         if msg.blob_id in session.their_handle:
             raise RemoteProtocolError("blob announced twice under different handles")
+        rb = RemoteBlob(msg.blob_id, msg.round, msg.author, bytearray(msg.num_pieces))
+        session.their[msg.handle] = rb
         session.their_handle[msg.blob_id] = msg.handle
         blob = self.blobs.get(msg.blob_id)
         if blob is not None:
@@ -432,7 +488,7 @@ class Swarm:
         rb = session.their[msg.handle]
         if rb.known:
             self._down.picker.add(rb.blob_id, rb.bits, -1)
-        rb.bits = unpack_bits(msg.bits, len(rb.bits))
+        rb.bits = bytearray(unpack_bits(msg.bits, len(rb.bits)))
         if rb.known:
             self._down.picker.add(rb.blob_id, rb.bits)
             self._interest(session, rb)
@@ -441,7 +497,7 @@ class Swarm:
         rb = session.their[msg.handle]
         if rb.bits[msg.piece]:
             return
-        rb.bits[msg.piece] = True
+        rb.bits[msg.piece] = 1
         if rb.known:
             self._down.picker.add_piece(rb.blob_id, msg.piece)
             blob = self.blobs[rb.blob_id]

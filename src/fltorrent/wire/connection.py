@@ -13,7 +13,9 @@ The state machine enforces, in each direction:
 
 * the first frame is a ``Handshake`` with our protocol name, a supported version and the
   expected federation id; no second handshake follows;
-* frames are at most ``max_frame_size`` bytes (checked from the header, before buffering);
+* frames are at most ``max_frame_size`` bytes (checked from the header, before buffering), and
+  at most 1 KiB until the handshake arrived;
+* a connection announces at most ``max_handles`` blobs of at most ``max_pieces`` pieces;
 * every message is well formed (exact payload sizes, bitfields of the announced length with
   zero spare bits, piece indices below the announced count, block lengths within limits);
 * blob handles are used only after they were announced: ``Have``, ``Bitfield``, ``Piece``,
@@ -62,8 +64,9 @@ from fltorrent.wire.messages import (
 
 DEFAULT_MAX_FRAME_SIZE: Final = 2 * 1024 * 1024
 DEFAULT_MAX_BLOCK_SIZE: Final = 1024 * 1024
-MAX_PIECES_PER_BLOB: Final = 1 << 20
-MAX_HANDLES: Final = 1 << 20
+DEFAULT_MAX_PIECES: Final = 1 << 16  # pieces per blob
+DEFAULT_MAX_HANDLES: Final = 1 << 12  # blobs announced per direction of one connection
+HANDSHAKE_MAX_FRAME: Final = 1024  # before the handshake nobody may make us buffer more
 _LENGTH = struct.Struct(">I")
 
 
@@ -168,11 +171,15 @@ class WireConnection:
         federation: str,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         max_block_size: int = DEFAULT_MAX_BLOCK_SIZE,
+        max_pieces: int = DEFAULT_MAX_PIECES,
+        max_handles: int = DEFAULT_MAX_HANDLES,
     ) -> None:
         if max_block_size + 13 > max_frame_size:
             raise ValueError("max_block_size must fit in a frame")
         self.federation = federation
         self.max_frame_size = max_frame_size
+        self.max_pieces = max_pieces
+        self.max_handles = max_handles
         self.max_block_size = max_block_size
         self.our_state = State.HANDSHAKE
         self.their_state = State.HANDSHAKE
@@ -229,10 +236,9 @@ class WireConnection:
         length = rx.peek_length()
         if length == 0:
             raise RemoteProtocolError("frame length 0 (a frame carries at least its id)")
-        if length + 4 > self.max_frame_size:
-            raise RemoteProtocolError(
-                f"frame of {length + 4} bytes exceeds the maximum of {self.max_frame_size}"
-            )
+        limit = self.max_frame_size if self.their_handshake else HANDSHAKE_MAX_FRAME
+        if length + 4 > limit:
+            raise RemoteProtocolError(f"frame of {length + 4} bytes exceeds the maximum of {limit}")
         if avail < length + 4:
             return self._need_data(avail)
         frame = rx.take(length + 4)
@@ -269,7 +275,7 @@ class WireConnection:
             msg,
             sender=self.their_handles,
             receiver=self.our_handles,
-            max_block=self.max_block_size,
+            limits=self,
             err=RemoteProtocolError,
         )
         match msg:
@@ -304,7 +310,7 @@ class WireConnection:
             msg,
             sender=self.our_handles,
             receiver=self.their_handles,
-            max_block=self.max_block_size,
+            limits=self,
             err=LocalProtocolError,
         )
         match msg:
@@ -347,19 +353,20 @@ def _validate(
     *,
     sender: dict[int, int],
     receiver: dict[int, int],
-    max_block: int,
+    limits: WireConnection,
     err: type[RemoteProtocolError] | type[LocalProtocolError],
 ) -> None:
     """Check handles, indices and sizes; ``sender`` holds the handles the sender announced."""
     name = type(msg).__name__
+    max_block = limits.max_block_size
     match msg:
         case Announce():
             if msg.handle in sender:
                 raise err(f"handle {msg.handle} announced twice")
-            if len(sender) >= MAX_HANDLES:
-                raise err("too many announced blobs on one connection")
-            if not 1 <= msg.num_pieces <= MAX_PIECES_PER_BLOB:
-                raise err(f"announce with {msg.num_pieces} pieces")
+            if len(sender) >= limits.max_handles:
+                raise err(f"more than {limits.max_handles} blobs announced on one connection")
+            if not 1 <= msg.num_pieces <= limits.max_pieces:
+                raise err(f"announce with {msg.num_pieces} pieces (limit {limits.max_pieces})")
         case Have() | Piece() | Reject():
             _check_piece(name, msg.handle, msg.piece, sender, err)
             if isinstance(msg, Piece) and not 0 < len(msg.data) <= max_block:
