@@ -29,7 +29,7 @@ from fltorrent.swarm.picker import PiecePicker
 from fltorrent.swarm.requests import MAX_REQUESTS_PER_BLOCK, Download, RequestPool
 from fltorrent.swarm.session import BlockKey, Session
 from fltorrent.swarm.store import Blob, BlockResult
-from fltorrent.wire import Cancel, NotInterested, Piece, Request
+from fltorrent.wire import Cancel, NotInterested, Piece, Reject, Request
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,20 @@ class Downloader:
     def release(self, session: Session, key: BlockKey) -> None:
         """``session`` will not deliver ``key`` (rejected, timed out)."""
         self.pool.release(session, key)
+
+    def on_reject(self, session: Session, msg: Reject) -> None:
+        """A neighbour will not serve a request."""
+        self.counters.rejects_received += 1
+        rb = session.their[msg.handle]
+        self.pool.release(session, (rb.blob_id, msg.piece, msg.offset))
+        if not session.wire.peer_choking and rb.bits[msg.piece]:
+            # Not choking us, so it does not hold the piece (any more): stop asking it.
+            rb.bits[msg.piece] = 0
+            if rb.known:
+                self.picker.add_piece(rb.blob_id, msg.piece, -1)
+            session.downloads.pop((rb.blob_id, msg.piece), None)
+        self.prune()
+        self.fill_all()
 
     def release_all(self, session: Session) -> None:
         """``session`` will deliver nothing it was asked (choked us, or closed)."""

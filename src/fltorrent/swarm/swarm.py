@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fltorrent.errors import (
-    ConnectError,
     RemoteProtocolError,
     SwarmError,
 )
 from fltorrent.net.base import Address, Connection, Transport
+from fltorrent.swarm.connector import Connector
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.download import Downloader
 from fltorrent.swarm.manifest import Manifest
@@ -113,10 +114,17 @@ class Swarm:
         self._changed = asyncio.Event()
         self._waiters = 0
         self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._dialers: dict[int, asyncio.Task[None]] = {}
-        self._session_ended: dict[int, asyncio.Event] = {}
-        self._inbound: set[Session] = set()  # accepted connections, until they end
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._conns = Connector(
+            transport=transport,
+            session_options=self._session_options,
+            handler=self,
+            counters=self.counters,
+            sessions=self.sessions,
+            spawn=self._spawn,
+            connect_timeout=options.connect_timeout,
+            max_handshaking=options.max_handshaking,
+        )
         self._closing = False
         self._loop = asyncio.get_running_loop()
 
@@ -134,16 +142,17 @@ class Swarm:
         """Close every session and stop every task of the swarm."""
         if self._tg is None:
             return
-        self._closing = True
+        self._closing = self._conns.closing = True
         for task in list(self._tasks):
             task.cancel()
         tg, self._tg = self._tg, None
         await tg.__aexit__(None, None, None)
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         if self._tg is None:
+            coro.close()
             raise SwarmError("swarm is not running (use 'async with')")
-        task: asyncio.Task[None] = self._tg.create_task(coro)  # type: ignore[arg-type]
+        task = self._tg.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -151,73 +160,14 @@ class Swarm:
     # ------------------------------------------------------------------ connections
     async def accept(self, conn: Connection) -> None:
         """Listener handler: run a session for an incoming connection until it ends."""
-        if self._closing or self._tg is None:
-            await conn.aclose()
-            return
-        pending = sum(not s.handshaken for s in self._inbound)
-        if pending >= self.options.max_handshaking:
-            # Unauthenticated connections cost memory and a timer each: bound them.
-            log.warning(
-                "peer %d: refusing a connection: %d handshakes pending",
-                self.options.peer_id,
-                pending,
-            )
-            await conn.aclose()
-            return
-        task = self._spawn(self._run_session(conn, expected_peer=None))
-        await asyncio.wait({task})
+        await self._conns.accept(conn)
 
     def connect(self, peer_id: int, address: Address) -> None:
         """Keep a connection to ``peer_id`` open: dial, and redial when it breaks."""
-        if peer_id not in self._dialers:
-            self._dialers[peer_id] = self._spawn(self._dial_loop(peer_id, address))
+        self._conns.connect(peer_id, address)
 
     def _drop(self, session: Session) -> None:
-        self._spawn(session.conn.aclose())
-
-    def disconnect(self, peer_id: int) -> None:
-        """Stop dialing ``peer_id`` and close any session with it."""
-        task = self._dialers.pop(peer_id, None)
-        if task is not None:
-            task.cancel()
-        session = self.sessions.get(peer_id)
-        if session is not None:
-            self._drop(session)
-
-    async def _dial_loop(self, peer_id: int, address: Address) -> None:
-        backoff = 0.05
-        while not self._closing:
-            if peer_id in self.sessions:
-                await self._session_ended.setdefault(peer_id, asyncio.Event()).wait()
-                continue
-            try:
-                conn = await self.transport.connect(
-                    address[0], address[1], timeout=self.options.connect_timeout
-                )
-            except ConnectError as exc:
-                log.debug("peer %d: dial %s failed: %s", self.options.peer_id, address, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-                continue
-            reason = await self._run_session(conn, expected_peer=peer_id)
-            log.debug("peer %d: session to %d ended: %s", self.options.peer_id, peer_id, reason)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
-
-    async def _run_session(self, conn: Connection, *, expected_peer: int | None) -> str:
-        session = Session(
-            conn,
-            options=self._session_options,
-            handler=self,
-            counters=self.counters,
-            expected_peer=expected_peer,
-        )
-        if expected_peer is None:
-            self._inbound.add(session)
-        try:
-            return await session.run()
-        finally:
-            self._inbound.discard(session)
+        self._conns.drop(session)
 
     # ------------------------------------------------------------------ session callbacks
     def on_open(self, session: Session) -> str | None:
@@ -238,13 +188,13 @@ class Swarm:
             self._forget_session(old)
             self._drop(old)
         self.sessions[rid] = session
-        self._session_ended[rid] = asyncio.Event()
+        self._conns.opened(rid)
         self.counters.sessions_opened += 1
         log.info("peer %d: session with %d open", self.options.peer_id, rid)
         session.send(Unchoke())
         for blob in self.blobs.values():
             self._announce(session, blob)
-        self._notify()
+        self.notify()
         return None
 
     def on_close(self, session: Session, reason: str) -> None:
@@ -267,15 +217,13 @@ class Swarm:
         rid = session.remote_id
         if self.sessions.get(rid) is session:
             del self.sessions[rid]
-            ended = self._session_ended.pop(rid, None)
-            if ended is not None:
-                ended.set()
+            self._conns.ended(rid)
         self._down.release_all(session)
         for rb in session.blobs_with_bits():
             self._down.picker.add(rb.blob_id, rb.bits, -1)
         self._down.prune()
         self._manifests.session_closed(session)
-        self._notify()
+        self.notify()
         if not self._closing:
             self._down.fill_all()
 
@@ -319,17 +267,7 @@ class Swarm:
                 if manifest is not None:
                     self._add_blob(Blob(manifest, self.options.block_size))
             case Reject():
-                # Not choking us, so it does not hold the piece (any more): stop asking it.
-                self.counters.rejects_received += 1
-                rb = session.their[msg.handle]
-                self._down.release(session, (rb.blob_id, msg.piece, msg.offset))
-                if not session.wire.peer_choking and rb.bits[msg.piece]:
-                    rb.bits[msg.piece] = 0
-                    if rb.known:
-                        self._down.picker.add_piece(rb.blob_id, msg.piece, -1)
-                    session.downloads.pop((rb.blob_id, msg.piece), None)
-                self._down.prune()
-                self._down.fill_all()
+                self._down.on_reject(session, msg)
             case Choke():
                 self._down.release_all(session)
                 self._down.fill_all()
@@ -371,7 +309,7 @@ class Swarm:
                 rb.known = True
                 self._down.picker.add(blob.blob_id, rb.bits)
             self._announce(session, blob)
-        self._notify()
+        self.notify()
         self._down.fill_all()
 
     def drop_blobs(self, predicate: Callable[[Manifest], bool]) -> int:
@@ -389,7 +327,7 @@ class Swarm:
                     # An empty bitfield replaces what we announced: nobody asks us for it again.
                     session.send(Bitfield(ours, bytes((blob.manifest.num_pieces + 7) // 8)))
         if doomed:
-            self._notify()
+            self.notify()
         return len(doomed)
 
     def set_manifest_check(self, check: ManifestCheck | None) -> None:
@@ -397,12 +335,8 @@ class Swarm:
         self._manifests.check = check
 
     def set_want(self, want: WantFn) -> None:
-        """Change which blobs are wanted and fetch manifests that became wanted."""
+        """Change which blobs are wanted (e.g. a new round): fetch, stop and refill to match."""
         self._want = want
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Re-evaluate wants (e.g. after the round changed) and refill pipelines."""
         for session in self.sessions.values():
             for rb in session.their.values():
                 if rb.blob_id not in self.blobs and self._want(rb.round, rb.author):
@@ -411,7 +345,7 @@ class Swarm:
             if not self.wanted(blob):
                 self._down.stop(blob)  # e.g. a round that ended at its deadline
         self._down.fill_all()
-        self._notify()
+        self.notify()
 
     def obtainable(self, blob: Blob) -> bool:
         """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
@@ -423,14 +357,11 @@ class Swarm:
         return not blob.complete and self._want(m.round, m.author)
 
     # ------------------------------------------------------------------ waiting
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake :meth:`wait_for` callers (state changed, or e.g. a peer left the federation)."""
         if self._waiters:  # cheap when nobody waits (it runs once per verified piece)
             self._changed.set()
             self._changed = asyncio.Event()
-
-    def notify(self) -> None:
-        """Wake :meth:`wait_for` callers (e.g. after an outside event such as a peer leaving)."""
-        self._notify()
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Wait until ``predicate()`` holds; ``False`` if ``timeout`` seconds pass first."""
@@ -525,7 +456,7 @@ class Swarm:
             if theirs is not None and session.their[theirs].bits[piece]:
                 continue  # they hold it already: a Have would tell them nothing
             session.send(Have(handle, piece))
-        self._notify()
+        self.notify()
 
     # ------------------------------------------------------------------ serving
     def _on_request(self, session: Session, msg: Request) -> None:

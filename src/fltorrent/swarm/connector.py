@@ -1,0 +1,120 @@
+"""Connections of a swarm: dial neighbours (and redial), accept incoming ones, run sessions.
+
+Each session runs as a task of the swarm (``spawn``), so it ends with the swarm. Dialing
+backs off exponentially up to 2 s between attempts and stops when the swarm closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fltorrent.errors import ConnectError
+from fltorrent.net.base import Address, Connection, Transport
+from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.session import Session, SessionHandler, SessionOptions
+
+log = logging.getLogger(__name__)
+
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
+
+
+class Connector:
+    """Owns the connection side of one swarm."""
+
+    def __init__(
+        self,
+        *,
+        transport: Transport,
+        session_options: SessionOptions,
+        handler: SessionHandler,
+        counters: Counters,
+        sessions: dict[int, Session],
+        spawn: Spawn,
+        connect_timeout: float,
+        max_handshaking: int,
+    ) -> None:
+        self.transport = transport
+        self.session_options = session_options
+        self.handler = handler
+        self.counters = counters
+        self.sessions = sessions
+        self.spawn = spawn
+        self.connect_timeout = connect_timeout
+        self.max_handshaking = max_handshaking
+        self.closing = False
+        self._dialers: dict[int, asyncio.Task[Any]] = {}
+        self._ended: dict[int, asyncio.Event] = {}
+        self._inbound: set[Session] = set()  # accepted connections, until they end
+
+    @property
+    def me(self) -> int:
+        return self.session_options.peer_id
+
+    async def accept(self, conn: Connection) -> None:
+        """Listener handler: run a session for an incoming connection until it ends."""
+        if self.closing:
+            await conn.aclose()
+            return
+        pending = sum(not s.handshaken for s in self._inbound)
+        if pending >= self.max_handshaking:
+            # Unauthenticated connections cost memory and a timer each: bound them.
+            log.warning("peer %d: refusing a connection: %d handshakes pending", self.me, pending)
+            await conn.aclose()
+            return
+        task = self.spawn(self._run_session(conn, expected_peer=None))
+        await asyncio.wait({task})
+
+    def connect(self, peer_id: int, address: Address) -> None:
+        """Keep a connection to ``peer_id`` open: dial, and redial when it breaks."""
+        if peer_id not in self._dialers:
+            self._dialers[peer_id] = self.spawn(self._dial_loop(peer_id, address))
+
+    def drop(self, session: Session) -> None:
+        """Close a session's connection (its task then ends the session)."""
+        self.spawn(session.conn.aclose())
+
+    def opened(self, peer_id: int) -> None:
+        """A session with ``peer_id`` is now registered."""
+        self._ended[peer_id] = asyncio.Event()
+
+    def ended(self, peer_id: int) -> None:
+        """The registered session with ``peer_id`` is gone: its dialer may dial again."""
+        event = self._ended.pop(peer_id, None)
+        if event is not None:
+            event.set()
+
+    async def _dial_loop(self, peer_id: int, address: Address) -> None:
+        backoff = 0.05
+        while not self.closing:
+            if peer_id in self.sessions:
+                await self._ended.setdefault(peer_id, asyncio.Event()).wait()
+                continue
+            try:
+                conn = await self.transport.connect(*address, timeout=self.connect_timeout)
+            except ConnectError as exc:
+                log.debug("peer %d: dial %s failed: %s", self.me, address, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            reason = await self._run_session(conn, expected_peer=peer_id)
+            log.debug("peer %d: session to %d ended: %s", self.me, peer_id, reason)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+    async def _run_session(self, conn: Connection, *, expected_peer: int | None) -> str:
+        session = Session(
+            conn,
+            options=self.session_options,
+            handler=self.handler,
+            counters=self.counters,
+            expected_peer=expected_peer,
+        )
+        if expected_peer is None:
+            self._inbound.add(session)
+        try:
+            return await session.run()
+        finally:
+            self._inbound.discard(session)
