@@ -158,6 +158,26 @@ def _start_tracker(*args: str) -> tuple[subprocess.Popen[str], str]:
     return tracker, line.split("listening on ")[1].split()[0]
 
 
+def _start_peer(address: str, out: Path, *args: str) -> subprocess.Popen[str]:
+    """``fltorrent peer --tracker ADDRESS --output-dir OUT ARGS``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fltorrent",
+            "peer",
+            "--tracker",
+            address,
+            "--output-dir",
+            str(out),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.mark.slow
 def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
     tracker, address = _start_tracker(
@@ -171,24 +191,7 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
         "bittorrent.seed_grace=5",
     )
     try:
-        peers = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "fltorrent",
-                    "peer",
-                    "--tracker",
-                    address,
-                    "--output-dir",
-                    str(tmp_path / f"peer{i}"),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            for i in range(3)
-        ]
+        peers = [_start_peer(address, tmp_path / f"peer{i}") for i in range(3)]
         for p in peers:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
@@ -217,25 +220,7 @@ def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None
     peers: list[subprocess.Popen[str]] = []
     try:
         for i in range(1, 6):
-            peers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "fltorrent",
-                        "peer",
-                        "--tracker",
-                        address,
-                        "--id",
-                        str(i),
-                        "--output-dir",
-                        str(tmp_path / f"peer{i}"),
-                    ],
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            peers.append(_start_peer(address, tmp_path / f"peer{i}", "--id", str(i)))
         victim = peers[2]
         assert victim.stdout is not None
         first = victim.stdout.readline()  # printed when its round 1 is evaluated

@@ -37,7 +37,3 @@ class Counters:
         """What was counted since ``earlier``."""
         a, b = asdict(self), asdict(earlier)
         return Counters(**{k: a[k] - b[k] for k in a})
-
-    def as_dict(self) -> dict[str, int]:
-        """Plain dict for metrics."""
-        return asdict(self)

@@ -145,7 +145,6 @@ class Session:
             max_handles=options.max_handles,
         )
         self.remote_id: int = -1
-        self.remote_port: int = 0
         self.open = False
         self.closed = False
         self.handshaken = False
@@ -201,10 +200,6 @@ class Session:
     def cancel_upload(self, handle: int, piece: int, offset: int, length: int) -> None:
         """Drop a queued request that the remote cancelled (no-op if already sent)."""
         self._out.uploads.pop(Request(handle, piece, offset, length), None)
-
-    def now(self) -> float:
-        """The loop's clock (virtual in simulation)."""
-        return self._loop.time()
 
     def blobs_with_bits(self) -> Iterator[RemoteBlob]:
         """Remote blobs whose pieces count in our availability."""
@@ -262,7 +257,6 @@ class Session:
                 f"expected peer {self.expected_peer}, handshake says {theirs.peer_id}"
             )
         self.remote_id = theirs.peer_id
-        self.remote_port = theirs.listen_port
         self.handshaken = True
 
     def _count_down(self, chunk: bytes) -> None:

@@ -210,11 +210,6 @@ class WireConnection:
             raise LocalProtocolError("data received after end of stream")
         self._rx.append(data)
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet turned into events."""
-        return len(self._rx)
-
     def next_event(self) -> Event:
         """The next complete event, :data:`NEED_DATA`, or :class:`ConnectionClosed`.
 

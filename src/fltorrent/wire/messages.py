@@ -221,15 +221,6 @@ class Bitfield(Message):
             raise RemoteProtocolError("truncated bitfield")
         return cls(_U32.unpack_from(payload)[0], bytes(payload[_U32.size :]))
 
-    @classmethod
-    def from_pieces(cls, handle: int, held: list[bool]) -> Bitfield:
-        """Pack a list of booleans into a bitfield message."""
-        return cls(handle, pack_bits(held))
-
-    def pieces(self, num_pieces: int) -> list[bool]:
-        """Unpack into ``num_pieces`` booleans."""
-        return unpack_bits(self.bits, num_pieces)
-
 
 def pack_bits(held: list[bool]) -> bytes:
     """Booleans to bytes, most significant bit first, spare bits zero."""
