@@ -22,6 +22,7 @@ catch everything of ours with one clause and still tell the kinds apart::
     ├── AggregationError            preconditions of an aggregation rule are violated
     ├── TrackerError                rendezvous failed (timeout, refused registration)
     └── FederationError             the federation as a whole could not run; CLI exit code 1
+        └── SimulationStalled       virtual time: every task waits and nothing is scheduled
 
 The split between local and remote protocol errors follows h11; closed versus broken
 resources follows trio. ``DeadlineExceeded`` is a ``TimeoutError`` *and* an
@@ -102,3 +103,7 @@ class FederationError(FltorrentError):
 
 class DeadlineExceeded(FltorrentError, TimeoutError):
     """A wait reached its deadline."""
+
+
+class SimulationStalled(FederationError):
+    """In virtual time, every task is waiting and no timer can ever wake one (a deadlock)."""
