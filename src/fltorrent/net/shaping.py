@@ -6,7 +6,9 @@ access link*, described by a :class:`LinkProfile`:
 
 * **upload**: bytes sent on any of the peer's connections draw from one token bucket at the
   upload rate, in segments of about ``SEGMENT_SECONDS`` of that rate; waiters are served in
-  FIFO order, so concurrent connections share the uplink fairly, as TCP flows roughly do;
+  FIFO order, so concurrent connections share the uplink fairly, as TCP flows roughly do, and
+  a segment of one packet or less (a request, a have) goes ahead of the bulk, as fq_codel
+  serves sparse flows first;
 * **latency and jitter**: a segment that has left the uplink reaches the other end ``latency``
   (plus a uniform jitter of up to ``jitter``) later, never overtaking the previous segment of
   the same connection (TCP keeps order); a per-connection task delivers it then;
@@ -103,16 +105,27 @@ class TokenBucket:
         self._lock = asyncio.Lock()
         self.total = 0
 
-    async def acquire(self, n: int) -> None:
-        """Take ``n`` tokens, waiting until the bucket is out of debt."""
-        async with self._lock:
-            loop = asyncio.get_running_loop()
-            now = loop.time()
-            if self._stamp is not None:
-                self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-            self._stamp = now
+    def _refill(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._stamp is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    async def acquire(self, n: int, *, sparse: bool = False) -> None:
+        """Take ``n`` tokens, waiting until the bucket is out of debt.
+
+        ``sparse`` takes them at once, ahead of the waiting bulk (whose wait grows by as
+        much): what fq_codel, Linux's default queue discipline, does for the packets of
+        flows that send little (requests, acks), so that they do not queue behind bulk data.
+        """
+        self.total += n
+        if sparse:
+            self._refill()
             self._tokens -= n
-            self.total += n
+            return
+        async with self._lock:
+            self._refill()
+            self._tokens -= n
             if self._tokens < 0:
                 await asyncio.sleep(-self._tokens / self.rate)
 
@@ -206,7 +219,7 @@ class ShapedConnection:
                     await self._drained.wait()
                     self._check()
                 if link.up is not None:
-                    await link.up.acquire(len(piece))
+                    await link.up.acquire(len(piece), sparse=len(piece) <= PACKET_BYTES)
                 delay, resent = link.transit_delay(len(piece))
                 if resent:
                     link.retransmitted_bytes += resent

@@ -34,6 +34,11 @@ class SwarmOptions:
     max_unsolicited: int = 256  # blocks sent to us unasked before the neighbour is dropped
     max_handshaking: int = 64  # accepted connections still in their handshake
     tick_interval: float = 0.1
+    upload_slots: int = 4  # neighbours sent piece data at once (0: all); see slots.py
+    upload_quantum: int = 256 * 1024  # bytes per turn when others wait
+    super_seeding: bool = False  # show neighbours few pieces of our own new blobs (seeding.py)
+    seed_concurrent: int = 4  # pieces of a new blob of ours sent for the first time at once
+    seed_stall_seconds: float = 5.0
     seed: int = 0
 
     def __post_init__(self) -> None:

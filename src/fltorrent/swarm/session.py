@@ -87,6 +87,14 @@ class SessionHandler(Protocol):
         """The bytes to serve for ``req``, or ``None`` to reject it."""
         ...
 
+    def may_upload(self, session: Session) -> int:
+        """Bytes of piece data ``session`` may write now (0: wait until woken)."""
+        ...
+
+    def uploaded(self, session: Session, nbytes: int) -> None:
+        """``session`` wrote ``nbytes`` of piece data."""
+        ...
+
     def on_close(self, session: Session, reason: str) -> None:
         """Called once when the session ends (also when it never opened)."""
         ...
@@ -201,6 +209,13 @@ class Session:
         """Drop a queued request that the remote cancelled (no-op if already sent)."""
         self._out.uploads.pop(Request(handle, piece, offset, length), None)
 
+    def wake(self) -> None:
+        """Let the writer look at its queues again (e.g. its upload turn came)."""
+        self._out.wake.set()
+
+    def has_uploads(self) -> bool:
+        return bool(self._out.uploads) and not self.closed
+
     def blobs_with_bits(self) -> Iterator[RemoteBlob]:
         """Remote blobs whose pieces count in our availability."""
         return (rb for rb in self.their.values() if rb.known)
@@ -304,15 +319,17 @@ class Session:
         out = self._out
         counters = self.counters
         while True:
-            if not out.control and not out.uploads:
+            budget = self.handler.may_upload(self) if out.uploads else 0
+            if not out.control and not budget:
                 out.wake.clear()
                 await out.wake.wait()
+                continue
             self.last_tx = self._loop.time()
             batch: list[Buffer] = list(out.control)
             out.control.clear()
             out.control_bytes = 0
             payload = 0
-            while out.uploads and payload < WRITE_BATCH:
+            while out.uploads and payload < min(budget, WRITE_BATCH):
                 req = next(iter(out.uploads))
                 del out.uploads[req]
                 data = self.handler.read_block(self, req)
@@ -334,6 +351,8 @@ class Session:
                 raise BrokenResourceError(
                     f"sending stalled for {self.options.write_timeout:g}s"
                 ) from None
+            if budget:
+                self.handler.uploaded(self, payload)
 
 
 def _fields(req: Request) -> tuple[int, int, int, int]:

@@ -36,7 +36,9 @@ from fltorrent.swarm.download import Downloader
 from fltorrent.swarm.manifest import Manifest
 from fltorrent.swarm.manifests import ManifestCheck, ManifestFetcher
 from fltorrent.swarm.options import SwarmOptions
+from fltorrent.swarm.seeding import InitialSeeder
 from fltorrent.swarm.session import RemoteBlob, Session, SessionOptions
+from fltorrent.swarm.slots import UploadSlots
 from fltorrent.swarm.store import Blob, Buffer
 from fltorrent.wire import (
     Announce,
@@ -98,6 +100,14 @@ class Swarm:
             max_piece_size=options.max_piece_size,
         )
         self._manifests.check = check_manifest
+        self._slots = UploadSlots(options.upload_slots, options.upload_quantum)
+        self._seeder = InitialSeeder(
+            sessions=self.sessions,
+            clock=self._now,
+            seed=options.seed,
+            concurrent=options.seed_concurrent,
+            stall_seconds=options.seed_stall_seconds,
+        )
         self._session_options = SessionOptions(
             federation=options.federation,
             peer_id=options.peer_id,
@@ -219,6 +229,7 @@ class Swarm:
             del self.sessions[rid]
             self._conns.ended(rid)
         self._down.release_all(session)
+        self._slots.forget(session)
         for rb in session.blobs_with_bits():
             self._down.picker.add(rb.blob_id, rb.bits, -1)
         self._down.prune()
@@ -234,7 +245,14 @@ class Swarm:
         blob = self.blobs.get(blob_id) if blob_id is not None else None
         if blob is None:
             return None
+        self._seeder.on_served(session, blob.blob_id, req.piece, req.length)
         return blob.read(req.piece, req.offset, req.length)
+
+    def may_upload(self, session: Session) -> int:
+        return self._slots.budget(session) if self._slots.may_send(session) else 0
+
+    def uploaded(self, session: Session, nbytes: int) -> None:
+        self._slots.sent(session, nbytes)
 
     def on_batch_end(self, session: Session) -> None:
         # Top the pipeline up once per batch of received messages, not once per message:
@@ -294,6 +312,8 @@ class Swarm:
             elif not blob.set_piece(i, data):
                 raise SwarmError(f"piece {i} does not match its manifest")
         blob.num_have = sum(p is not None for p in blob.pieces)
+        if self.options.super_seeding and blob.blob_id not in self.blobs:
+            self._seeder.start(blob)
         self._add_blob(blob)
         return blob
 
@@ -317,6 +337,7 @@ class Swarm:
         doomed = [b for b in self.blobs.values() if predicate(b.manifest)]
         for blob in doomed:
             del self.blobs[blob.blob_id]
+            self._seeder.forget(blob.blob_id)
             self._down.forget(blob)
             for session in self.sessions.values():
                 handle = session.their_handle.get(blob.blob_id)
@@ -385,7 +406,9 @@ class Swarm:
         session.our_blob[handle] = blob.blob_id
         m = blob.manifest
         session.send(Announce(handle, blob.blob_id, m.round, m.author, m.num_pieces))
-        if blob.num_have:
+        if self._seeder.seeding(blob.blob_id):
+            session.send(Bitfield(handle, self._seeder.initial_bits(session, blob)))
+        elif blob.num_have:
             session.send(Bitfield(handle, pack_bits(blob.held())))
 
     def _on_announce(self, session: Session, msg: Announce) -> None:
@@ -492,5 +515,6 @@ class Swarm:
                 )
                 self._drop(session)
         self._down.expire(now)
+        self._seeder.tick()
         self._manifests.expire(self.options.request_timeout)
         self._down.fill_all()
