@@ -7,7 +7,6 @@ import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-
 from fltorrent.net.clock import run_virtual
 
 

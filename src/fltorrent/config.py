@@ -73,6 +73,15 @@ class BitTorrentConfig(_Section):
     connect_timeout: Seconds = 5.0
     idle_timeout: Seconds = 120.0
     keepalive_interval: Seconds = 30.0
+    upload_slots: int = Field(
+        4, ge=0, description="neighbours sent piece data at once, in turns (0: all at once)"
+    )
+    super_seeding: bool = Field(
+        False,
+        description="show each neighbour only a few pieces of our own new update, so that "
+        "each piece leaves us about once and neighbours relay the rest (BEP 16); pays off "
+        "when uplinks are the bottleneck, costs round trips on fast links",
+    )
     seed_grace: float = Field(
         10.0, ge=0.0, description="seconds a finished peer keeps seeding for late peers"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from fltorrent.errors import BrokenResourceError
@@ -51,14 +51,17 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def swarm_graph(
-    transport: Transport,
+    transport: Transport | Mapping[int, Transport],
     n: int,
     edges: Sequence[tuple[int, int]],
     *,
     options: SwarmOptions | None = None,
     host: str = "127.0.0.1",
 ) -> AsyncIterator[dict[int, Node]]:
-    """``n`` swarms (ids 1..n) that want every blob but their own, connected along ``edges``."""
+    """``n`` swarms (ids 1..n) that want every blob but their own, connected along ``edges``.
+
+    ``transport`` is shared, or one per peer id (e.g. shaped links).
+    """
     base = options or SwarmOptions(federation=FED, peer_id=0)
     nodes: dict[int, Node] = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -68,14 +71,15 @@ async def swarm_graph(
             def want(_round: int, author: int, me: int = pid) -> bool:
                 return author != me
 
+            own = transport[pid] if isinstance(transport, Mapping) else transport
             swarm = Swarm(
                 replace(base, peer_id=pid, seed=pid),
-                transport=transport,
+                transport=own,
                 want=want,
                 allow_peer=neighbours.__contains__,
             )
             await stack.enter_async_context(swarm)
-            listener = await transport.listen(host, 0, swarm.accept)
+            listener = await own.listen(host, 0, swarm.accept)
             stack.push_async_callback(listener.aclose)
             nodes[pid] = Node(swarm, listener)
         for a, b in edges:

@@ -128,6 +128,8 @@ def swarm_options(
         connect_timeout=bt.connect_timeout,
         idle_timeout=bt.idle_timeout,
         keepalive_interval=bt.keepalive_interval,
+        upload_slots=bt.upload_slots,
+        super_seeding=bt.super_seeding,
         seed=config.federate.seed * 1000 + peer_id,
     )
 

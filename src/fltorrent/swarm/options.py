@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fltorrent.errors import SwarmError
+from fltorrent.swarm.session import SessionOptions
 
 
 @dataclass(frozen=True)
@@ -44,3 +45,19 @@ class SwarmOptions:
     def __post_init__(self) -> None:
         if not 0 < self.block_size <= self.max_block_size:
             raise SwarmError("block_size must be positive and at most max_block_size")
+
+    def session_options(self) -> SessionOptions:
+        """The limits and timers every session of this swarm runs with."""
+        return SessionOptions(
+            federation=self.federation,
+            peer_id=self.peer_id,
+            listen_port=self.listen_port,
+            max_frame_size=self.max_frame_size,
+            max_block_size=self.max_block_size,
+            max_pieces=self.max_pieces,
+            max_handles=self.max_handles,
+            handshake_timeout=self.handshake_timeout,
+            idle_timeout=self.idle_timeout,
+            keepalive_interval=self.keepalive_interval,
+            write_timeout=self.idle_timeout,
+        )

@@ -26,6 +26,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.session import Session
 from fltorrent.swarm.store import Blob
 from fltorrent.wire import Bitfield, Have, pack_bits
@@ -52,15 +53,14 @@ class InitialSeeder:
         *,
         sessions: dict[int, Session],
         clock: Callable[[], float],
-        seed: int = 0,
-        concurrent: int = 4,
-        stall_seconds: float = 5.0,
+        seed: int,
+        options: SwarmOptions,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
         self._rng = random.Random(seed)
-        self.concurrent = concurrent
-        self.stall_seconds = stall_seconds
+        self.concurrent = options.seed_concurrent
+        self.stall_seconds = options.seed_stall_seconds
         self._blobs: dict[bytes, _Seeding] = {}
 
     def start(self, blob: Blob) -> None:

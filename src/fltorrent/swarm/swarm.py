@@ -37,7 +37,7 @@ from fltorrent.swarm.manifest import Manifest
 from fltorrent.swarm.manifests import ManifestCheck, ManifestFetcher
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.seeding import InitialSeeder
-from fltorrent.swarm.session import RemoteBlob, Session, SessionOptions
+from fltorrent.swarm.session import RemoteBlob, Session
 from fltorrent.swarm.slots import UploadSlots
 from fltorrent.swarm.store import Blob, Buffer
 from fltorrent.wire import (
@@ -102,25 +102,9 @@ class Swarm:
         self._manifests.check = check_manifest
         self._slots = UploadSlots(options.upload_slots, options.upload_quantum)
         self._seeder = InitialSeeder(
-            sessions=self.sessions,
-            clock=self._now,
-            seed=options.seed,
-            concurrent=options.seed_concurrent,
-            stall_seconds=options.seed_stall_seconds,
+            sessions=self.sessions, clock=self._now, seed=options.seed, options=options
         )
-        self._session_options = SessionOptions(
-            federation=options.federation,
-            peer_id=options.peer_id,
-            listen_port=options.listen_port,
-            max_frame_size=options.max_frame_size,
-            max_block_size=options.max_block_size,
-            max_pieces=options.max_pieces,
-            max_handles=options.max_handles,
-            handshake_timeout=options.handshake_timeout,
-            idle_timeout=options.idle_timeout,
-            keepalive_interval=options.keepalive_interval,
-            write_timeout=options.idle_timeout,
-        )
+        self._session_options = options.session_options()
         self._changed = asyncio.Event()
         self._waiters = 0
         self._tg: asyncio.TaskGroup | None = None
