@@ -89,3 +89,12 @@ def test_slots_free_when_an_uploader_leaves() -> None:
 def test_zero_slots_serve_everyone() -> None:
     slots = UploadSlots(0, quantum=100)
     assert all(slots.may_send(_Who()) for _ in range(50))
+
+
+def test_a_turn_ends_when_nothing_is_left_to_send() -> None:
+    slots = UploadSlots(1, quantum=100)
+    a, b = _Who(), _Who()
+    assert slots.may_send(a) and not slots.may_send(b)
+    a.queued = 0  # e.g. the neighbour cancelled everything it had asked for
+    slots.sent(a, 0)
+    assert b.woken == 1 and slots.may_send(b)

@@ -208,6 +208,8 @@ class Session:
     def cancel_upload(self, handle: int, piece: int, offset: int, length: int) -> None:
         """Drop a queued request that the remote cancelled (no-op if already sent)."""
         self._out.uploads.pop(Request(handle, piece, offset, length), None)
+        if not self._out.uploads:
+            self.handler.uploaded(self, 0)  # nothing left to send: free our upload turn
 
     def wake(self) -> None:
         """Let the writer look at its queues again (e.g. its upload turn came)."""
