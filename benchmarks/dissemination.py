@@ -59,6 +59,7 @@ class Exchange:
     pieces: int = 20
     block_size: int = 16 * 1024
     super_seeding: bool = False
+    upload_slots: int = 4  # BitTorrent's unchoke count; measured to pay off on shaped links
 
 
 @dataclass
@@ -106,6 +107,7 @@ async def run_exchange(ex: Exchange, *, tcp: bool = False, seed: int = 0) -> Out
                 block_size=ex.block_size,
                 seed=seed * 1000 + p,
                 super_seeding=ex.super_seeding,
+                upload_slots=ex.upload_slots,
             )
             swarms[p] = Swarm(
                 opts,

@@ -21,7 +21,7 @@ async def broadcast(n: int, *, super_seeding: bool) -> tuple[float, int]:
     Returns (seconds until the last peer holds it, payload bytes the seed uploaded)."""
     link = LinkProfile.from_mbit(8, 32, latency_ms=5)
     edges = [(a, b) for a in range(1, n + 1) for b in range(a + 1, n + 1)]
-    opts = SwarmOptions(federation=FED, peer_id=0, super_seeding=super_seeding)
+    opts = SwarmOptions(federation=FED, peer_id=0, super_seeding=super_seeding, upload_slots=4)
     async with MemoryNetwork() as net, contextlib.AsyncExitStack() as stack:
         shaped = {
             p: await stack.enter_async_context(ShapedTransport(net, PeerLink(link, seed=p)))

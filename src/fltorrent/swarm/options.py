@@ -35,7 +35,7 @@ class SwarmOptions:
     max_unsolicited: int = 256  # blocks sent to us unasked before the neighbour is dropped
     max_handshaking: int = 64  # accepted connections still in their handshake
     tick_interval: float = 0.1
-    upload_slots: int = 4  # neighbours sent piece data at once (0: all); see slots.py
+    upload_slots: int = 0  # neighbours sent piece data at once (0: all); see slots.py
     upload_quantum: int = 256 * 1024  # bytes per turn when others wait
     super_seeding: bool = False  # show neighbours few pieces of our own new blobs (seeding.py)
     seed_concurrent: int = 4  # pieces of a new blob of ours sent for the first time at once
