@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import math
@@ -75,10 +76,9 @@ class Outcome:
     uploaded: dict[int, int] = field(default_factory=dict)
 
 
-def _blob(author: int, size: int) -> list[bytes]:
+def _blob(author: int, size: int) -> bytes:
     base = author.to_bytes(4, "big") * 16
-    data = (base * (size // len(base) + 1))[:size]
-    return [data]
+    return (base * (size // len(base) + 1))[:size]
 
 
 def _pieces(data: bytes, count: int) -> list[bytes]:
@@ -133,7 +133,8 @@ async def _drive(
     swarms: dict[int, Swarm],
     loop: asyncio.AbstractEventLoop,
 ) -> Outcome:
-    async with contextlib_stack(list(shaped.values()) + list(swarms.values())):
+    async with contextlib.AsyncExitStack() as stack:
+        await _enter_all(stack, [*shaped.values(), *swarms.values()])
         listeners = {p: await shaped[p].listen(HOST, 0, swarms[p].accept) for p in peers}
         for a, b in sorted(ex.edges):
             swarms[a].connect(b, listeners[b].address)
@@ -143,7 +144,7 @@ async def _drive(
             assert ok, f"peer {p} could not connect to its neighbours"
         manifests = {}
         for author, size in ex.blobs.items():
-            pieces = _pieces(_blob(author, size)[0], ex.pieces)
+            pieces = _pieces(_blob(author, size), ex.pieces)
             manifests[author] = (
                 Manifest.build(author=author, round=1, pieces=pieces, num_samples=1),
                 pieces,
@@ -179,19 +180,9 @@ async def _drive(
         return outcome
 
 
-class contextlib_stack:
-    """Enter async context managers in order and leave them in reverse."""
-
-    def __init__(self, managers: list[Any]) -> None:
-        self._managers = managers
-
-    async def __aenter__(self) -> None:
-        for m in self._managers:
-            await m.__aenter__()
-
-    async def __aexit__(self, *exc: object) -> None:
-        for m in reversed(self._managers):
-            await m.__aexit__(None, None, None)
+async def _enter_all(stack: contextlib.AsyncExitStack, managers: list[Any]) -> None:
+    for m in managers:
+        await stack.enter_async_context(m)
 
 
 # ----------------------------------------------------------------------------- cases
@@ -264,7 +255,8 @@ async def direct_sends(
     loop = asyncio.get_running_loop()
     async with MemoryNetwork(buffer_limit=1 << 20) as net:
         shaped = {p: ShapedTransport(net, PeerLink(links[p], seed=seed * 1000 + p)) for p in links}
-        async with contextlib_stack(list(shaped.values())):
+        async with contextlib.AsyncExitStack() as stack:
+            await _enter_all(stack, list(shaped.values()))
             expected: dict[int, int] = {}
             for _, dst, nbytes in transfers:
                 expected[dst] = expected.get(dst, 0) + nbytes

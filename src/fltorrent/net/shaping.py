@@ -103,7 +103,6 @@ class TokenBucket:
         self._tokens = burst
         self._stamp: float | None = None
         self._lock = asyncio.Lock()
-        self.total = 0
 
     def _refill(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -118,7 +117,6 @@ class TokenBucket:
         much): what fq_codel, Linux's default queue discipline, does for the packets of
         flows that send little (requests, acks), so that they do not queue behind bulk data.
         """
-        self.total += n
         if sparse:
             self._refill()
             self._tokens -= n
@@ -209,6 +207,7 @@ class ShapedConnection:
         link = self._link
         seg = link.up_segment
         window = link.window()
+        loop = asyncio.get_running_loop()
         for buf in buffers:
             view = memoryview(buf).cast("B")
             for off in range(0, len(view), seg):
@@ -226,7 +225,6 @@ class ShapedConnection:
                     if link.up is not None:
                         await link.up.acquire(resent)
                 self._check()
-                loop = asyncio.get_running_loop()
                 arrival = max(loop.time() + delay, self._last_arrival)
                 self._last_arrival = arrival
                 self._queue.append((arrival, piece))
@@ -295,20 +293,6 @@ class ShapedConnection:
         await self._inner.aclose()
 
 
-class ShapedListener:
-    """A listener of a :class:`ShapedTransport`."""
-
-    def __init__(self, inner: Listener) -> None:
-        self._inner = inner
-
-    @property
-    def address(self) -> Address:
-        return self._inner.address
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
 class ShapedTransport:
     """A :class:`~fltorrent.net.base.Transport` whose connections share one peer's link.
 
@@ -350,7 +334,7 @@ class ShapedTransport:
             finally:
                 await wrapped.aclose()
 
-        return ShapedListener(await self.inner.listen(host, port, shaped))
+        return await self.inner.listen(host, port, shaped)
 
     async def connect(self, host: str, port: int, *, timeout: float) -> Connection:
         return self._wrap(await self.inner.connect(host, port, timeout=timeout))

@@ -50,15 +50,14 @@ class InitialSeeder:
 
     def __init__(
         self,
+        options: SwarmOptions,
         *,
         sessions: dict[int, Session],
         clock: Callable[[], float],
-        seed: int,
-        options: SwarmOptions,
     ) -> None:
         self._sessions = sessions
         self._clock = clock
-        self._rng = random.Random(seed)
+        self._rng = random.Random(options.seed)
         self.concurrent = options.seed_concurrent
         self.stall_seconds = options.seed_stall_seconds
         self._blobs: dict[bytes, _Seeding] = {}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+UNLIMITED = 1 << 62
+
 
 class _Uploader(Protocol):
     def wake(self) -> None: ...
@@ -64,7 +66,7 @@ class UploadSlots:
     def budget(self, who: _Uploader) -> int:
         """Bytes ``who`` may still write in this turn before others get theirs."""
         if self.slots <= 0 or not self._waiting:
-            return self.quantum
+            return UNLIMITED  # nobody waits: the writer's own batch size applies
         return max(1, self.quantum - self._active.get(who, 0))
 
     def _grant(self) -> None:

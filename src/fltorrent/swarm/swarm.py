@@ -101,9 +101,7 @@ class Swarm:
         )
         self._manifests.check = check_manifest
         self._slots = UploadSlots(options.upload_slots, options.upload_quantum)
-        self._seeder = InitialSeeder(
-            sessions=self.sessions, clock=self._now, seed=options.seed, options=options
-        )
+        self._seeder = InitialSeeder(options, sessions=self.sessions, clock=self._now)
         self._session_options = options.session_options()
         self._changed = asyncio.Event()
         self._waiters = 0
@@ -491,12 +489,8 @@ class Swarm:
         for session in list(self.sessions.values()):
             idle = session.check_timers(now)
             if idle is not None:
-                log.info(
-                    "peer %d: closing session with %d: %s",
-                    self.options.peer_id,
-                    session.remote_id,
-                    idle,
-                )
+                rid = session.remote_id
+                log.info("peer %d: closing session with %d: %s", self.options.peer_id, rid, idle)
                 self._drop(session)
         self._down.expire(now)
         self._seeder.tick()
