@@ -101,13 +101,22 @@ def run(
     processes: Annotated[
         bool, typer.Option("--processes", help="Run each peer as its own OS process.")
     ] = False,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode", help="federate.mode: distributed (real sockets) or sim (virtual time)."
+        ),
+    ] = None,
     progress: Annotated[str | None, typer.Option(help="auto|rich|plain|none")] = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Run a whole federation locally: a tracker and N peers over loopback TCP."""
+    """Run a whole federation locally: a tracker and N peers over loopback TCP, or, with
+    --mode sim, every peer in one process over an in-memory network in virtual time."""
     from fltorrent.runtime.federation import Federation
 
     extra = ["runtime.processes=true"] if processes else []
+    if mode is not None:
+        extra.append(f"federate.mode={mode}")
     if progress is not None:
         extra.append(f"output.progress={progress}")
     if log_level is not None:
@@ -120,8 +129,9 @@ def run(
     _setup_logging(cfg.output.log_level)
     result = _guard(lambda: Federation(cfg, output_dir=output_dir).run())
     s = result.summary
+    sim_time = f" ({s['sim_time_s']:.1f}s simulated)" if "sim_time_s" in s else ""
     typer.echo(
-        f"done: {s['peers']} peers, {s['rounds']} rounds in {s['wall_time_s']:.1f}s; "
+        f"done: {s['peers']} peers, {s['rounds']} rounds in {s['wall_time_s']:.1f}s{sim_time}; "
         f"final accuracy mean {s['final_accuracy_mean']:.4f} min {s['final_accuracy_min']:.4f}; "
         f"outputs in {result.output_dir}"
     )

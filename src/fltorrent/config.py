@@ -17,6 +17,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fltorrent.devices.profiles import (
+    DEFAULT_PROFILES,
+    DeviceProfile,
+    assign_profiles,
+    profile_from_mapping,
+)
 from fltorrent.errors import ConfigError
 from fltorrent.topology import build_topology
 
@@ -34,9 +40,10 @@ class FederateConfig(_Section):
 
     client_num: PositiveInt = 8
     total_round_num: PositiveInt = 20
-    mode: Literal["distributed"] = Field(
+    mode: Literal["distributed", "sim"] = Field(
         "distributed",
-        description="'distributed': every peer exchanges over real sockets.",
+        description="'distributed': every peer exchanges over real sockets; 'sim': every peer "
+        "in one process over an in-memory network on a virtual clock",
     )
     seed: int = Field(0, ge=0)
     federation_id: str = Field("fltorrent", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
@@ -184,6 +191,105 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
 
 
+Mbit = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+
+
+class NetworkConfig(_Section):
+    """Default link of a peer without a device profile (no rate: unshaped)."""
+
+    up_mbit: Mbit | None = None
+    down_mbit: Mbit | None = None
+    latency_ms: float = Field(0.0, ge=0.0)
+    jitter_ms: float = Field(0.0, ge=0.0)
+    loss: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @property
+    def shaped(self) -> bool:
+        """Whether any shaping applies."""
+        return (
+            self.up_mbit is not None
+            or self.down_mbit is not None
+            or self.latency_ms > 0
+            or self.jitter_ms > 0
+            or self.loss > 0
+        )
+
+
+class PolicyConfig(_Section):
+    """Mobile policies (see fltorrent.devices.policy)."""
+
+    min_battery: Fraction = 0.2
+    charging_only: bool = False
+    thermal_pause: bool = True
+    wifi_preferred: bool = True
+    large_transfer_bytes: int = Field(1_000_000, ge=0)
+
+
+class AvailabilityConfig(_Section):
+    """When a device's owner lets it train."""
+
+    model: Literal["always", "diurnal", "trace"] = "always"
+    trace_file: Path | None = None
+    p_online: Fraction | None = None
+
+
+class DevicesConfig(_Section):
+    """Device profiles and behaviour (SPEC §4). No distribution: no device model."""
+
+    distribution: dict[str, Fraction] | None = None
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    core_gflops: float = Field(
+        6.0,
+        gt=0.0,
+        description="training GFLOP/s of one reference core (cpu_share 1.0); measured on the "
+        "development machine for the bundled models: 5.2 (mlp) to 6.9 (cnn1d)",
+    )
+    start_hour: float = Field(9.0, ge=0.0, lt=24.0)
+    charging_hours: list[tuple[float, float]] = Field(default_factory=lambda: [(22.0, 7.0)])
+    compression: Literal["auto", "none", "topk", "q8"] = Field(
+        "auto", description="'auto': by device tier (high none, mid q8, low and embedded topk)"
+    )
+    topk_ratio: float = Field(0.1, gt=0.0, le=1.0)
+    policy: PolicyConfig = PolicyConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
+
+    @model_validator(mode="after")
+    def _check_profiles(self) -> DevicesConfig:
+        # Raises ConfigError naming the key (unknown profile, bad share sum, bad user profile).
+        known = self.all_profiles()
+        if self.distribution is not None:
+            assign_profiles(self.distribution, 0, 0, known)
+        if self.availability.model == "trace" and self.availability.trace_file is None:
+            raise ConfigError("model 'trace' needs trace_file", path="devices.availability")
+        return self
+
+    def all_profiles(self) -> dict[str, DeviceProfile]:
+        """Default profiles plus user-defined ones (which may extend them)."""
+        known = dict(DEFAULT_PROFILES)
+        for name, raw in self.profiles.items():
+            known[name] = profile_from_mapping(name, raw, known)
+        return known
+
+
+class FaultsConfig(_Section):
+    """Churn: peers that crash and (optionally) rejoin."""
+
+    crash_share: Fraction = Field(0.0, description="share of peers crashing at crash_round")
+    crash_round: PositiveInt = 1
+    crash_rate: Fraction = Field(0.0, description="per peer and round, crash probability")
+    crash_rounds: dict[int, list[int]] = Field(
+        default_factory=dict, description="explicit crashes: {round: [peer ids]}"
+    )
+    rejoin_after: PositiveInt | None = Field(
+        None, description="rounds until a crashed peer rejoins (null: never)"
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether any crash is configured."""
+        return self.crash_share > 0 or self.crash_rate > 0 or bool(self.crash_rounds)
+
+
 class RuntimeConfig(_Section):
     """Where and how the peers run."""
 
@@ -204,6 +310,10 @@ class OutputConfig(_Section):
     save_model: bool = True
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    accuracy_targets: list[Fraction] = Field(
+        default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9],
+        description="summary.json reports when the mean accuracy first reached each",
+    )
 
 
 class Config(_Section):
@@ -216,6 +326,9 @@ class Config(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    network: NetworkConfig = NetworkConfig()
+    devices: DevicesConfig = DevicesConfig()
+    faults: FaultsConfig = FaultsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
 
@@ -227,6 +340,15 @@ class Config(_Section):
         if self.model.name == "cnn2d" and self.data.name != "digits":
             raise ConfigError("'cnn2d' needs image data (data.name 'digits')", path="model.name")
         n = self.federate.client_num
+        for rnd, ids in self.faults.crash_rounds.items():
+            bad = [i for i in ids if not 1 <= i <= n]
+            if bad or not 1 <= rnd <= self.federate.total_round_num:
+                raise ConfigError(
+                    f"round {rnd} or peer ids {bad} outside the federation",
+                    path="faults.crash_rounds",
+                )
+        if self.runtime.processes and self.federate.mode == "sim":
+            raise ConfigError("sim mode runs every peer in one process", path="runtime.processes")
         if "connections" not in self.topology.model_fields_set and self.topology.connections >= n:
             # The default degree adapts to small federations; an explicit one is checked as given.
             self.topology.connections = max(1, n - 1)

@@ -12,13 +12,20 @@ details and no math of its own; it decides *when* a round's exchange is over:
 
 Aggregation is per chunk over the authors whose chunk arrived (partial aggregation), with
 contributions in author-id order so that peers holding the same updates compute identical models.
+
+A peer with a :class:`~fltorrent.devices.device.Device` asks it each round whether to train
+(battery, charging, heat) and how to encode its update (compression by device tier). A peer that
+sits a round out still receives, relays and aggregates; it tells the others through
+``on_skip`` so that nobody waits for its update. Time is the event loop's clock: in simulation
+(``simulated=True``) compute runs inline and is charged to the virtual clock from its FLOP count
+and the device's speed; in real mode it runs in the executor and a slower device is emulated by
+padding the measured time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -28,9 +35,11 @@ from typing import TypeVar
 import numpy as np
 
 from fltorrent.aggregate import partial_aggregate
-from fltorrent.errors import FltorrentError
+from fltorrent.devices.device import Device, Participation
+from fltorrent.errors import FltorrentError, LearnError
 from fltorrent.learn.learner import Evaluation, Learner, LocalUpdate
-from fltorrent.swarm import Blob, Buffer, Manifest, Swarm
+from fltorrent.learn.update_codec import UpdateEncoder, manifest_problem, piece_vector
+from fltorrent.swarm import Blob, Buffer, Counters, Manifest, Swarm
 from fltorrent.telemetry.events import RoundMetrics
 
 log = logging.getLogger(__name__)
@@ -95,18 +104,28 @@ class Peer:
         executor: Executor | None = None,
         on_metrics: Callable[[RoundMetrics], None] | None = None,
         on_phase: Callable[[PeerStatus], None] | None = None,
+        on_skip: Callable[[int], None] | None = None,
         fault_hook: FaultHook | None = None,
+        device: Device | None = None,
+        simulated: bool = False,
+        encoder: UpdateEncoder | None = None,
+        clock_origin: float | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.learner = learner
         self.swarm = swarm
         self.members = set(members)
         self.departed: set[int] = set()
+        self.skipped: dict[int, set[int]] = {}  # round -> members sitting it out
         self.policy = policy
         self.executor = executor
         self.on_metrics = on_metrics
         self.on_phase = on_phase
+        self.on_skip = on_skip
         self.fault_hook = fault_hook
+        self.device = device
+        self.simulated = simulated
+        self.encoder = encoder or UpdateEncoder(learner.plan, seed=learner.seed)
         self.phase = Phase.STARTING
         self.round = 0
         self.completion = 0.0
@@ -115,8 +134,9 @@ class Peer:
         self._equivocators: set[int] = set()
         self.last_update: LocalUpdate | None = None  # this round's own update, before aggregation
         self.plan_digest = learner.plan.digest()
-        self._chunk_sizes = tuple(c.nbytes for c in learner.plan.chunks)
-        self._start = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        self._start = loop.time()
+        self._origin = self._start if clock_origin is None else clock_origin
 
     # ------------------------------------------------------------------ status
     def status(self) -> PeerStatus:
@@ -138,15 +158,24 @@ class Peer:
             self.departed.add(peer_id)
             self.swarm.notify()
 
+    def member_joined(self, peer_id: int) -> None:
+        """``peer_id`` is back (it rejoined after a crash): expect its updates again."""
+        self.departed.discard(peer_id)
+        self.swarm.notify()
+
+    def member_skipped(self, peer_id: int, round_: int) -> None:
+        """``peer_id`` publishes no update in ``round_`` (its device policy said no)."""
+        if peer_id in self.members and peer_id != self.peer_id:
+            self.skipped.setdefault(round_, set()).add(peer_id)
+            self.swarm.notify()
+
     def check_manifest(self, manifest: Manifest) -> str | None:
         """Swarm hook: refuse blobs that cannot be aggregated into our model."""
-        if manifest.meta != self.plan_digest:
-            return "chunk plan differs from ours (another model or chunking)"
+        problem = manifest_problem(self.learner.plan, manifest.meta, manifest.piece_sizes)
+        if problem is not None:
+            return problem
         if manifest.author not in self.members:
             return f"author {manifest.author} is not a member"
-        if manifest.piece_sizes != self._chunk_sizes:
-            # The digest is public (every honest manifest carries it): check the shape too.
-            return "piece count or sizes do not match the chunk plan"
         if not self.round <= manifest.round <= self.round + 1:
             return f"round {manifest.round} is outside the current window"
         if not 0 < manifest.num_samples <= MAX_SAMPLES:
@@ -154,76 +183,143 @@ class Peer:
         return None
 
     # ------------------------------------------------------------------ rounds
-    async def run(self) -> list[RoundMetrics]:
-        """Run every round, then seed for the grace period; returns the metrics."""
-        for r in range(1, self.policy.rounds + 1):
+    async def run(self, *, first_round: int = 1) -> list[RoundMetrics]:
+        """Run every round from ``first_round``, then seed for the grace period."""
+        for r in range(first_round, self.policy.rounds + 1):
             await self._round(r)
         self._enter(Phase.SEEDING)
         return self.history
 
-    async def _in_worker(self, fn: Callable[[], _T]) -> _T:
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn)
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _work(
+        self, fn: Callable[[], _T], flops: float, speed: float = 1.0
+    ) -> tuple[_T, float]:
+        """Run local compute; returns its result and its (virtual or padded real) duration."""
+        t0 = self._now()
+        if self.simulated:
+            result = fn()  # blocking the loop costs no virtual time: charge the model instead
+            seconds = self.device.compute_seconds(flops, speed) if self.device else 0.0
+            await asyncio.sleep(seconds)
+        else:
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(self.executor, fn)
+            if self.device is not None:
+                await asyncio.sleep(self.device.real_padding(self._now() - t0, speed))
+        elapsed = self._now() - t0
+        if self.device is not None:
+            self.device.busy(elapsed, now=self._now() - self._origin)
+        return result, elapsed
 
     async def _round(self, r: int) -> None:
         self.round = r
         self.completion = 0.0
         start_counters = self.swarm.counters.snapshot()
         self._enter(Phase.TRAINING)
-        t0 = time.perf_counter()
-        update: LocalUpdate = await self._in_worker(lambda: self.learner.local_round(r))
-        train_s = time.perf_counter() - t0
-        self.last_update = update
-
-        manifest = Manifest.build(
-            author=self.peer_id,
-            round=r,
-            pieces=update.chunks,
-            num_samples=update.num_samples,
-            importance=update.importance,
-            meta=self.plan_digest,
-        )
-        self.swarm.drop_blobs(lambda m: m.round < r - 1)
+        learner = self.learner
+        now = self._now() - self._origin
+        decision = self.device.decide(now) if self.device is not None else Participation()
+        before = learner.vectors()
+        update: LocalUpdate | None = None
+        train_s = 0.0
+        bytes_saved = 0
+        own = before
         me = self.peer_id
+        self.swarm.drop_blobs(lambda m: m.round < r - 1)
         # This round and the next (a faster peer may already publish it), nothing beyond.
         self.swarm.set_want(lambda rr, author: r <= rr <= r + 1 and author != me)
-        self.swarm.publish(manifest, update.chunks, verify=False)  # built from them just now
+        if decision.train:
+            trained, train_s = await self._work(
+                lambda: learner.local_round(r), learner.train_flops(), decision.speed
+            )
+            update = trained
+            encoded = self.encoder.encode(
+                decision.compression,
+                before=before,
+                after=trained.vectors,
+                raw_pieces=trained.chunks,
+            )
+            own, bytes_saved = encoded.vectors, encoded.bytes_saved
+            manifest = Manifest.build(
+                author=me,
+                round=r,
+                pieces=encoded.pieces,
+                num_samples=trained.num_samples,
+                importance=trained.importance,
+                meta=encoded.meta,
+            )
+            self.swarm.publish(manifest, encoded.pieces, verify=False)  # built from them just now
+        else:
+            log.info("peer %d round %d: sits out (%s)", me, r, decision.reason)
+            if self.on_skip is not None:
+                self.on_skip(r)
+        self.last_update = update
         self._enter(Phase.EXCHANGING)
-        t1 = time.perf_counter()
+        t1 = self._now()
         deadline_hit = await self._exchange(r)
-        exchange_s = time.perf_counter() - t1
+        exchange_s = self._now() - t1
 
         # What arrived when the exchange ended is what gets aggregated and reported (pieces
         # may keep arriving meanwhile). Snapshot in the loop thread; the worker then reads
         # stored pieces, which are never modified.
         expected, received, pieces_expected = self._progress(r)
         held = {
-            a: (float(b.manifest.num_samples), list(b.pieces))
+            a: (float(b.manifest.num_samples), b.manifest.meta, list(b.pieces))
             for a, b in self._round_blobs(r).items()
         }
+        weight = float(update.num_samples) if update is not None else None
         self._enter(Phase.AGGREGATING)
-        t2 = time.perf_counter()
-        n_authors, n_partial = await self._in_worker(lambda: self._aggregate(update, held))
-        aggregate_s = time.perf_counter() - t2
+        (n_authors, n_partial), aggregate_s = await self._work(
+            lambda: self._aggregate(before, own, weight, held),
+            float(sum(len(v) for v in before) * 2 * (len(held) + 1)),
+        )
 
         self._enter(Phase.EVALUATING)
-        t3 = time.perf_counter()
-        ev: Evaluation = await self._in_worker(self.learner.evaluate)
-        eval_s = time.perf_counter() - t3
+        ev, eval_s = await self._work(learner.evaluate, learner.eval_flops())
         self.accuracy = ev.accuracy
+        self._emit(
+            r,
+            ev,
+            update,
+            decision,
+            counters=self.swarm.counters.minus(start_counters),
+            times=(train_s, exchange_s, aggregate_s, eval_s),
+            progress=(len(expected), received, pieces_expected),
+            aggregated=(n_authors, n_partial),
+            deadline_hit=deadline_hit,
+            bytes_saved=bytes_saved,
+        )
 
-        c = self.swarm.counters.minus(start_counters)
+    def _emit(
+        self,
+        r: int,
+        ev: Evaluation,
+        update: LocalUpdate | None,
+        decision: Participation,
+        *,
+        counters: Counters,
+        times: tuple[float, float, float, float],
+        progress: tuple[int, int, int],
+        aggregated: tuple[int, int],
+        deadline_hit: bool,
+        bytes_saved: int,
+    ) -> None:
+        c = counters
+        now = self._now()
+        dev = self.device
         metrics = RoundMetrics(
             round=r,
             peer=self.peer_id,
             accuracy=ev.accuracy,
             loss=ev.loss,
             local_accuracy=ev.local_accuracy,
-            train_loss=update.train.loss,
-            num_samples=update.num_samples,
-            train_s=train_s,
-            exchange_s=exchange_s,
-            aggregate_s=aggregate_s,
-            eval_s=eval_s,
+            train_loss=update.train.loss if update is not None else float("nan"),
+            num_samples=update.num_samples if update is not None else 0,
+            train_s=times[0],
+            exchange_s=times[1],
+            aggregate_s=times[2],
+            eval_s=times[3],
             bytes_up=c.bytes_up,
             bytes_down=c.bytes_down,
             payload_bytes_up=c.payload_up,
@@ -231,14 +327,22 @@ class Peer:
             duplicate_bytes=c.duplicate_bytes,
             control_bytes=c.control_up + c.control_down,
             corrupt_pieces=c.corrupt_pieces,
-            pieces_expected=pieces_expected,
-            pieces_received=received,
+            pieces_expected=progress[2],
+            pieces_received=progress[1],
             completion=self.completion,
-            authors_expected=len(expected),
-            authors_aggregated=n_authors,
-            partial_chunks=n_partial,
+            authors_expected=progress[0],
+            authors_aggregated=aggregated[0],
+            partial_chunks=aggregated[1],
             deadline_hit=deadline_hit,
-            wall_s=time.perf_counter() - self._start,
+            wall_s=now - self._start,
+            sim_time_s=now - self._origin if self.simulated else None,
+            trained=update is not None,
+            skip_reason=None if update is not None else decision.reason,
+            compression=decision.compression if update is not None else "none",
+            bytes_saved=bytes_saved,
+            device=dev.profile.name if dev is not None else None,
+            battery_level=dev.battery_level if dev is not None else None,
+            temperature_c=dev.temperature_c if dev is not None else None,
         )
         self.history.append(metrics)
         if self.on_metrics is not None:
@@ -249,7 +353,7 @@ class Peer:
             r,
             ev.accuracy,
             self.completion,
-            n_authors,
+            aggregated[0],
         )
 
     # ------------------------------------------------------------------ exchange
@@ -276,13 +380,13 @@ class Peer:
             del found[author]
         return found
 
-    def _expected(self, blobs: dict[int, Blob]) -> set[int]:
-        live = self.members - self.departed - {self.peer_id}
+    def _expected(self, r: int, blobs: dict[int, Blob]) -> set[int]:
+        live = self.members - self.departed - self.skipped.get(r, set()) - {self.peer_id}
         return live | set(blobs)
 
     def _progress(self, r: int) -> tuple[set[int], int, int]:
         blobs = self._round_blobs(r)
-        expected = self._expected(blobs)
+        expected = self._expected(r, blobs)
         per_blob = self.learner.plan.num_chunks
         received = sum(b.num_have for a, b in blobs.items() if a in expected)
         total = len(expected) * per_blob
@@ -292,7 +396,7 @@ class Peer:
     def _complete(self, r: int) -> bool:
         blobs = self._round_blobs(r)
         self._progress(r)
-        for author in self._expected(blobs):
+        for author in self._expected(r, blobs):
             blob = blobs.get(author)
             if blob is not None and blob.complete:
                 continue
@@ -322,27 +426,49 @@ class Peer:
 
     # ------------------------------------------------------------------ aggregation
     def _aggregate(
-        self, update: LocalUpdate, held: dict[int, tuple[float, list[Buffer | None]]]
+        self,
+        base: list[np.ndarray],
+        own: list[np.ndarray],
+        own_weight: float | None,
+        held: dict[int, tuple[float, bytes, list[Buffer | None]]],
     ) -> tuple[int, int]:
-        """Aggregate and load; returns (authors aggregated, chunks with fewer authors)."""
+        """Aggregate and load; returns (authors aggregated, chunks with fewer authors).
+
+        ``own`` is this peer's contribution (weight ``own_weight``; ``None`` when it did not
+        train this round) and the value kept where nothing arrived.
+        """
         plan = self.learner.plan
-        authors = sorted({self.peer_id, *held})
+        decoded: dict[int, tuple[float, dict[int, np.ndarray]]] = {}
+        for a in sorted(held):
+            weight, meta, pieces = held[a]
+            try:
+                vectors = {
+                    c: piece_vector(plan, meta, c, data, base[c])
+                    for c, data in enumerate(pieces)
+                    if data is not None
+                }
+            except LearnError as exc:
+                # Hash-verified but undecodable: the author sent garbage on purpose.
+                log.warning("peer %d: author %d's update dropped: %s", self.peer_id, a, exc)
+                continue
+            decoded[a] = (weight, vectors)
+        authors = sorted({self.peer_id, *decoded})
         received: list[list[tuple[np.ndarray, float]]] = []
         counts = []
-        contributors: set[int] = {self.peer_id}
+        contributors: set[int] = set() if own_weight is None else {self.peer_id}
         for c in range(plan.num_chunks):
             contributions: list[tuple[np.ndarray, float]] = []
             for a in authors:
                 if a == self.peer_id:
-                    contributions.append((update.vectors[c], float(update.num_samples)))
+                    if own_weight is not None:
+                        contributions.append((own[c], own_weight))
                     continue
-                weight, pieces = held[a]
-                data = pieces[c]
-                if data is not None:
+                weight, vectors = decoded[a]
+                if c in vectors:
                     contributors.add(a)
-                    contributions.append((plan.chunk_to_vector(c, data), weight))
+                    contributions.append((vectors[c], weight))
             received.append(contributions)
             counts.append(len(contributions))
-        self.learner.load_vectors(partial_aggregate(update.vectors, received))
+        self.learner.load_vectors(partial_aggregate(own, received))
         n_authors = len(contributors)
         return n_authors, sum(1 for k in counts if k < n_authors)

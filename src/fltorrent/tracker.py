@@ -4,8 +4,12 @@ Peers connect, register (id and listen address), and wait until ``client_num`` m
 present. The tracker then builds the topology over the member list and sends each peer a
 ``Welcome`` with every member's address, its own neighbours and the federation's configuration
 (so peers on other hosts agree on model, data split and protocol settings). Afterwards it relays
-membership changes (a peer's connection dropped: ``Left``), collects small progress reports for
-the status API and progress display, and announces ``AllDone`` when every live peer finished.
+membership changes (a peer's connection dropped: ``Left``; it registered again under its id:
+``Joined``), relays round hints (a peer sits a round out: ``Skip`` -> ``Skipped``, so nobody
+waits for its update), collects small progress reports for the status API and progress display,
+and announces ``AllDone`` when every live peer finished. A member whose connection dropped may
+register again with its id (rejoin after a crash); its ``Welcome`` names the round the
+federation is in.
 
 The control protocol is one JSON object per line, each a pydantic model with a ``type`` tag,
 at most 1 MiB per line. Model updates never pass through here.
@@ -20,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from fltorrent.errors import (
@@ -61,6 +66,13 @@ class Progress(_Msg):
     accuracy: float | None = None
 
 
+class Skip(_Msg):
+    """Peer -> tracker: I publish no update in this round."""
+
+    type: Literal["skip"] = "skip"
+    round: int = Field(ge=1)
+
+
 class Done(_Msg):
     """Peer → tracker: finished its last round (still seeding)."""
 
@@ -76,6 +88,8 @@ class Welcome(_Msg):
     members: dict[int, tuple[str, int]]
     neighbours: list[int]
     config: dict[str, Any]
+    round: int = 0  # the highest round a live member reported; a rejoining peer starts there
+    departed: list[int] = Field(default_factory=list)  # members gone when this was sent
 
 
 class Left(_Msg):
@@ -83,6 +97,23 @@ class Left(_Msg):
 
     type: Literal["left"] = "left"
     peer_id: int
+
+
+class Joined(_Msg):
+    """Tracker -> peer: a member that had left registered again (new address)."""
+
+    type: Literal["joined"] = "joined"
+    peer_id: int
+    host: str
+    port: int
+
+
+class Skipped(_Msg):
+    """Tracker -> peer: a member publishes no update in this round."""
+
+    type: Literal["skipped"] = "skipped"
+    peer_id: int
+    round: int
 
 
 class AllDone(_Msg):
@@ -99,7 +130,8 @@ class Refused(_Msg):
 
 
 TrackerMessage = Annotated[
-    Register | Progress | Done | Welcome | Left | AllDone | Refused, Field(discriminator="type")
+    Register | Progress | Skip | Done | Welcome | Left | Joined | Skipped | AllDone | Refused,
+    Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[TrackerMessage] = TypeAdapter(TrackerMessage)
 
@@ -188,6 +220,7 @@ class Tracker:
         self._all_done = asyncio.Event()
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._graph: nx.Graph = nx.empty_graph(0)
 
     async def start(self, transport: Transport, host: str, port: int) -> Address:
         """Listen; returns the bound address."""
@@ -254,8 +287,14 @@ class Tracker:
     ) -> MemberState | None:
         async with self._lock:
             reason = None
+            old = self.members.get(msg.peer_id) if msg.peer_id is not None else None
             if msg.federation is not None and msg.federation != self.federation:
                 reason = f"federation {msg.federation!r} is not {self.federation!r}"
+            elif self.welcomed and old is not None and not old.alive and not old.done:
+                if self._all_done.is_set():
+                    reason = "the federation has finished"
+                else:
+                    return await self._rejoin(old, msg, channel, conn)
             elif self.welcomed or len(self.members) >= self.client_num:
                 reason = "the federation is full"
             elif msg.peer_id is not None and msg.peer_id in self.members:
@@ -276,6 +315,39 @@ class Tracker:
                 await self._welcome_all()
             return member
 
+    async def _rejoin(
+        self, old: MemberState, msg: Register, channel: LineChannel, conn: Connection
+    ) -> MemberState:
+        """A member that left registers again: welcome it, tell the others where it is."""
+        host = msg.host or conn.remote_address[0]
+        live_rounds = [m.round for m in self.members.values() if m.alive]
+        member = MemberState(
+            old.peer_id, (host, msg.port), channel, round=max(live_rounds, default=0)
+        )
+        self.members[old.peer_id] = member
+        log.info("tracker: peer %d rejoined from %s:%d", old.peer_id, host, msg.port)
+        addresses = {pid: m.address for pid, m in self.members.items()}
+        with contextlib.suppress(TransportError):
+            await channel.send(
+                Welcome(
+                    federation=self.federation,
+                    peer_id=old.peer_id,
+                    members=addresses,
+                    neighbours=neighbours(self._graph, old.peer_id),
+                    config=self.config,
+                    round=member.round,
+                    departed=[p for p, m in self.members.items() if not m.alive],
+                )
+            )
+        await self._broadcast(Joined(peer_id=old.peer_id, host=host, port=msg.port), old.peer_id)
+        return member
+
+    async def _broadcast(self, msg: _Msg, sender: int) -> None:
+        for other in self.members.values():
+            if other.alive and other.peer_id != sender:
+                with contextlib.suppress(TransportError):
+                    await other.channel.send(msg)
+
     async def _welcome_all(self) -> None:
         spec = self.topology
         n = self.client_num
@@ -290,6 +362,7 @@ class Tracker:
             )
         else:
             graph = build_topology("full", n)
+        self._graph = graph
         addresses = {pid: m.address for pid, m in self.members.items()}
         self.welcomed = True
         for pid, member in self.members.items():
@@ -314,6 +387,10 @@ class Tracker:
                 member.accuracy = msg.accuracy
                 if self.on_progress is not None:
                     self.on_progress(member)
+            case Skip():
+                await self._broadcast(
+                    Skipped(peer_id=member.peer_id, round=msg.round), member.peer_id
+                )
             case Done():
                 member.done = True
                 member.phase = "done"
@@ -331,10 +408,7 @@ class Tracker:
         if not self.welcomed:
             self.members.pop(member.peer_id, None)
             return
-        for other in self.members.values():
-            if other.alive:
-                with contextlib.suppress(TransportError):
-                    await other.channel.send(Left(peer_id=member.peer_id))
+        await self._broadcast(Left(peer_id=member.peer_id), member.peer_id)
         await self._check_all_done()
 
     async def _check_all_done(self) -> None:
@@ -358,6 +432,8 @@ class TrackerClient:
         self.all_done = asyncio.Event()
         self.lost = asyncio.Event()
         self.on_left: Callable[[int], None] | None = None
+        self.on_joined: Callable[[int, Address], None] | None = None
+        self.on_skipped: Callable[[int, int], None] | None = None
 
     @classmethod
     async def connect(
@@ -414,6 +490,13 @@ class TrackerClient:
                         self.left.add(msg.peer_id)
                         if self.on_left is not None:
                             self.on_left(msg.peer_id)
+                    case Joined():
+                        self.left.discard(msg.peer_id)
+                        if self.on_joined is not None:
+                            self.on_joined(msg.peer_id, (msg.host, msg.port))
+                    case Skipped():
+                        if self.on_skipped is not None:
+                            self.on_skipped(msg.peer_id, msg.round)
                     case AllDone():
                         self.all_done.set()
                     case _:
@@ -423,7 +506,7 @@ class TrackerClient:
         finally:
             self.lost.set()
 
-    async def progress(self, msg: Progress | Done) -> None:
+    async def progress(self, msg: Progress | Skip | Done) -> None:
         """Report progress; a lost tracker is not fatal to the peer."""
         with contextlib.suppress(TransportError, BrokenResourceError):
             await self.channel.send(msg)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.flops import TRAIN_FACTOR, forward_flops_per_sample
 from fltorrent.learn.importance import ImportanceScorer, ScoreInputs
 from fltorrent.learn.train import TrainResult, evaluate, train_local
 
@@ -65,6 +66,24 @@ class Learner:
         self.train_options = dict(train_options)
         self.scorer = scorer
         self.seed = seed
+        self._forward_flops: float | None = None
+
+    @property
+    def forward_flops(self) -> float:
+        """Forward FLOPs per sample (counted once, for the simulated compute clock)."""
+        if self._forward_flops is None:
+            sample = self.x[0] if len(self.x) else self.x_test[0]
+            self._forward_flops = forward_flops_per_sample(self.model, sample)
+        return self._forward_flops
+
+    def train_flops(self) -> float:
+        """FLOPs of one :meth:`local_round` (training dominates; scoring is not counted)."""
+        epochs = float(self.train_options.get("epochs", 1))
+        return TRAIN_FACTOR * self.forward_flops * self.num_samples * epochs
+
+    def eval_flops(self) -> float:
+        """FLOPs of one :meth:`evaluate`."""
+        return self.forward_flops * (len(self.y_test) + len(self.y_local))
 
     @property
     def num_samples(self) -> int:

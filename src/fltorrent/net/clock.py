@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import math
 import selectors
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from fltorrent.errors import SimulationStalled
@@ -94,3 +94,14 @@ def run_virtual(coro: Coroutine[Any, Any, T], *, debug: bool | None = None) -> T
 def is_virtual(loop: asyncio.AbstractEventLoop | None = None) -> bool:
     """Whether ``loop`` (default: the running loop) runs on virtual time."""
     return isinstance(loop or asyncio.get_running_loop(), VirtualTimeLoop)
+
+
+async def offload(fn: Callable[[], T]) -> T:
+    """Run blocking ``fn`` in a worker thread, or inline on a virtual-time loop.
+
+    In simulation a thread would let the virtual clock jump (and timers fire) while it runs,
+    and its real duration would leak into the run; inline it costs no virtual time at all.
+    """
+    if is_virtual():
+        return fn()
+    return await asyncio.to_thread(fn)

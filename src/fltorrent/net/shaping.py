@@ -326,7 +326,9 @@ class ShapedTransport:
         shaped.on_close = self._open.discard
         return shaped
 
-    async def listen(self, host: str, port: int, handler: ConnectionHandler) -> Listener:
+    def shaped_handler(self, handler: ConnectionHandler) -> ConnectionHandler:
+        """``handler`` for connections accepted by the inner transport, shaped on this link."""
+
         async def shaped(conn: Connection) -> None:
             wrapped = self._wrap(conn)
             try:
@@ -334,7 +336,10 @@ class ShapedTransport:
             finally:
                 await wrapped.aclose()
 
-        return await self.inner.listen(host, port, shaped)
+        return shaped
+
+    async def listen(self, host: str, port: int, handler: ConnectionHandler) -> Listener:
+        return await self.inner.listen(host, port, self.shaped_handler(handler))
 
     async def connect(self, host: str, port: int, *, timeout: float) -> Connection:
         return self._wrap(await self.inner.connect(host, port, timeout=timeout))

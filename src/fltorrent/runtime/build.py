@@ -5,6 +5,7 @@ This and ``config.py`` are the only places that read the configuration tree.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +15,18 @@ import numpy as np
 import torch
 
 from fltorrent.config import Config
+from fltorrent.devices.availability import AlwaysOn, Availability, Diurnal, Trace, load_traces
+from fltorrent.devices.device import REFERENCE_PROFILE, Device
+from fltorrent.devices.failures import FailureParams, crash_share_schedule
+from fltorrent.devices.failures import failure_schedule as plan_failures
+from fltorrent.devices.policy import PolicyParams
+from fltorrent.devices.profiles import DeviceProfile, assign_profiles
 from fltorrent.learn.data import Dataset, load_dataset
 from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
+from fltorrent.net.shaping import LinkProfile
 from fltorrent.peer import RoundPolicy
 from fltorrent.swarm import SwarmOptions
 from fltorrent.tracker import MemberState, TopologySpec, Tracker
@@ -176,3 +184,103 @@ def topology_spec(config: Config) -> TopologySpec:
 def federation_id(config: Config) -> str:
     """The id peers present in their handshakes."""
     return config.federate.federation_id
+
+
+def device_profiles(config: Config) -> list[DeviceProfile] | None:
+    """Each peer's device profile (index = peer id - 1), or ``None`` without a distribution."""
+    dev = config.devices
+    if dev.distribution is None:
+        return None
+    n = config.federate.client_num
+    return assign_profiles(dev.distribution, n, config.federate.seed, dev.all_profiles())
+
+
+def build_device(
+    config: Config, peer_id: int, learner: Learner, profile: DeviceProfile | None
+) -> Device | None:
+    """Peer ``peer_id``'s device model; in sim mode a peer without a profile gets a
+    reference device (one core of ``devices.core_gflops``, mains powered, no heat)."""
+    dev = config.devices
+    if profile is None:
+        if config.federate.mode != "sim":
+            return None
+        profile = REFERENCE_PROFILE
+    seed = config.federate.seed * 1000 + peer_id
+    availability: Availability = AlwaysOn()
+    av = dev.availability
+    if av.model == "diurnal":
+        availability = Diurnal(
+            seed,
+            start_hour=dev.start_hour,
+            p_online=0.8 if av.p_online is None else av.p_online,
+        )
+    elif av.model == "trace":
+        assert av.trace_file is not None
+        availability = _traces(av.trace_file).get(peer_id, AlwaysOn())
+    p = dev.policy
+    return Device(
+        profile,
+        core_flops=dev.core_gflops * 1e9,
+        policy=PolicyParams(
+            min_battery=p.min_battery,
+            charging_only=p.charging_only,
+            thermal_pause=p.thermal_pause,
+            wifi_preferred=p.wifi_preferred,
+            large_transfer_bytes=p.large_transfer_bytes,
+        ),
+        availability=availability,
+        charging_hours=tuple(dev.charging_hours),
+        start_hour=dev.start_hour,
+        compression=None if dev.compression == "auto" else dev.compression,
+        update_bytes=learner.plan.total_bytes,
+    )
+
+
+def link_profile(config: Config, profile: DeviceProfile | None) -> LinkProfile | None:
+    """The access link of a peer: its device's, else the ``network`` section's, else none."""
+    if profile is not None:
+        return LinkProfile.from_mbit(
+            profile.up_mbit,
+            profile.down_mbit,
+            latency_ms=profile.latency_ms,
+            jitter_ms=profile.jitter_ms,
+            loss=profile.loss,
+        )
+    net = config.network
+    if not net.shaped:
+        return None
+    return LinkProfile.from_mbit(
+        net.up_mbit,
+        net.down_mbit,
+        latency_ms=net.latency_ms,
+        jitter_ms=net.jitter_ms,
+        loss=net.loss,
+    )
+
+
+def failure_schedule(config: Config) -> dict[int, list[tuple[int, int | None]]]:
+    """Who crashes in which round and when (if ever) it rejoins: {peer id: [(crash, rejoin)]}.
+
+    The ``crash_share`` draw becomes explicit crashes, so that one schedule keeps every
+    guarantee (no overlapping outages, never every peer down at once).
+    """
+    f = config.faults
+    fed = config.federate
+    peers = list(range(1, fed.client_num + 1))
+    explicit: dict[int, list[int]] = {r: list(ids) for r, ids in f.crash_rounds.items()}
+    if f.crash_share > 0:
+        share = crash_share_schedule(f.crash_share, f.crash_round, peers, fed.seed, None)
+        chosen = [p for p, outages in share.items() if outages]
+        already = set(explicit.get(f.crash_round, []))
+        explicit.setdefault(f.crash_round, []).extend(p for p in chosen if p not in already)
+    return plan_failures(
+        FailureParams(f.crash_rate, f.rejoin_after, explicit),
+        peers,
+        fed.total_round_num,
+        fed.seed + 1,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _traces(path: Path) -> dict[int, Trace]:
+    return load_traces(path)

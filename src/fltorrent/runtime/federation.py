@@ -1,8 +1,8 @@
 """The Python API: ``Federation(config).run()``, ``await Federation(config).arun()``.
 
-Chooses a launcher (in-process or one process per peer), writes the outputs (resolved
-``config.yaml``, ``metrics.jsonl``, ``summary.json``, final models as safetensors) and keeps a
-live status board for :meth:`Federation.get_training_status`.
+Chooses a launcher (in-process, one process per peer, or simulation in virtual time), writes
+the outputs (resolved ``config.yaml``, ``metrics.jsonl``, ``summary.json``, final models as
+safetensors) and keeps a live status board for :meth:`Federation.get_training_status`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import torch
 
 from fltorrent.config import Config, dump_config, load_config, parse_config
 from fltorrent.errors import FederationError
+from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
 from fltorrent.runtime.local import run_local
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
 from fltorrent.runtime.procs import run_processes
+from fltorrent.runtime.sim import run_sim
 from fltorrent.runtime.status import StatusBoard
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.telemetry.progress import RoundProgress
@@ -76,7 +78,9 @@ class Federation:
         self.board = StatusBoard(fed.client_num, fed.total_round_num)
 
     def run(self) -> FederationResult:
-        """Run to completion (blocking)."""
+        """Run to completion (blocking); sim mode runs on a virtual-time event loop."""
+        if self.config.federate.mode == "sim":
+            return run_virtual(self.arun())
         return asyncio.run(self.arun())
 
     def get_training_status(self) -> dict[str, Any]:
@@ -95,13 +99,21 @@ class Federation:
         n, rounds = cfg.federate.client_num, cfg.federate.total_round_num
         model_dir = out / "models" if cfg.output.save_model else None
         start = time.perf_counter()
+        sim_start = asyncio.get_running_loop().time()
         failed: list[int] = []
+        mode = "sim" if cfg.federate.mode == "sim" else "in-process"
         with RoundProgress(peers=n, rounds=rounds, mode=self.progress_mode) as display:
-            if cfg.runtime.processes:
+            if cfg.federate.mode == "sim":
+                failed = await self._run_in_process(display, metrics_path, model_dir, sim=True)
+            elif cfg.runtime.processes:
+                mode = "processes"
                 failed = await self._run_processes(display)
             else:
                 failed = await self._run_in_process(display, metrics_path, model_dir)
         wall = time.perf_counter() - start
+        extra: dict[str, Any] = {"mode": mode}
+        if mode == "sim":
+            extra["sim_time_s"] = round(asyncio.get_running_loop().time() - sim_start, 3)
         records = read_metrics(metrics_path) if metrics_path.exists() else []
         records.sort(key=lambda r: (r["round"], r["peer"]))
         summary = summarize(
@@ -110,7 +122,8 @@ class Federation:
             rounds=rounds,
             wall_time_s=wall,
             failed=failed,
-            extra={"mode": "processes" if cfg.runtime.processes else "in-process"},
+            accuracy_targets=cfg.output.accuracy_targets,
+            extra=extra,
         )
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self._copy_final_model(model_dir, summary["finished_peers"])
@@ -119,7 +132,12 @@ class Federation:
         return FederationResult(out, summary, records, failed)
 
     async def _run_in_process(
-        self, display: RoundProgress, metrics_path: Path, model_dir: Path | None
+        self,
+        display: RoundProgress,
+        metrics_path: Path,
+        model_dir: Path | None,
+        *,
+        sim: bool = False,
     ) -> list[int]:
         sink = JsonlSink(metrics_path)
 
@@ -143,8 +161,9 @@ class Federation:
                 accuracy=s.accuracy,
             )
 
+        launch = run_sim if sim else run_local
         try:
-            outcomes = await run_local(
+            outcomes = await launch(
                 self.config,
                 model_dir=model_dir,
                 on_metrics=on_metrics,

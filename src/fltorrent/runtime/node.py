@@ -3,34 +3,47 @@
 Used by every launcher: the in-process runtime runs many nodes in one event loop; the process
 runtime and ``fltorrent peer`` run one node per process. The configuration comes from the
 tracker's welcome, so a peer on another host needs only the tracker's address.
+
+With device profiles (or a ``network`` section) the node shapes its swarm connections on its
+access link (:mod:`fltorrent.net.shaping`) and gives its peer a device model. A node started
+again after a crash registers under its old id, resumes at the federation's current round and,
+when the launcher kept its :class:`PeerState` (simulation), continues from the model it had.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fltorrent.config import parse_config
+from fltorrent.config import Config, parse_config
+from fltorrent.devices.device import Device
 from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Learner
-from fltorrent.net.base import Address, Connection, Transport
+from fltorrent.learn.update_codec import UpdateEncoder
+from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
+from fltorrent.net.clock import offload
+from fltorrent.net.shaping import PeerLink, ShapedTransport
 from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase
 from fltorrent.runtime.build import (
     FederationData,
+    build_device,
     build_learner,
+    device_profiles,
+    link_profile,
     load_federation_data,
     round_policy,
     swarm_options,
 )
 from fltorrent.swarm import Counters, Swarm
 from fltorrent.telemetry.events import RoundMetrics
-from fltorrent.tracker import Done, Progress, TrackerClient, Welcome
+from fltorrent.tracker import Done, Progress, Skip, TrackerClient, Welcome
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +63,15 @@ class NodeOutcome:
 
 
 @dataclass
+class PeerState:
+    """What a peer keeps across a crash, as if on disk: model and data, device, encoder."""
+
+    learner: Learner
+    device: Device | None
+    encoder: UpdateEncoder
+
+
+@dataclass
 class NodeHooks:
     """Optional callbacks and shared resources injected by the launcher."""
 
@@ -59,6 +81,9 @@ class NodeHooks:
     on_phase: Callable[[PeerStatus], None] | None = None
     on_peer: Callable[[Peer], None] | None = None
     fault_hook: FaultHook | None = None
+    simulated: bool = False  # compute charged to the virtual clock (sim runtime)
+    clock_origin: float | None = None  # loop time when the federation started
+    saved: dict[int, PeerState] | None = None  # keep peer state for a rejoin (sim runtime)
 
 
 async def run_node(
@@ -77,11 +102,11 @@ async def run_node(
     outcome = NodeOutcome(peer_id or 0, finished=False)
     try:
         client = await TrackerClient.connect(transport, tracker, timeout=connect_timeout)
-        swarm_holder: list[Swarm] = []
+        swarm_holder: list[ConnectionHandler] = []
 
         async def accept(conn: Connection) -> None:
             if swarm_holder:
-                await swarm_holder[0].accept(conn)
+                await swarm_holder[0](conn)
             else:  # not set up yet: the dialing side retries
                 await conn.aclose()
 
@@ -125,53 +150,135 @@ async def run_node(
     return outcome
 
 
+async def _peer_state(config: Config, peer_id: int, hooks: NodeHooks) -> PeerState:
+    if hooks.saved is not None and peer_id in hooks.saved:
+        return hooks.saved[peer_id]
+    data = hooks.data
+    if data is None:
+        data = await offload(lambda: load_federation_data(config))
+    learner = await offload(lambda: build_learner(config, peer_id, data))
+    profiles = device_profiles(config)
+    profile = profiles[peer_id - 1] if profiles is not None else None
+    state = PeerState(
+        learner=learner,
+        device=build_device(config, peer_id, learner, profile),
+        encoder=UpdateEncoder(
+            learner.plan, topk_ratio=config.devices.topk_ratio, seed=learner.seed
+        ),
+    )
+    if hooks.saved is not None:
+        hooks.saved[peer_id] = state
+    return state
+
+
 async def _run_registered(
     *,
     welcome: Welcome,
     client: TrackerClient,
     transport: Transport,
     port: int,
-    swarm_holder: list[Swarm],
+    swarm_holder: list[ConnectionHandler],
     hooks: NodeHooks,
     model_dir: Path | None,
     outcome: NodeOutcome,
 ) -> None:
     config = parse_config(welcome.config)
     peer_id = welcome.peer_id
-    data = hooks.data
-    if data is None:
-        data = await asyncio.to_thread(load_federation_data, config)
-    learner = await asyncio.to_thread(build_learner, config, peer_id, data)
+    state = await _peer_state(config, peer_id, hooks)
+    learner = state.learner
     neighbours = set(welcome.neighbours)
     policy = round_policy(config)
-    swarm = Swarm(
-        swarm_options(config, federation=welcome.federation, peer_id=peer_id, listen_port=port),
-        transport=transport,
-        want=lambda _round, _author: False,
-        allow_peer=neighbours.__contains__,
-    )
-    async with swarm, asyncio.TaskGroup() as tg:
-        peer = Peer(
-            peer_id=peer_id,
-            learner=learner,
-            swarm=swarm,
-            members=set(welcome.members),
-            policy=policy,
-            executor=hooks.executor,
-            on_metrics=_metrics_reporter(client, hooks.on_metrics, tg),
-            on_phase=_phase_reporter(client, hooks.on_phase, tg),
-            fault_hook=hooks.fault_hook,
+    profiles = device_profiles(config)
+    link = link_profile(config, profiles[peer_id - 1] if profiles is not None else None)
+    async with contextlib.AsyncExitStack() as stack:
+        swarm_transport: Transport = transport
+        accept = None
+        if link is not None:
+            shaper = ShapedTransport(
+                transport, PeerLink(link, seed=config.federate.seed * 7919 + peer_id)
+            )
+            swarm_transport = await stack.enter_async_context(shaper)
+        swarm = Swarm(
+            swarm_options(config, federation=welcome.federation, peer_id=peer_id, listen_port=port),
+            transport=swarm_transport,
+            want=lambda _round, _author: False,
+            allow_peer=neighbours.__contains__,
         )
-        swarm.set_manifest_check(peer.check_manifest)
-        swarm_holder.append(swarm)
-        if hooks.on_peer is not None:
-            hooks.on_peer(peer)
-        client.on_left = peer.member_left
-        listen_task = tg.create_task(client.listen())
-        for other in neighbours:
-            if other > peer_id:  # the lower id dials: one connection per edge
-                swarm.connect(other, welcome.members[other])
-        outcome.metrics = await peer.run()
+        await stack.enter_async_context(swarm)
+        tg = await stack.enter_async_context(asyncio.TaskGroup())
+        accept = swarm.accept if link is None else shaper.shaped_handler(swarm.accept)
+        await _run_peer(
+            welcome=welcome,
+            client=client,
+            swarm=swarm,
+            state=state,
+            accept=accept,
+            swarm_holder=swarm_holder,
+            hooks=hooks,
+            tg=tg,
+            outcome=outcome,
+        )
+        if model_dir is not None:
+            await offload(lambda: _save_model(learner, model_dir, peer_id, policy.rounds))
+
+
+async def _run_peer(
+    *,
+    welcome: Welcome,
+    client: TrackerClient,
+    swarm: Swarm,
+    state: PeerState,
+    accept: ConnectionHandler,
+    swarm_holder: list[ConnectionHandler],
+    hooks: NodeHooks,
+    tg: asyncio.TaskGroup,
+    outcome: NodeOutcome,
+) -> None:
+    config = parse_config(welcome.config)
+    peer_id = welcome.peer_id
+    neighbours = set(welcome.neighbours)
+    policy = round_policy(config)
+
+    def spawn(coro: Coroutine[object, object, None]) -> None:
+        tg.create_task(coro)
+
+    peer = Peer(
+        peer_id=peer_id,
+        learner=state.learner,
+        swarm=swarm,
+        members=set(welcome.members),
+        policy=policy,
+        executor=hooks.executor,
+        on_metrics=_metrics_reporter(client, hooks.on_metrics, tg),
+        on_phase=_phase_reporter(client, hooks.on_phase, tg),
+        on_skip=lambda r: spawn(client.progress(Skip(round=r))),
+        fault_hook=hooks.fault_hook,
+        device=state.device,
+        simulated=hooks.simulated,
+        encoder=state.encoder,
+        clock_origin=hooks.clock_origin,
+    )
+    peer.departed |= client.left | set(welcome.departed)
+    swarm.set_manifest_check(peer.check_manifest)
+    swarm_holder.append(accept)
+    if hooks.on_peer is not None:
+        hooks.on_peer(peer)
+    client.on_left = peer.member_left
+    client.on_skipped = peer.member_skipped
+
+    def joined(other: int, address: Address) -> None:
+        peer.member_joined(other)
+        if other in neighbours and other > peer_id:  # we are the dialing side of this edge
+            swarm.connect(other, address)
+
+    client.on_joined = joined
+    listen_task = tg.create_task(client.listen())
+    for other in neighbours:
+        if other > peer_id:  # the lower id dials: one connection per edge
+            swarm.connect(other, welcome.members[other])
+    try:
+        outcome.metrics = peer.history  # filled round by round, kept if the peer crashes
+        await peer.run(first_round=max(1, welcome.round))
         await client.progress(Done())
         # Keep seeding until every live peer is done, the tracker is gone, or the grace ends.
         waits = [tg.create_task(client.all_done.wait()), tg.create_task(client.lost.wait())]
@@ -181,8 +288,7 @@ async def _run_registered(
         peer.phase = Phase.DONE
         outcome.finished = True
         outcome.counters = swarm.counters.snapshot()
-        if model_dir is not None:
-            await asyncio.to_thread(_save_model, learner, model_dir, peer_id, policy.rounds)
+    finally:
         listen_task.cancel()
         await client.aclose()
 

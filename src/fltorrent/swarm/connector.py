@@ -46,6 +46,7 @@ class Connector:
         self.max_handshaking = max_handshaking
         self.closing = False
         self._dialers: dict[int, asyncio.Task[Any]] = {}
+        self._addresses: dict[int, Address] = {}
         self._ended: dict[int, asyncio.Event] = {}
         self._inbound: set[Session] = set()  # accepted connections, until they end
 
@@ -68,9 +69,17 @@ class Connector:
         await asyncio.wait({task})
 
     def connect(self, peer_id: int, address: Address) -> None:
-        """Keep a connection to ``peer_id`` open: dial, and redial when it breaks."""
-        if peer_id not in self._dialers:
-            self._dialers[peer_id] = self.spawn(self._dial_loop(peer_id, address))
+        """Keep a connection to ``peer_id`` open: dial, and redial when it breaks.
+
+        A new address for a known peer (it restarted elsewhere) replaces the old dialer.
+        """
+        old = self._dialers.get(peer_id)
+        if old is not None and self._addresses.get(peer_id) == address:
+            return
+        if old is not None:
+            old.cancel()
+        self._addresses[peer_id] = address
+        self._dialers[peer_id] = self.spawn(self._dial_loop(peer_id, address))
 
     def drop(self, session: Session) -> None:
         """Close a session's connection (its task then ends the session)."""

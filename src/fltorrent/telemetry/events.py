@@ -13,7 +13,8 @@ class RoundMetrics:
     Byte counts are this peer's traffic during the round (its own exchange plus whatever it
     served to others meanwhile). ``completion`` is ``pieces_received / pieces_expected`` over the
     other authors this round; ``partial_chunks`` counts chunks averaged over fewer authors than
-    ``authors_aggregated`` (partial aggregation at work).
+    ``authors_aggregated`` (partial aggregation at work). Durations are on the event loop's
+    clock: wall seconds in real mode, virtual seconds in simulation.
     """
 
     round: int
@@ -42,6 +43,14 @@ class RoundMetrics:
     partial_chunks: int
     deadline_hit: bool
     wall_s: float
+    sim_time_s: float | None = None  # virtual seconds since the federation started (sim mode)
+    trained: bool = True  # False: the device policy made this peer sit the round out
+    skip_reason: str | None = None  # why it sat out: battery, not_charging, thermal, ...
+    compression: str = "none"  # codec of the published update: none, topk, q8
+    bytes_saved: int = 0  # raw update bytes minus published (compressed) bytes
+    device: str | None = None  # device profile name
+    battery_level: float | None = None  # fraction of capacity after the round
+    temperature_c: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

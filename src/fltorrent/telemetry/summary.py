@@ -15,9 +15,15 @@ def summarize(
     rounds: int,
     wall_time_s: float,
     failed: Sequence[int] = (),
+    accuracy_targets: Sequence[float] = (),
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Accuracy per round, final accuracy over peers that finished, byte totals, wall time."""
+    """Accuracy per round, final accuracy over peers that finished, byte totals, wall time.
+
+    Also who took part in each round (peers that trained, sat out, or were absent: crashed or
+    not yet rejoined) and, per accuracy target, the first round whose mean accuracy reached it
+    with the time then (virtual seconds in simulation, else the slowest peer's wall seconds).
+    """
     by_round: dict[int, list[dict[str, Any]]] = defaultdict(list)
     last: dict[int, dict[str, Any]] = {}
     for rec in records:
@@ -38,6 +44,10 @@ def summarize(
                 "max": max(accs) if accs else None,
                 "completion_mean": statistics.fmean(x["completion"] for x in by_round[r]),
                 "exchange_s_max": max(x["exchange_s"] for x in by_round[r]),
+                "time_s": _round_time(by_round[r]),
+                "trained": sorted(x["peer"] for x in by_round[r] if x.get("trained", True)),
+                "sat_out": sorted(x["peer"] for x in by_round[r] if not x.get("trained", True)),
+                "absent": sorted(set(range(1, peers + 1)) - {x["peer"] for x in by_round[r]}),
             }
         )
 
@@ -67,5 +77,29 @@ def summarize(
         },
         "corrupt_pieces": total("corrupt_pieces"),
         "deadline_rounds": sum(1 for x in records if x["deadline_hit"]),
+        "bytes_saved": total("bytes_saved") if records and "bytes_saved" in records[0] else 0,
+        "time_to_accuracy": _time_to_accuracy(per_round, accuracy_targets),
         **(extra or {}),
     }
+
+
+def _round_time(records: Sequence[dict[str, Any]]) -> float:
+    """When the round ended for its last peer (virtual clock if simulated, else wall)."""
+    sims = [x["sim_time_s"] for x in records if x.get("sim_time_s") is not None]
+    return float(max(sims) if sims else max(x["wall_s"] for x in records))
+
+
+def _time_to_accuracy(
+    per_round: Sequence[dict[str, Any]], targets: Sequence[float]
+) -> list[dict[str, Any]]:
+    out = []
+    for target in targets:
+        hit = next((r for r in per_round if r["mean"] is not None and r["mean"] >= target), None)
+        out.append(
+            {
+                "target": target,
+                "round": hit["round"] if hit else None,
+                "time_s": hit["time_s"] if hit else None,
+            }
+        )
+    return out

@@ -1,0 +1,101 @@
+"""What a peer publishes for one round, and how a receiver turns each piece back into a vector.
+
+Two encodings, told apart by the manifest's metadata (the chunk-plan digest, plus one marker
+byte when compressed):
+
+* **raw** (metadata = plan digest): piece ``c`` is chunk ``c`` of the author's trained model,
+  in the model's own dtypes. The receiver averages these parameters directly.
+* **compressed delta** (metadata = plan digest + ``b"d"``): piece ``c`` is the author's *update*
+  for chunk ``c`` (trained parameters minus the author's parameters at the start of the round),
+  encoded by :mod:`fltorrent.learn.compress` (top-k with error feedback or 8-bit quantization).
+  The receiver adds it to *its own* round-start parameters. On a complete graph with full
+  delivery every peer starts the round from the same aggregate, so this equals the author's
+  model up to compression error; where peers' models differ (sparse topologies, partial
+  delivery) it is the usual approximation of compressed decentralized averaging, which moves
+  each peer by the average of the others' updates. The author aggregates its own *decoded*
+  update, so that every peer that holds the same pieces computes the same model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.compress import Codec, ErrorFeedback, decode, encoded_size_bound
+
+DELTA_MARKER = b"d"
+
+
+@dataclass(frozen=True)
+class EncodedUpdate:
+    """Pieces to publish, the manifest metadata, the vectors the author itself aggregates."""
+
+    pieces: list[bytes]
+    meta: bytes
+    vectors: list[np.ndarray]
+    bytes_saved: int
+
+
+class UpdateEncoder:
+    """One author's encoder; keeps the error-feedback memory across rounds."""
+
+    def __init__(self, plan: ChunkPlan, *, topk_ratio: float = 0.1, seed: int = 0) -> None:
+        self.plan = plan
+        self.topk_ratio = topk_ratio
+        self.seed = seed
+        self._feedback: dict[Codec, ErrorFeedback] = {}
+
+    def encode(
+        self,
+        codec: Codec,
+        *,
+        before: Sequence[np.ndarray],
+        after: Sequence[np.ndarray],
+        raw_pieces: list[bytes],
+    ) -> EncodedUpdate:
+        """Encode one round's update (``after`` trained, ``before`` the round-start model)."""
+        digest = self.plan.digest()
+        if codec == "none":
+            return EncodedUpdate(raw_pieces, digest, list(after), 0)
+        fb = self._feedback.get(codec)
+        if fb is None:
+            fb = self._feedback[codec] = ErrorFeedback(codec, ratio=self.topk_ratio, seed=self.seed)
+        pieces = []
+        vectors = []
+        for c, (b, a) in enumerate(zip(before, after, strict=True)):
+            data = fb.compress(c, a - b)
+            pieces.append(data)
+            vectors.append(b + decode(data, len(b)))
+        saved = sum(len(r) for r in raw_pieces) - sum(len(p) for p in pieces)
+        return EncodedUpdate(pieces, digest + DELTA_MARKER, vectors, saved)
+
+
+def manifest_problem(plan: ChunkPlan, meta: bytes, piece_sizes: Sequence[int]) -> str | None:
+    """Why a manifest's metadata and piece sizes cannot belong to an update of ``plan``."""
+    digest = plan.digest()
+    sizes = tuple(piece_sizes)
+    if meta == digest:
+        if sizes != tuple(c.nbytes for c in plan.chunks):
+            return "piece count or sizes do not match the chunk plan"
+        return None
+    if meta == digest + DELTA_MARKER:
+        if len(sizes) != plan.num_chunks:
+            return "piece count does not match the chunk plan"
+        for c, size in zip(plan.chunks, sizes, strict=True):
+            bound = max(encoded_size_bound(c.numel, k, 1.0) for k in ("topk", "q8"))
+            if size > bound:
+                return f"compressed piece of {size} bytes exceeds its bound {bound}"
+        return None
+    return "chunk plan differs from ours (another model or chunking)"
+
+
+def piece_vector(
+    plan: ChunkPlan, meta: bytes, index: int, data: bytes | bytearray | memoryview, base: np.ndarray
+) -> np.ndarray:
+    """The parameters piece ``index`` stands for; raises on a malformed compressed piece."""
+    if meta.endswith(DELTA_MARKER) and meta != plan.digest():
+        return base + decode(bytes(data), len(base))
+    return plan.chunk_to_vector(index, data)
