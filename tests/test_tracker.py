@@ -8,7 +8,7 @@ import pytest
 
 from fltorrent.errors import TrackerError
 from fltorrent.net import MemoryNetwork
-from fltorrent.tracker import TopologySpec, Tracker, TrackerClient
+from fltorrent.tracker import Progress, Skip, TopologySpec, Tracker, TrackerClient
 from tests.aio import aio
 
 
@@ -81,4 +81,59 @@ async def test_waits_have_deadlines() -> None:
         await lonely.aclose()
         with pytest.raises(TrackerError, match="cannot reach the tracker"):
             await TrackerClient.connect(net, ("nowhere", 1), timeout=0.2)
+        await tracker.aclose()
+
+
+@aio()
+async def test_skips_are_relayed_and_a_crashed_member_may_rejoin() -> None:
+    async with MemoryNetwork() as net:
+        tracker = Tracker(federation="f", client_num=3, topology=TopologySpec(kind="full"))
+        address = await tracker.start(net, "tracker", 0)
+        clients = [await _client(net, address) for _ in range(3)]
+        await asyncio.gather(
+            *(
+                c.register(federation="f", peer_id=i + 1, host="h", port=1000 + i, timeout=2)
+                for i, c in enumerate(clients)
+            )
+        )
+        skipped: list[tuple[int, int]] = []
+        joined: list[tuple[int, tuple[str, int]]] = []
+        got = asyncio.Event()
+
+        def on_skipped(pid: int, rnd: int) -> None:
+            skipped.append((pid, rnd))
+            got.set()
+
+        def on_joined(pid: int, addr: tuple[str, int]) -> None:
+            joined.append((pid, addr))
+            got.set()
+
+        clients[0].on_skipped = on_skipped
+        clients[0].on_joined = on_joined
+        listeners = [asyncio.create_task(c.listen()) for c in clients[:2]]
+        await clients[1].progress(Skip(round=2))
+        async with asyncio.timeout(2):
+            await got.wait()
+        assert skipped == [(2, 2)]
+        # Peer 3 reports round 4, peer 2 dies; peer 2 registers again from a new port.
+        await clients[2].progress(Progress(round=4, phase="training"))
+        await clients[1].aclose()
+        await asyncio.sleep(0.05)
+        assert not tracker.members[2].alive
+        got.clear()
+        again = await _client(net, address)
+        welcome = await again.register(federation="f", peer_id=2, host="h", port=2002, timeout=2)
+        assert welcome.round == 4 and welcome.members[2] == ("h", 2002)
+        assert welcome.departed == [] and sorted(welcome.neighbours) == [1, 3]
+        async with asyncio.timeout(2):
+            await got.wait()
+        assert joined == [(2, ("h", 2002))]
+        assert tracker.members[2].alive
+        # A live id cannot be taken over.
+        thief = await _client(net, address)
+        with pytest.raises(TrackerError, match="taken"):
+            await thief.register(federation="f", peer_id=2, host="h", port=9, timeout=2)
+        for c in (clients[0], clients[2], again, thief):
+            await c.aclose()
+        await asyncio.gather(*listeners)
         await tracker.aclose()

@@ -295,10 +295,10 @@ class Tracker:
                     reason = "the federation has finished"
                 else:
                     return await self._rejoin(old, msg, channel, conn)
+            elif old is not None and old.alive:
+                reason = f"peer id {msg.peer_id} is taken"
             elif self.welcomed or len(self.members) >= self.client_num:
                 reason = "the federation is full"
-            elif msg.peer_id is not None and msg.peer_id in self.members:
-                reason = f"peer id {msg.peer_id} is taken"
             elif msg.peer_id is not None and msg.peer_id > self.client_num:
                 reason = f"peer id {msg.peer_id} is above client_num {self.client_num}"
             if reason is not None:

@@ -134,3 +134,39 @@ async def test_training_status_while_running(tmp_path: Path) -> None:
     final = fed.get_training_status()
     assert all(p["phase"] == "done" for p in final["peers"].values())
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+@pytest.mark.slow
+def test_spec_device_distribution_in_real_mode(tmp_path: Path) -> None:
+    # Real sockets, each peer's connections shaped on its device's link (an IoT sensor at
+    # 128 kbit/s up), compute padded to the device's CPU share, compression by tier.
+    from fltorrent.runtime.federation import Federation
+
+    config = load_config(
+        None,
+        [
+            *SMALL,
+            "federate.client_num=8",
+            "output.progress=none",
+            # The IoT peer finishes early (its neighbours' updates arrive while it trains) and
+            # must stay to upload its own at 128 kbit/s: a grace long enough for that.
+            "bittorrent.seed_grace=60",
+            "devices.distribution={smartphone_high: 0.2, smartphone_low: 0.4, "
+            "raspberry_pi: 0.2, iot_device: 0.15, edge_server: 0.05}",
+        ],
+    )
+    result = Federation(config, output_dir=tmp_path).run()
+    s = result.summary
+    assert s["mode"] == "in-process" and s["finished_peers"] == list(range(1, 9))
+    records = result.metrics
+    assert all(r["completion"] == 1.0 for r in records), [
+        (r["round"], r["peer"], r["device"], r["completion"], r["deadline_hit"], r["exchange_s"])
+        for r in records
+    ]
+    devices = {r["device"] for r in records}
+    assert {"smartphone_low", "iot_device", "raspberry_pi"} <= devices
+    iot = [r for r in records if r["device"] == "iot_device"]
+    # 0.1 of a core: the padded training takes ~10x the real one, which is > 0.
+    assert iot and all(r["train_s"] > 0.05 and r["compression"] == "topk" for r in iot)
+    assert s["bytes_saved"] > 0
+    assert all(r["sim_time_s"] is None for r in records)

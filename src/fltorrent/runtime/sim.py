@@ -16,6 +16,7 @@ is kept, as if on disk).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,8 +31,7 @@ from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState, run_node
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker import Tracker
 
-POLL_S = 1.0  # virtual seconds between checks of the federation's round while a peer is down
-
+CHECK_S = 5.0
 Outage = tuple[int, int | None]
 
 
@@ -88,7 +88,8 @@ async def run_sim(
         clock_origin=asyncio.get_running_loop().time(),
         saved=saved,
     )
-    tracker = make_tracker(config)
+    progress = asyncio.Event()
+    tracker = make_tracker(config, on_progress=lambda _member: progress.set())
     async with MemoryNetwork() as network, tracker:
         address = await tracker.start(network, config.runtime.host, 0)
         async with asyncio.TaskGroup() as tg:
@@ -103,6 +104,7 @@ async def run_sim(
                         model_dir=model_dir,
                         hooks=hooks,
                         churn=churn,
+                        progress=progress,
                     )
                 )
                 for i in range(1, n + 1)
@@ -120,6 +122,7 @@ async def _life(
     model_dir: Path | None,
     hooks: NodeHooks,
     churn: Churn,
+    progress: asyncio.Event,
 ) -> NodeOutcome:
     """Run one peer; after each crash, wait for its rejoin round and run it again."""
     metrics: list[RoundMetrics] = []
@@ -138,7 +141,7 @@ async def _life(
             break
         crashes.append(outcome.error)
         rejoin = churn.next_rejoin(peer_id)
-        if rejoin is None or not await _wait_for_round(tracker, rejoin):
+        if rejoin is None or not await _wait_for_round(tracker, rejoin, progress):
             break
     outcome.metrics = metrics
     if crashes and outcome.finished:
@@ -146,12 +149,18 @@ async def _life(
     return outcome
 
 
-async def _wait_for_round(tracker: Tracker, round_: int) -> bool:
-    """Wait until a live member reached ``round_``; ``False`` once nobody can get there."""
+async def _wait_for_round(tracker: Tracker, round_: int, progress: asyncio.Event) -> bool:
+    """Wait until a live member reached ``round_``; ``False`` once nobody can get there.
+
+    ``progress`` is set on every progress report the tracker receives; a peer that is down
+    re-checks then (and at the latest every ``CHECK_S`` virtual seconds, should reports stop).
+    """
     while True:
         live = [m for m in tracker.members.values() if m.alive]
         if any(m.round >= round_ for m in live):
             return True
         if not live or all(m.done for m in live):
             return False
-        await asyncio.sleep(POLL_S)
+        progress.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(progress.wait(), CHECK_S)
