@@ -200,6 +200,7 @@ class Downloader:
         if sent_at is not None:
             rtt = now - sent_at
             st.latency = rtt if st.latency == 0 else 0.8 * st.latency + 0.2 * rtt
+            st.min_rtt = min(st.min_rtt, rtt)
         if st.window_start == 0:
             st.window_start = sent_at if sent_at is not None else now
         st.window_bytes += n
@@ -251,8 +252,13 @@ class Downloader:
 
     # ------------------------------------------------------------------ requesting
     def _pipeline_depth(self, session: Session) -> int:
+        # Enough to cover the path's round trip (its smallest measured one: the average grows
+        # with our own queue at the holder) plus a margin, at the rate this neighbour delivers.
+        # Deeper queues only delay the blocks of pieces that became rare since we asked.
         opts = self.options
-        by_rate = math.ceil(session.stats.rate * opts.pipeline_seconds / opts.block_size)
+        st = session.stats
+        seconds = opts.pipeline_seconds + (st.min_rtt if st.min_rtt != math.inf else 0.0)
+        by_rate = math.ceil(st.rate * seconds / opts.block_size)
         return max(opts.min_pipeline, min(by_rate, opts.max_inflight_bytes // opts.block_size))
 
     def fill_all(self) -> None:

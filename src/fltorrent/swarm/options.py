@@ -18,9 +18,9 @@ class SwarmOptions:
     block_size: int = 16 * 1024
     max_frame_size: int = 2 * 1024 * 1024
     max_block_size: int = 1024 * 1024
-    min_pipeline: int = 4
+    min_pipeline: int = 2
     max_inflight_bytes: int = 4 * 1024 * 1024
-    pipeline_seconds: float = 0.5
+    pipeline_seconds: float = 0.1  # requests queued per neighbour: min round trip + this
     request_timeout: float = 30.0
     endgame_min_wait: float = 0.05
     max_corrupt: int = 3

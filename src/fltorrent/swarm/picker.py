@@ -75,9 +75,8 @@ class PiecePicker:
                     continue
                 shuffle = self._shuffle[blob_id]
                 importance = blob.manifest.importance
-                pieces = blob.pieces
-                for i, held in enumerate(bits):
-                    if held and pieces[i] is None and not busy((blob_id, i)):
+                for i in blob.missing:
+                    if bits[i] and not busy((blob_id, i)):
                         yield avail[i], -importance[i], shuffle[i], blob_id, i
 
         best = heapq.nsmallest(max(1, count), ranked())
@@ -89,7 +88,7 @@ class PiecePicker:
             avail = self.availability.get(blob.blob_id)
             if avail is None:
                 continue
-            for i, data in enumerate(blob.pieces):
-                if data is None and avail[i] > 0 and not busy((blob.blob_id, i)):
+            for i in blob.missing:
+                if avail[i] > 0 and not busy((blob.blob_id, i)):
                     return True
         return False

@@ -10,6 +10,7 @@ connection, the block requests we have in flight to it, and the requests it made
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ class SessionStats:
 
     rate: float = 0.0  # EWMA of useful bytes/s received
     latency: float = 0.0  # EWMA of block round-trip seconds
+    min_rtt: float = math.inf  # smallest block round trip seen
     window_bytes: int = 0
     window_start: float = 0.0
     unsolicited: int = 0

@@ -51,6 +51,8 @@ class Blob:
         # the received bytes; never mutated once stored.
         self.pieces: list[Buffer | None] = [None] * manifest.num_pieces
         self.num_have = 0
+        # Indices of pieces not held yet, in order: the picker scans these, not every piece.
+        self.missing: dict[int, None] = dict.fromkeys(range(manifest.num_pieces))
         self.assembly: dict[int, Assembly] = {}
 
     @property
@@ -72,10 +74,17 @@ class Blob:
             return True
         if not self.manifest.verify(index, data):
             return False
+        self.put_verified(index, data)
+        return True
+
+    def put_verified(self, index: int, data: Buffer) -> None:
+        """Store a piece known to match its hash (e.g. one we built the manifest from)."""
+        if self.pieces[index] is not None:
+            return
         self.pieces[index] = data
         self.num_have += 1
+        del self.missing[index]
         self.assembly.pop(index, None)
-        return True
 
     def block_range(self, piece: int, block: int) -> tuple[int, int]:
         """(offset, length) of ``block`` of ``piece``."""

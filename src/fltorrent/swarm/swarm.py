@@ -290,10 +290,9 @@ class Swarm:
             raise SwarmError(f"{len(pieces)} pieces for a manifest of {manifest.num_pieces}")
         for i, data in enumerate(pieces):
             if not verify and len(data) == manifest.piece_sizes[i]:
-                blob.pieces[i] = data
+                blob.put_verified(i, data)
             elif not blob.set_piece(i, data):
                 raise SwarmError(f"piece {i} does not match its manifest")
-        blob.num_have = sum(p is not None for p in blob.pieces)
         if self.options.super_seeding and blob.blob_id not in self.blobs:
             self._seeder.start(blob)
         self._add_blob(blob)
