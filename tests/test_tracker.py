@@ -97,15 +97,15 @@ async def test_skips_are_relayed_and_a_crashed_member_may_rejoin() -> None:
             )
         )
         skipped: list[tuple[int, int]] = []
-        joined: list[tuple[int, tuple[str, int]]] = []
+        joined: list[tuple[int, tuple[str, int], int]] = []
         got = asyncio.Event()
 
         def on_skipped(pid: int, rnd: int) -> None:
             skipped.append((pid, rnd))
             got.set()
 
-        def on_joined(pid: int, addr: tuple[str, int]) -> None:
-            joined.append((pid, addr))
+        def on_joined(pid: int, addr: tuple[str, int], first: int) -> None:
+            joined.append((pid, addr, first))
             got.set()
 
         clients[0].on_skipped = on_skipped
@@ -127,7 +127,7 @@ async def test_skips_are_relayed_and_a_crashed_member_may_rejoin() -> None:
         assert welcome.departed == [] and sorted(welcome.neighbours) == [1, 3]
         async with asyncio.timeout(2):
             await got.wait()
-        assert joined == [(2, ("h", 2002))]
+        assert joined == [(2, ("h", 2002), 4)]
         assert tracker.members[2].alive
         # A live id cannot be taken over.
         thief = await _client(net, address)
@@ -135,5 +135,38 @@ async def test_skips_are_relayed_and_a_crashed_member_may_rejoin() -> None:
             await thief.register(federation="f", peer_id=2, host="h", port=9, timeout=2)
         for c in (clients[0], clients[2], again, thief):
             await c.aclose()
+        await asyncio.gather(*listeners)
+        await tracker.aclose()
+
+
+@aio()
+async def test_overlay_split_by_departures_is_linked_again() -> None:
+    async with MemoryNetwork() as net:
+        # A ring 1-2-3-4-5-6-1: losing 2 and 5 leaves {3, 4} and {6, 1}.
+        tracker = Tracker(federation="f", client_num=6, topology=TopologySpec(kind="ring"))
+        address = await tracker.start(net, "tracker", 0)
+        clients = [await _client(net, address) for _ in range(6)]
+        welcomes = await asyncio.gather(
+            *(
+                c.register(federation="f", peer_id=i + 1, host="h", port=1000 + i, timeout=2)
+                for i, c in enumerate(clients)
+            )
+        )
+        assert sorted(welcomes[0].neighbours) == [2, 6]
+        links: dict[int, list[tuple[int, tuple[str, int]]]] = {i: [] for i in range(1, 7)}
+        for i, c in enumerate(clients, start=1):
+            c.on_link = lambda other, addr, me=i: links[me].append((other, addr))
+        listeners = [asyncio.create_task(c.listen()) for c in clients]
+        await clients[1].aclose()  # peer 2: ring still connected (a path)
+        await asyncio.sleep(0.05)
+        assert all(not v for v in links.values())
+        await clients[4].aclose()  # peer 5: split
+        await asyncio.sleep(0.05)
+        # One new edge between the lowest-degree, lowest-id members of the two parts.
+        new = {(me, other) for me, got in links.items() for other, _ in got}
+        assert new == {(1, 3), (3, 1)}
+        assert links[1] == [(3, ("h", 1002))]
+        for i in (0, 2, 3, 5):
+            await clients[i].aclose()
         await asyncio.gather(*listeners)
         await tracker.aclose()

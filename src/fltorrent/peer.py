@@ -117,6 +117,7 @@ class Peer:
         self.members = set(members)
         self.departed: set[int] = set()
         self.skipped: dict[int, set[int]] = {}  # round -> members sitting it out
+        self._back_from: dict[int, int] = {}  # rejoined member -> first round it takes part in
         self.policy = policy
         self.executor = executor
         self.on_metrics = on_metrics
@@ -158,10 +159,13 @@ class Peer:
             self.departed.add(peer_id)
             self.swarm.notify()
 
-    def member_joined(self, peer_id: int) -> None:
-        """``peer_id`` is back (it rejoined after a crash): expect its updates again."""
-        self.departed.discard(peer_id)
-        self.swarm.notify()
+    def member_joined(self, peer_id: int, first_round: int) -> None:
+        """``peer_id`` is back (it rejoined after a crash): expect its updates again from
+        ``first_round`` on (it skips the rounds it missed)."""
+        if peer_id in self.members and peer_id != self.peer_id:
+            self.departed.discard(peer_id)
+            self._back_from[peer_id] = first_round
+            self.swarm.notify()
 
     def member_skipped(self, peer_id: int, round_: int) -> None:
         """``peer_id`` publishes no update in ``round_`` (its device policy said no)."""
@@ -381,8 +385,9 @@ class Peer:
         return found
 
     def _expected(self, r: int, blobs: dict[int, Blob]) -> set[int]:
-        live = self.members - self.departed - self.skipped.get(r, set()) - {self.peer_id}
-        return live | set(blobs)
+        returning = {p for p, first in self._back_from.items() if r < first}
+        gone = self.departed | self.skipped.get(r, set()) | returning
+        return (self.members - gone - {self.peer_id}) | set(blobs)
 
     def _progress(self, r: int) -> tuple[set[int], int, int]:
         blobs = self._round_blobs(r)

@@ -7,9 +7,10 @@ present. The tracker then builds the topology over the member list and sends eac
 membership changes (a peer's connection dropped: ``Left``; it registered again under its id:
 ``Joined``), relays round hints (a peer sits a round out: ``Skip`` -> ``Skipped``, so nobody
 waits for its update), collects small progress reports for the status API and progress display,
-and announces ``AllDone`` when every live peer finished. A member whose connection dropped may
-register again with its id (rejoin after a crash); its ``Welcome`` names the round the
-federation is in.
+and announces ``AllDone`` when every live peer finished. When departures split the overlay,
+it links the pieces again (``Link`` to both ends of each new edge). A member whose connection
+dropped may register again with its id (rejoin after a crash); its ``Welcome`` names the round
+the federation is in.
 
 The control protocol is one JSON object per line, each a pydantic model with a ``type`` tag,
 at most 1 MiB per line. Model updates never pass through here.
@@ -106,6 +107,16 @@ class Joined(_Msg):
     peer_id: int
     host: str
     port: int
+    round: int = 0  # the first round it takes part in
+
+
+class Link(_Msg):
+    """Tracker -> peer: a new neighbour (the overlay was repaired after members left)."""
+
+    type: Literal["link"] = "link"
+    peer_id: int
+    host: str
+    port: int
 
 
 class Skipped(_Msg):
@@ -130,7 +141,17 @@ class Refused(_Msg):
 
 
 TrackerMessage = Annotated[
-    Register | Progress | Skip | Done | Welcome | Left | Joined | Skipped | AllDone | Refused,
+    Register
+    | Progress
+    | Skip
+    | Done
+    | Welcome
+    | Left
+    | Joined
+    | Link
+    | Skipped
+    | AllDone
+    | Refused,
     Field(discriminator="type"),
 ]
 _ADAPTER: TypeAdapter[TrackerMessage] = TypeAdapter(TrackerMessage)
@@ -339,7 +360,8 @@ class Tracker:
                     departed=[p for p, m in self.members.items() if not m.alive],
                 )
             )
-        await self._broadcast(Joined(peer_id=old.peer_id, host=host, port=msg.port), old.peer_id)
+        joined = Joined(peer_id=old.peer_id, host=host, port=msg.port, round=max(1, member.round))
+        await self._broadcast(joined, old.peer_id)
         return member
 
     async def _broadcast(self, msg: _Msg, sender: int) -> None:
@@ -409,7 +431,34 @@ class Tracker:
             self.members.pop(member.peer_id, None)
             return
         await self._broadcast(Left(peer_id=member.peer_id), member.peer_id)
+        await self._repair()
         await self._check_all_done()
+
+    async def _repair(self) -> None:
+        """Reconnect the live members' overlay if departures split it.
+
+        Each smaller component is linked to the largest by one new edge between their
+        lowest-degree members (lowest id on ties), so the graph grows by as few edges as it
+        must and nobody ends up with many extra neighbours.
+        """
+        live = [p for p, m in self.members.items() if m.alive and not m.done]
+        if len(live) < 2:
+            return
+        graph = self._graph
+        parts = sorted(
+            nx.connected_components(graph.subgraph(live)), key=lambda c: (-len(c), min(c))
+        )
+        main = set(parts[0])
+        for part in parts[1:]:
+            a = min(main, key=lambda p: (graph.degree(p), p))
+            b = min(part, key=lambda p: (graph.degree(p), p))
+            graph.add_edge(a, b)
+            main |= part
+            log.info("tracker: overlay split; linking peers %d and %d", a, b)
+            for x, y in ((a, b), (b, a)):
+                host, port = self.members[y].address
+                with contextlib.suppress(TransportError):
+                    await self.members[x].channel.send(Link(peer_id=y, host=host, port=port))
 
     async def _check_all_done(self) -> None:
         if self._all_done.is_set() or not self.welcomed:
@@ -432,8 +481,9 @@ class TrackerClient:
         self.all_done = asyncio.Event()
         self.lost = asyncio.Event()
         self.on_left: Callable[[int], None] | None = None
-        self.on_joined: Callable[[int, Address], None] | None = None
+        self.on_joined: Callable[[int, Address, int], None] | None = None
         self.on_skipped: Callable[[int, int], None] | None = None
+        self.on_link: Callable[[int, Address], None] | None = None
 
     @classmethod
     async def connect(
@@ -493,7 +543,10 @@ class TrackerClient:
                     case Joined():
                         self.left.discard(msg.peer_id)
                         if self.on_joined is not None:
-                            self.on_joined(msg.peer_id, (msg.host, msg.port))
+                            self.on_joined(msg.peer_id, (msg.host, msg.port), msg.round)
+                    case Link():
+                        if self.on_link is not None:
+                            self.on_link(msg.peer_id, (msg.host, msg.port))
                     case Skipped():
                         if self.on_skipped is not None:
                             self.on_skipped(msg.peer_id, msg.round)

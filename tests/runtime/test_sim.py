@@ -168,9 +168,13 @@ def test_charging_only_policy(tmp_path: Path) -> None:
     assert all(r["trained"] for r in records)
 
 
-def test_churn_crash_and_rejoin(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mix", [[], [SPEC_MIX]], ids=["reference", "spec-mix"])
+def test_churn_crash_and_rejoin(tmp_path: Path, mix: list[str]) -> None:
+    # With slow devices the others are still in the round before the rejoin round when the
+    # crashed peers come back: they must not wait for updates of rounds the returning missed.
     summary, records = run(
         tmp_path,
+        *mix,
         "federate.total_round_num=5",
         "faults.crash_share=0.34",
         "faults.crash_round=2",
@@ -243,3 +247,16 @@ def test_summary_time_to_accuracy(tmp_path: Path) -> None:
     assert low["round"] == 1 and 0 < low["time_s"] <= summary["sim_time_s"]
     assert high == {"target": 0.99, "round": None, "time_s": None}
     json.dumps(summary)
+
+
+def test_overlay_repaired_after_crashes_split_it(tmp_path: Path) -> None:
+    summary, records = run(
+        tmp_path,
+        "topology.type=ring",
+        "faults.crash_rounds={2: [2, 5]}",  # the ring falls apart into {3, 4} and {6, 1}
+        "bittorrent.timeout=60",
+    )
+    assert summary["finished_peers"] == [1, 3, 4, 6]
+    later = [r for r in records if r["round"] >= 2]
+    assert later and all(r["completion"] == 1.0 and not r["deadline_hit"] for r in later)
+    assert all(r["authors_aggregated"] == 4 for r in later)

@@ -213,6 +213,7 @@ async def _run_registered(
             swarm=swarm,
             state=state,
             accept=accept,
+            neighbours=neighbours,
             swarm_holder=swarm_holder,
             hooks=hooks,
             tg=tg,
@@ -229,6 +230,7 @@ async def _run_peer(
     swarm: Swarm,
     state: PeerState,
     accept: ConnectionHandler,
+    neighbours: set[int],
     swarm_holder: list[ConnectionHandler],
     hooks: NodeHooks,
     tg: asyncio.TaskGroup,
@@ -236,7 +238,6 @@ async def _run_peer(
 ) -> None:
     config = parse_config(welcome.config)
     peer_id = welcome.peer_id
-    neighbours = set(welcome.neighbours)
     policy = round_policy(config)
 
     def spawn(coro: Coroutine[object, object, None]) -> None:
@@ -266,12 +267,19 @@ async def _run_peer(
     client.on_left = peer.member_left
     client.on_skipped = peer.member_skipped
 
-    def joined(other: int, address: Address) -> None:
-        peer.member_joined(other)
+    def joined(other: int, address: Address, first_round: int) -> None:
+        peer.member_joined(other, first_round)
         if other in neighbours and other > peer_id:  # we are the dialing side of this edge
             swarm.connect(other, address)
 
     client.on_joined = joined
+
+    def link(other: int, address: Address) -> None:
+        neighbours.add(other)  # allow_peer reads this set
+        if other > peer_id:
+            swarm.connect(other, address)
+
+    client.on_link = link
     listen_task = tg.create_task(client.listen())
     for other in neighbours:
         if other > peer_id:  # the lower id dials: one connection per edge

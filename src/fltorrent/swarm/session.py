@@ -10,8 +10,8 @@ connection, the block requests we have in flight to it, and the requests it made
 from __future__ import annotations
 
 import asyncio
-import math
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
