@@ -325,10 +325,10 @@ def run_case(case: str, ns: argparse.Namespace) -> dict[str, Any]:
     n, block = ns.peers, ns.block_size
     if case == "all_to_all":
         ex, bound = all_to_all(n, size, 10.0, ns.pieces, block)
-        return _row(run_virtual(run_exchange(ex)), bound)
+        return _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
     if case == "heterogeneous":
         ex, bound = heterogeneous(n, size, 5.0, 20.0, ns.pieces, block)
-        row = _row(run_virtual(run_exchange(ex)), bound)
+        row = _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
         pairs = [(a, b, size) for a in ex.links for b in ex.links if a != b]
         direct = run_virtual(direct_sends(ex.links, pairs))
         row["direct_s"] = round(direct, 3)
@@ -337,7 +337,7 @@ def run_case(case: str, ns: argparse.Namespace) -> dict[str, Any]:
     if case == "broadcast":
         ex, bound = broadcast(n, size, 10.0, ns.broadcast_pieces, block)
         ex.super_seeding = True
-        return _row(run_virtual(run_exchange(ex)), bound)
+        return _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
     if case == "star":
         seconds, bound = run_virtual(star(n, size, LinkProfile.from_mbit(10.0, 10.0)))
         a2a = (n - 1) * size / (10e6 / 8)
@@ -350,8 +350,8 @@ def run_case(case: str, ns: argparse.Namespace) -> dict[str, Any]:
     if case == "real_tcp":
         # Small enough for real time: 6 peers x 2 MB at 10 Mbit/s, about 8 s.
         ex, bound = all_to_all(6, 2_000_000, 10.0, ns.pieces, block)
-        sim = run_virtual(run_exchange(ex))
-        real = asyncio.run(run_exchange(ex, tcp=True))
+        sim = run_virtual(run_exchange(ex, seed=ns.seed))
+        real = asyncio.run(run_exchange(ex, tcp=True, seed=ns.seed))
         row = _row(real, bound)
         row["sim_completion_s"] = round(sim.seconds, 3)
         row["sim_real_gap"] = round(abs(real.seconds - sim.seconds) / sim.seconds, 4)
@@ -367,6 +367,9 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=20, help="pieces per blob (all-to-all)")
     parser.add_argument("--broadcast-pieces", type=int, default=100, help="K of the broadcast")
     parser.add_argument("--block-size", type=int, default=16 * 1024)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seeds pickers and link loss (results vary by seed)"
+    )
     parser.add_argument("--json", type=Path, default=None)
     ns = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}

@@ -260,3 +260,30 @@ def test_overlay_repaired_after_crashes_split_it(tmp_path: Path) -> None:
     later = [r for r in records if r["round"] >= 2]
     assert later and all(r["completion"] == 1.0 and not r["deadline_hit"] for r in later)
     assert all(r["authors_aggregated"] == 4 for r in later)
+
+
+def test_availability_trace_and_crash_rate(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.yaml"
+    # Peer 1 may train only in the first 5 simulated ms (round 1); peer 2 never.
+    trace.write_text("1: [[0, 0.005]]\n2: []\n")
+    summary, records = run(
+        tmp_path / "run",
+        "devices.distribution={edge_server: 1.0}",
+        "devices.availability.model=trace",
+        f"devices.availability.trace_file={trace}",
+        "faults.crash_rate=0.2",
+        "faults.rejoin_after=1",
+        "federate.total_round_num=4",
+        "bittorrent.timeout=60",
+    )
+    rounds = by_round(records)
+    assert rounds[1][1]["trained"]
+    for rnd, recs in rounds.items():
+        if 2 in recs:
+            assert not recs[2]["trained"] and recs[2]["skip_reason"] == "unavailable"
+        if rnd > 1 and 1 in recs:
+            assert recs[1]["skip_reason"] == "unavailable"
+        assert not any(r["deadline_hit"] for r in recs.values())
+    # The failure model crashed someone (seeded), who came back a round later.
+    absent = [r["absent"] for r in summary["accuracy_per_round"]]
+    assert any(absent) and summary["finished_peers"] == [1, 2, 3, 4, 5, 6]

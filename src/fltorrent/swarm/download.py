@@ -183,7 +183,8 @@ class Downloader:
         else:
             self.counters.payload_down += n
             session.stats.useful_blocks += 1
-            self._measure(session, n, sent_at)
+            request = min(blob.manifest.piece_sizes[msg.piece], self.options.block_size)
+            self._measure(session, n, sent_at, request)
         if result is BlockResult.COMPLETED:
             d = self.pool.finish((blob.blob_id, msg.piece))
             if d is not None:
@@ -194,13 +195,16 @@ class Downloader:
             self._corrupt(blob, msg.piece, sources)
         session.wants_fill = True
 
-    def _measure(self, session: Session, n: int, sent_at: float | None) -> None:
+    def _measure(self, session: Session, n: int, sent_at: float | None, request: int) -> None:
         st = session.stats
         now = self.now()
         if sent_at is not None:
             rtt = now - sent_at
             st.latency = rtt if st.latency == 0 else 0.8 * st.latency + 0.2 * rtt
             st.min_rtt = min(st.min_rtt, rtt)
+        # Typical request size from this neighbour: a block, or the whole piece when pieces are
+        # smaller (compressed updates); a piece's short last block does not count.
+        st.block_bytes = request if st.block_bytes == 0 else 0.9 * st.block_bytes + 0.1 * request
         if st.window_start == 0:
             st.window_start = sent_at if sent_at is not None else now
         st.window_bytes += n
@@ -258,7 +262,9 @@ class Downloader:
         opts = self.options
         st = session.stats
         seconds = opts.pipeline_seconds + (st.min_rtt if st.min_rtt != math.inf else 0.0)
-        by_rate = math.ceil(st.rate * seconds / opts.block_size)
+        # The pipeline counts requests: with pieces smaller than a block, requests are smaller.
+        block = min(float(opts.block_size), st.block_bytes or float(opts.block_size))
+        by_rate = math.ceil(st.rate * seconds / max(block, 256.0))
         return max(opts.min_pipeline, min(by_rate, opts.max_inflight_bytes // opts.block_size))
 
     def fill_all(self) -> None:

@@ -63,6 +63,7 @@ class SessionStats:
     rate: float = 0.0  # EWMA of useful bytes/s received
     latency: float = 0.0  # EWMA of block round-trip seconds
     min_rtt: float = math.inf  # smallest block round trip seen
+    block_bytes: float = 0.0  # EWMA of the size of useful blocks received
     window_bytes: int = 0
     window_start: float = 0.0
     unsolicited: int = 0
