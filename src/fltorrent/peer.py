@@ -318,7 +318,7 @@ class Peer:
             accuracy=ev.accuracy,
             loss=ev.loss,
             local_accuracy=ev.local_accuracy,
-            train_loss=update.train.loss if update is not None else float("nan"),
+            train_loss=update.train.loss if update is not None else None,
             num_samples=update.num_samples if update is not None else 0,
             train_s=times[0],
             exchange_s=times[1],

@@ -170,3 +170,28 @@ def test_spec_device_distribution_in_real_mode(tmp_path: Path) -> None:
     assert iot and all(r["train_s"] > 0.05 and r["compression"] == "topk" for r in iot)
     assert s["bytes_saved"] > 0
     assert all(r["sim_time_s"] is None for r in records)
+
+
+@pytest.mark.slow
+def test_churn_over_real_sockets(tmp_path: Path) -> None:
+    # The same crash-and-rejoin schedule as in simulation, on loopback TCP in real time.
+    from fltorrent.runtime.federation import Federation
+
+    config = load_config(
+        None,
+        [
+            *SMALL,
+            "federate.total_round_num=4",
+            "output.progress=none",
+            "faults.crash_rounds={2: [2]}",
+            "faults.rejoin_after=1",
+            "bittorrent.timeout=30",
+        ],
+    )
+    result = Federation(config, output_dir=tmp_path).run()
+    s = result.summary
+    assert s["finished_peers"] == [1, 2, 3, 4]
+    absent = [r["absent"] for r in s["accuracy_per_round"]]
+    assert absent == [[], [2], [], []]
+    assert not any(r["deadline_hit"] for r in result.metrics)
+    assert s["wall_time_s"] < 30  # nobody waited for a deadline

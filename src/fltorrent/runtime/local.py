@@ -1,7 +1,8 @@
 """In-process launcher: a tracker and N peers in one asyncio loop, over real loopback TCP.
 
 Training runs in a thread pool shared by all peers (torch releases the GIL in its kernels), so
-the event loop keeps serving pieces while models train.
+the event loop keeps serving pieces while models train. Crashes and rejoins of the ``faults``
+section apply here too (:mod:`fltorrent.runtime.churn`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from fltorrent.config import Config
 from fltorrent.net.base import Transport
 from fltorrent.net.tcp import TcpTransport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
-from fltorrent.runtime.build import load_federation_data, make_tracker
-from fltorrent.runtime.node import NodeHooks, NodeOutcome, run_node
+from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
+from fltorrent.runtime.churn import Churn, RoundWatch, run_with_churn
+from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.telemetry.events import RoundMetrics
 
 
@@ -36,7 +38,10 @@ async def run_local(
     rt = config.runtime
     n = config.federate.client_num
     data = await asyncio.to_thread(load_federation_data, config)
-    tracker = make_tracker(config)
+    watch = RoundWatch()
+    tracker = make_tracker(config, on_progress=watch.notify)
+    churn = Churn(failure_schedule(config), fault_hook)
+    saved: dict[int, PeerState] = {}
     workers = rt.train_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train") as executor:
         async with tracker:
@@ -46,19 +51,23 @@ async def run_local(
                 executor=executor,
                 on_metrics=on_metrics,
                 on_phase=on_phase,
-                fault_hook=fault_hook,
+                fault_hook=churn,
                 on_peer=on_peer,
+                saved=saved,
             )
             async with asyncio.TaskGroup() as tg:
                 tasks = [
                     tg.create_task(
-                        run_node(
+                        run_with_churn(
+                            i,
                             transport=transport,
-                            tracker=address,
+                            tracker=tracker,
+                            address=address,
                             host=rt.host,
-                            peer_id=i,
                             model_dir=model_dir,
                             hooks=hooks,
+                            churn=churn,
+                            watch=watch,
                         )
                     )
                     for i in range(1, n + 1)

@@ -58,6 +58,7 @@ class NodeOutcome:
     peer_id: int
     finished: bool
     error: str | None = None
+    crashed: bool = False  # stopped by a fault hook (PeerCrash), as if its process died
     metrics: list[RoundMetrics] = field(default_factory=list)
     counters: Counters | None = None
 
@@ -133,6 +134,7 @@ async def run_node(
         finally:
             await listener.aclose()
     except* PeerCrash as eg:
+        outcome.crashed = True
         outcome.error = f"crashed: {eg.exceptions[0]}"
         log.warning("peer %d crashed (fault injection): %s", outcome.peer_id, eg.exceptions[0])
     except* FltorrentError as eg:
@@ -192,7 +194,6 @@ async def _run_registered(
     link = link_profile(config, profiles[peer_id - 1] if profiles is not None else None)
     async with contextlib.AsyncExitStack() as stack:
         swarm_transport: Transport = transport
-        accept = None
         if link is not None:
             shaper = ShapedTransport(
                 transport, PeerLink(link, seed=config.federate.seed * 7919 + peer_id)

@@ -22,7 +22,7 @@ class RoundMetrics:
     accuracy: float
     loss: float
     local_accuracy: float
-    train_loss: float
+    train_loss: float | None  # None: did not train this round
     num_samples: int
     train_s: float
     exchange_s: float
