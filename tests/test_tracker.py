@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 
+from fltorrent.control import Progress, Skip
 from fltorrent.errors import TrackerError
 from fltorrent.net import MemoryNetwork
-from fltorrent.tracker import Progress, Skip, TopologySpec, Tracker, TrackerClient
+from fltorrent.tracker import TopologySpec, Tracker, TrackerClient
 from tests.aio import aio
 
 
@@ -140,9 +141,9 @@ async def test_skips_are_relayed_and_a_crashed_member_may_rejoin() -> None:
 
 
 @aio()
-async def test_overlay_split_by_departures_is_linked_again() -> None:
+async def test_overlay_keeps_its_degree_after_departures() -> None:
     async with MemoryNetwork() as net:
-        # A ring 1-2-3-4-5-6-1: losing 2 and 5 leaves {3, 4} and {6, 1}.
+        # A ring 1-2-3-4-5-6-1 losing 2, then 5.
         tracker = Tracker(federation="f", client_num=6, topology=TopologySpec(kind="ring"))
         address = await tracker.start(net, "tracker", 0)
         clients = [await _client(net, address) for _ in range(6)]
@@ -157,16 +158,36 @@ async def test_overlay_split_by_departures_is_linked_again() -> None:
         for i, c in enumerate(clients, start=1):
             c.on_link = lambda other, addr, me=i: links[me].append((other, addr))
         listeners = [asyncio.create_task(c.listen()) for c in clients]
-        await clients[1].aclose()  # peer 2: ring still connected (a path)
+        await clients[1].aclose()  # peer 2: 1 and 3 are down to one neighbour: linked
         await asyncio.sleep(0.05)
-        assert all(not v for v in links.values())
-        await clients[4].aclose()  # peer 5: split
-        await asyncio.sleep(0.05)
-        # One new edge between the lowest-degree, lowest-id members of the two parts.
         new = {(me, other) for me, got in links.items() for other, _ in got}
         assert new == {(1, 3), (3, 1)}
         assert links[1] == [(3, ("h", 1002))]
+        await clients[4].aclose()  # peer 5: 4 and 6 are down to one: linked, a ring again
+        await asyncio.sleep(0.05)
+        new = {(me, other) for me, got in links.items() for other, _ in got}
+        assert new == {(1, 3), (3, 1), (4, 6), (6, 4)}
         for i in (0, 2, 3, 5):
             await clients[i].aclose()
         await asyncio.gather(*listeners)
         await tracker.aclose()
+
+
+def test_repair_edges_restores_degree_and_connectivity() -> None:
+    from fltorrent.topology import build_topology, repair_edges
+
+    g = build_topology("mesh", 20, connections=3, seed=0)
+    target = dict(g.degree())
+    dead = {1, 5, 6, 9, 11, 13}  # splits this mesh into two parts, one a chain
+    live = [p for p in g if p not in dead]
+    fast = {2, 4, 7}
+    added = repair_edges(g, live, target, prefer=lambda p: 1.0 if p in fast else 0.0)
+    h = g.subgraph(live)
+    import networkx as nx
+
+    assert nx.is_connected(h)
+    assert all(h.degree(p) >= min(target[p], len(live) - 1) for p in live)
+    assert len(added) <= len(live)  # no more than needed: about one per lost degree
+    # Deterministic.
+    g2 = build_topology("mesh", 20, connections=3, seed=0)
+    assert repair_edges(g2, live, target, prefer=lambda p: 1.0 if p in fast else 0.0) == added

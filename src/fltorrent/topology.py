@@ -15,7 +15,7 @@ graph from the member list; peers only ever see their own neighbour lists.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Literal
 
 import networkx as nx
@@ -112,3 +112,53 @@ def _check_connected(g: nx.Graph, path: str) -> None:
 def neighbours(g: nx.Graph, peer: int) -> list[int]:
     """Sorted neighbour ids of ``peer``."""
     return sorted(g.neighbors(peer))
+
+
+def repair_edges(
+    graph: nx.Graph,
+    live: Sequence[int],
+    target_degree: Mapping[int, int],
+    prefer: Callable[[int], float] = lambda _p: 0.0,
+) -> list[tuple[int, int]]:
+    """Edges to add (and adds them to ``graph``) after members left, so that the live members'
+    overlay keeps its degree and stays connected.
+
+    First every live member below its ``target_degree`` (capped by the live count) gets new
+    neighbours: live non-neighbours that are below target themselves first, then the preferred
+    (``prefer``: higher is better, e.g. uplink rate), then the least connected, then the lowest
+    id. A mesh that lost a third of its members thus stays a mesh of the same degree instead of
+    a thin chain through whoever survived. Then each component still apart from the largest is
+    linked to it by one edge between preferred members. Deterministic.
+    """
+    live_set = set(live)
+    added: list[tuple[int, int]] = []
+
+    def degree(p: int) -> int:
+        return sum(1 for q in graph[p] if q in live_set)
+
+    def wanted(p: int) -> int:
+        return min(target_degree.get(p, 0), len(live_set) - 1)
+
+    for p in sorted(live_set):
+        while degree(p) < wanted(p):
+            candidates = [q for q in live_set if q != p and not graph.has_edge(p, q)]
+            if not candidates:
+                break
+            q = min(candidates, key=lambda q: (degree(q) >= wanted(q), -prefer(q), degree(q), q))
+            graph.add_edge(p, q)
+            added.append((p, q))
+    if len(live_set) > 1:
+        parts = sorted(
+            nx.connected_components(graph.subgraph(live_set)), key=lambda c: (-len(c), min(c))
+        )
+        main = set(parts[0])
+
+        def rank(p: int) -> tuple[float, int, int]:
+            return (-prefer(p), degree(p), p)
+
+        for part in parts[1:]:
+            a, b = min(main, key=rank), min(part, key=rank)
+            graph.add_edge(a, b)
+            added.append((a, b))
+            main |= part
+    return added

@@ -7,13 +7,13 @@ present. The tracker then builds the topology over the member list and sends eac
 membership changes (a peer's connection dropped: ``Left``; it registered again under its id:
 ``Joined``), relays round hints (a peer sits a round out: ``Skip`` -> ``Skipped``, so nobody
 waits for its update), collects small progress reports for the status API and progress display,
-and announces ``AllDone`` when every live peer finished. When departures split the overlay,
-it links the pieces again (``Link`` to both ends of each new edge). A member whose connection
-dropped may register again with its id (rejoin after a crash); its ``Welcome`` names the round
-the federation is in.
+and announces ``AllDone`` when every live peer finished. After departures it restores the
+overlay's degree and connectivity (``Link`` to both ends of each new edge). A member whose
+connection dropped may register again with its id (rejoin after a crash); its ``Welcome``
+names the round the federation is in.
 
-The control protocol is one JSON object per line, each a pydantic model with a ``type`` tag,
-at most 1 MiB per line. Model updates never pass through here.
+The control protocol (messages, line framing) is in :mod:`fltorrent.control`. Model updates
+never pass through here.
 """
 
 from __future__ import annotations
@@ -23,11 +23,26 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import networkx as nx
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from fltorrent.control import (
+    AllDone,
+    ControlMessage,
+    Done,
+    Joined,
+    Left,
+    LineChannel,
+    Link,
+    Progress,
+    Refused,
+    Register,
+    Skip,
+    Skipped,
+    TrackerMessage,
+    Welcome,
+)
 from fltorrent.errors import (
     BrokenResourceError,
     ConnectError,
@@ -36,164 +51,9 @@ from fltorrent.errors import (
     TransportError,
 )
 from fltorrent.net.base import Address, Connection, Listener, Transport
-from fltorrent.topology import build_topology, neighbours
+from fltorrent.topology import build_topology, neighbours, repair_edges
 
 log = logging.getLogger(__name__)
-
-MAX_LINE = 1 << 20
-
-
-class _Msg(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Register(_Msg):
-    """Peer → tracker: join the federation."""
-
-    type: Literal["register"] = "register"
-    federation: str | None = None  # None: whatever federation this tracker serves
-    peer_id: int | None = Field(None, ge=1)
-    host: str
-    port: int = Field(ge=1, le=65535)
-
-
-class Progress(_Msg):
-    """Peer → tracker: where the peer is (for status and progress display)."""
-
-    type: Literal["progress"] = "progress"
-    round: int
-    phase: str
-    completion: float = 0.0
-    accuracy: float | None = None
-
-
-class Skip(_Msg):
-    """Peer -> tracker: I publish no update in this round."""
-
-    type: Literal["skip"] = "skip"
-    round: int = Field(ge=1)
-
-
-class Done(_Msg):
-    """Peer → tracker: finished its last round (still seeding)."""
-
-    type: Literal["done"] = "done"
-
-
-class Welcome(_Msg):
-    """Tracker → peer: the federation is complete."""
-
-    type: Literal["welcome"] = "welcome"
-    federation: str
-    peer_id: int
-    members: dict[int, tuple[str, int]]
-    neighbours: list[int]
-    config: dict[str, Any]
-    round: int = 0  # the highest round a live member reported; a rejoining peer starts there
-    departed: list[int] = Field(default_factory=list)  # members gone when this was sent
-
-
-class Left(_Msg):
-    """Tracker → peer: a member's connection to the tracker ended."""
-
-    type: Literal["left"] = "left"
-    peer_id: int
-
-
-class Joined(_Msg):
-    """Tracker -> peer: a member that had left registered again (new address)."""
-
-    type: Literal["joined"] = "joined"
-    peer_id: int
-    host: str
-    port: int
-    round: int = 0  # the first round it takes part in
-
-
-class Link(_Msg):
-    """Tracker -> peer: a new neighbour (the overlay was repaired after members left)."""
-
-    type: Literal["link"] = "link"
-    peer_id: int
-    host: str
-    port: int
-
-
-class Skipped(_Msg):
-    """Tracker -> peer: a member publishes no update in this round."""
-
-    type: Literal["skipped"] = "skipped"
-    peer_id: int
-    round: int
-
-
-class AllDone(_Msg):
-    """Tracker → peer: every live member has finished; stop seeding."""
-
-    type: Literal["all_done"] = "all_done"
-
-
-class Refused(_Msg):
-    """Tracker → peer: registration refused."""
-
-    type: Literal["refused"] = "refused"
-    reason: str
-
-
-TrackerMessage = Annotated[
-    Register
-    | Progress
-    | Skip
-    | Done
-    | Welcome
-    | Left
-    | Joined
-    | Link
-    | Skipped
-    | AllDone
-    | Refused,
-    Field(discriminator="type"),
-]
-_ADAPTER: TypeAdapter[TrackerMessage] = TypeAdapter(TrackerMessage)
-
-
-def encode(msg: _Msg) -> bytes:
-    """One JSON line."""
-    return msg.model_dump_json().encode() + b"\n"
-
-
-class LineChannel:
-    """JSON-line messages over a :class:`Connection`, with a line-length limit."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-        self._buf = bytearray()
-
-    async def send(self, msg: _Msg) -> None:
-        await self.conn.send(encode(msg))
-
-    async def receive(self) -> TrackerMessage | None:
-        """Next message, or ``None`` at end of stream."""
-        while True:
-            nl = self._buf.find(b"\n")
-            if nl >= 0:
-                line = bytes(self._buf[:nl])
-                del self._buf[: nl + 1]
-                try:
-                    return _ADAPTER.validate_json(line)
-                except ValidationError as exc:
-                    first = exc.errors()[0]
-                    raise RemoteProtocolError(
-                        f"bad tracker message: {first['msg']} at {first['loc']}"
-                    ) from None
-            if len(self._buf) > MAX_LINE:
-                raise RemoteProtocolError("tracker message over 1 MiB")
-            data = await self.conn.receive()
-            if not data:
-                if self._buf:
-                    raise RemoteProtocolError("connection closed inside a message")
-                return None
-            self._buf += data
 
 
 @dataclass
@@ -233,6 +93,8 @@ class Tracker:
     topology: TopologySpec = field(default_factory=TopologySpec)
     registration_timeout: float = 120.0
     on_progress: Callable[[MemberState], None] | None = None
+    # Higher is better: which members should bridge parts of a split overlay (e.g. uplink rate).
+    bridge_preference: Callable[[int], float] | None = None
     members: dict[int, MemberState] = field(default_factory=dict)
     welcomed: bool = False
 
@@ -242,6 +104,7 @@ class Tracker:
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._graph: nx.Graph = nx.empty_graph(0)
+        self._degree: dict[int, int] = {}  # each member's degree in the topology as built
 
     async def start(self, transport: Transport, host: str, port: int) -> Address:
         """Listen; returns the bound address."""
@@ -364,7 +227,7 @@ class Tracker:
         await self._broadcast(joined, old.peer_id)
         return member
 
-    async def _broadcast(self, msg: _Msg, sender: int) -> None:
+    async def _broadcast(self, msg: ControlMessage, sender: int) -> None:
         for other in self.members.values():
             if other.alive and other.peer_id != sender:
                 with contextlib.suppress(TransportError):
@@ -385,6 +248,7 @@ class Tracker:
         else:
             graph = build_topology("full", n)
         self._graph = graph
+        self._degree = dict(graph.degree())
         addresses = {pid: m.address for pid, m in self.members.items()}
         self.welcomed = True
         for pid, member in self.members.items():
@@ -435,26 +299,14 @@ class Tracker:
         await self._check_all_done()
 
     async def _repair(self) -> None:
-        """Reconnect the live members' overlay if departures split it.
+        """Restore the live members' overlay after a departure (degree and connectivity).
 
-        Each smaller component is linked to the largest by one new edge between their
-        lowest-degree members (lowest id on ties), so the graph grows by as few edges as it
-        must and nobody ends up with many extra neighbours.
+        See :func:`fltorrent.topology.repair_edges`; both ends of each new edge get ``link``.
         """
         live = [p for p, m in self.members.items() if m.alive and not m.done]
-        if len(live) < 2:
-            return
-        graph = self._graph
-        parts = sorted(
-            nx.connected_components(graph.subgraph(live)), key=lambda c: (-len(c), min(c))
-        )
-        main = set(parts[0])
-        for part in parts[1:]:
-            a = min(main, key=lambda p: (graph.degree(p), p))
-            b = min(part, key=lambda p: (graph.degree(p), p))
-            graph.add_edge(a, b)
-            main |= part
-            log.info("tracker: overlay split; linking peers %d and %d", a, b)
+        prefer = self.bridge_preference or (lambda _p: 0.0)
+        for a, b in repair_edges(self._graph, live, self._degree, prefer):
+            log.info("tracker: overlay repair links peers %d and %d", a, b)
             for x, y in ((a, b), (b, a)):
                 host, port = self.members[y].address
                 with contextlib.suppress(TransportError):

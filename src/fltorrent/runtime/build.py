@@ -158,6 +158,7 @@ def make_tracker(
     config: Config, *, on_progress: Callable[[MemberState], None] | None = None
 ) -> Tracker:
     """The tracker of this federation; it hands the configuration to every peer."""
+    profiles = device_profiles(config)
     return Tracker(
         federation=config.federate.federation_id,
         client_num=config.federate.client_num,
@@ -165,6 +166,7 @@ def make_tracker(
         topology=topology_spec(config),
         registration_timeout=config.runtime.registration_timeout,
         on_progress=on_progress,
+        bridge_preference=(lambda p: profiles[p - 1].up_mbit) if profiles else None,
     )
 
 

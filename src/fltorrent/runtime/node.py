@@ -23,6 +23,7 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from fltorrent.config import Config, parse_config
+from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.devices.device import Device
 from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Learner
@@ -43,7 +44,7 @@ from fltorrent.runtime.build import (
 )
 from fltorrent.swarm import Counters, Swarm
 from fltorrent.telemetry.events import RoundMetrics
-from fltorrent.tracker import Done, Progress, Skip, TrackerClient, Welcome
+from fltorrent.tracker import TrackerClient
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,171 @@
+"""The tracker's control protocol: one JSON object per line, each a pydantic model with a
+``type`` tag, at most 1 MiB per line (``docs/PROTOCOL.md``, "Tracker control messages").
+
+Malformed, oversized or unknown lines are a :class:`~fltorrent.errors.RemoteProtocolError`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from fltorrent.errors import RemoteProtocolError
+from fltorrent.net.base import Connection
+
+MAX_LINE = 1 << 20
+
+
+class ControlMessage(BaseModel):
+    """Base of every control message."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Register(ControlMessage):
+    """Peer → tracker: join the federation."""
+
+    type: Literal["register"] = "register"
+    federation: str | None = None  # None: whatever federation this tracker serves
+    peer_id: int | None = Field(None, ge=1)
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class Progress(ControlMessage):
+    """Peer → tracker: where the peer is (for status and progress display)."""
+
+    type: Literal["progress"] = "progress"
+    round: int
+    phase: str
+    completion: float = 0.0
+    accuracy: float | None = None
+
+
+class Skip(ControlMessage):
+    """Peer -> tracker: I publish no update in this round."""
+
+    type: Literal["skip"] = "skip"
+    round: int = Field(ge=1)
+
+
+class Done(ControlMessage):
+    """Peer → tracker: finished its last round (still seeding)."""
+
+    type: Literal["done"] = "done"
+
+
+class Welcome(ControlMessage):
+    """Tracker → peer: the federation is complete."""
+
+    type: Literal["welcome"] = "welcome"
+    federation: str
+    peer_id: int
+    members: dict[int, tuple[str, int]]
+    neighbours: list[int]
+    config: dict[str, Any]
+    round: int = 0  # the highest round a live member reported; a rejoining peer starts there
+    departed: list[int] = Field(default_factory=list)  # members gone when this was sent
+
+
+class Left(ControlMessage):
+    """Tracker → peer: a member's connection to the tracker ended."""
+
+    type: Literal["left"] = "left"
+    peer_id: int
+
+
+class Joined(ControlMessage):
+    """Tracker -> peer: a member that had left registered again (new address)."""
+
+    type: Literal["joined"] = "joined"
+    peer_id: int
+    host: str
+    port: int
+    round: int = 0  # the first round it takes part in
+
+
+class Link(ControlMessage):
+    """Tracker -> peer: a new neighbour (the overlay was repaired after members left)."""
+
+    type: Literal["link"] = "link"
+    peer_id: int
+    host: str
+    port: int
+
+
+class Skipped(ControlMessage):
+    """Tracker -> peer: a member publishes no update in this round."""
+
+    type: Literal["skipped"] = "skipped"
+    peer_id: int
+    round: int
+
+
+class AllDone(ControlMessage):
+    """Tracker → peer: every live member has finished; stop seeding."""
+
+    type: Literal["all_done"] = "all_done"
+
+
+class Refused(ControlMessage):
+    """Tracker → peer: registration refused."""
+
+    type: Literal["refused"] = "refused"
+    reason: str
+
+
+TrackerMessage = Annotated[
+    Register
+    | Progress
+    | Skip
+    | Done
+    | Welcome
+    | Left
+    | Joined
+    | Link
+    | Skipped
+    | AllDone
+    | Refused,
+    Field(discriminator="type"),
+]
+_ADAPTER: TypeAdapter[TrackerMessage] = TypeAdapter(TrackerMessage)
+
+
+def encode(msg: ControlMessage) -> bytes:
+    """One JSON line."""
+    return msg.model_dump_json().encode() + b"\n"
+
+
+class LineChannel:
+    """JSON-line messages over a :class:`Connection`, with a line-length limit."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._buf = bytearray()
+
+    async def send(self, msg: ControlMessage) -> None:
+        await self.conn.send(encode(msg))
+
+    async def receive(self) -> TrackerMessage | None:
+        """Next message, or ``None`` at end of stream."""
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line = bytes(self._buf[:nl])
+                del self._buf[: nl + 1]
+                try:
+                    return _ADAPTER.validate_json(line)
+                except ValidationError as exc:
+                    first = exc.errors()[0]
+                    raise RemoteProtocolError(
+                        f"bad tracker message: {first['msg']} at {first['loc']}"
+                    ) from None
+            if len(self._buf) > MAX_LINE:
+                raise RemoteProtocolError("tracker message over 1 MiB")
+            data = await self.conn.receive()
+            if not data:
+                if self._buf:
+                    raise RemoteProtocolError("connection closed inside a message")
+                return None
+            self._buf += data
