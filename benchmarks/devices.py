@@ -4,9 +4,9 @@ realistic device mix and churn do to time-to-accuracy. All runs in virtual time,
 * ``compression``: 10 peers (edge servers, so only the codec differs), digits + MLP, iid,
   3 local epochs, 8 rounds, with each codec: final accuracy, payload bytes, bytes saved.
 * ``mix``: 20 peers, mnist1d + 1-D CNN, 15 rounds: every peer a reference core on
-  10 Mbit/s links, against the SPEC §4 device distribution (compression by tier, and without
-  compression), against that mix with 30 % of the peers crashing in round 5 and rejoining 3
-  rounds later, and with 30 % crashing for good.
+  10 Mbit/s links, against the SPEC §4 device distribution (compression by tier: q8 below the
+  high tier; top-k for low and embedded; none), against that mix with 30 % of the peers
+  crashing in round 5 and rejoining 3 rounds later, and with 30 % crashing for good.
 
     python benchmarks/devices.py --json bench-results/devices.json
 """
@@ -47,6 +47,11 @@ CASES: dict[str, list[str]] = {
     "mix_reference": [*MIX, "network.up_mbit=10", "network.down_mbit=10"],
     "mix_spec": [*MIX, SPEC_MIX],
     "mix_spec_raw": [*MIX, SPEC_MIX, "devices.compression=none"],
+    "mix_spec_topk": [
+        *MIX,
+        SPEC_MIX,
+        "devices.tier_compression={high: none, mid: q8, low: topk, embedded: topk}",
+    ],
     "mix_spec_churn": [
         *MIX,
         SPEC_MIX,

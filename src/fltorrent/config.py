@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
     DEFAULT_PROFILES,
     DeviceProfile,
@@ -192,6 +193,7 @@ class TrainConfig(_Section):
 
 
 Mbit = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
+Codec = Literal["none", "topk", "q8"]
 
 
 class NetworkConfig(_Section):
@@ -247,7 +249,11 @@ class DevicesConfig(_Section):
     start_hour: float = Field(9.0, ge=0.0, lt=24.0)
     charging_hours: list[tuple[float, float]] = Field(default_factory=lambda: [(22.0, 7.0)])
     compression: Literal["auto", "none", "topk", "q8"] = Field(
-        "auto", description="'auto': by device tier (high none, mid q8, low and embedded topk)"
+        "auto", description="'auto': by device tier (tier_compression); else for every device"
+    )
+    tier_compression: dict[Literal["high", "mid", "low", "embedded"], Codec] = Field(
+        default_factory=lambda: dict(COMPRESSION_BY_TIER),
+        description="codec per device tier when compression is 'auto'",
     )
     topk_ratio: float = Field(0.1, gt=0.0, le=1.0)
     policy: PolicyConfig = PolicyConfig()

@@ -105,10 +105,16 @@ def test_compression_by_tier_and_wifi_preference() -> None:
     assert codec == {
         "edge_server": "none",
         "smartphone_high": "none",
-        "smartphone_low": "topk",
+        "smartphone_low": "q8",
         "raspberry_pi": "q8",
-        "iot_device": "topk",
+        "iot_device": "q8",
     }
+    custom = Device(
+        DEFAULT_PROFILES["iot_device"],
+        core_flops=GFLOPS,
+        tier_compression={"high": "none", "mid": "q8", "low": "q8", "embedded": "topk"},
+    )
+    assert custom.decide(0.0).compression == "topk"
     # A high-end phone off Wi-Fi (not charging at noon) with a 5 MB update compresses it.
     assert phone(update_bytes=5_000_000).decide(0.0).compression == "q8"
     assert phone(update_bytes=5_000).decide(0.0).compression == "none"

@@ -61,7 +61,7 @@ def test_unavailable_and_order_of_rules() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tier", "codec"), [("high", "none"), ("mid", "q8"), ("low", "topk"), ("embedded", "topk")]
+    ("tier", "codec"), [("high", "none"), ("mid", "q8"), ("low", "q8"), ("embedded", "q8")]
 )
 def test_compression_by_tier(tier: str, codec: str) -> None:
     assert COMPRESSION_BY_TIER[tier] == codec  # type: ignore[index]

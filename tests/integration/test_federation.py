@@ -167,7 +167,7 @@ def test_spec_device_distribution_in_real_mode(tmp_path: Path) -> None:
     assert {"smartphone_low", "iot_device", "raspberry_pi"} <= devices
     iot = [r for r in records if r["device"] == "iot_device"]
     # 0.1 of a core: the padded training takes ~10x the real one, which is > 0.
-    assert iot and all(r["train_s"] > 0.05 and r["compression"] == "topk" for r in iot)
+    assert iot and all(r["train_s"] > 0.05 and r["compression"] == "q8" for r in iot)
     assert s["bytes_saved"] > 0
     assert all(r["sim_time_s"] is None for r in records)
 

@@ -15,11 +15,12 @@ while it charges (at home, plugged in: our assumption); other devices are always
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fltorrent.devices.availability import AlwaysOn, Availability
 from fltorrent.devices.battery import Battery, BatteryParams
-from fltorrent.devices.policy import PolicyParams, decide, transfer_allowed
+from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams, decide, transfer_allowed
 from fltorrent.devices.profiles import DeviceProfile
 from fltorrent.devices.thermal import Thermal, ThermalParams
 from fltorrent.learn.compress import Codec
@@ -51,6 +52,7 @@ class Device:
         charging_hours: tuple[tuple[float, float], ...] = ((22.0, 7.0),),
         start_hour: float = 9.0,
         compression: Codec | None = None,
+        tier_compression: Mapping[str, Codec] | None = None,
         update_bytes: int = 0,
     ) -> None:
         self.profile = profile
@@ -72,6 +74,7 @@ class Device:
         if profile.thermal:
             self.thermal = Thermal(thermal or ThermalParams())
         self.compression = compression  # None: by device tier
+        self.tier_compression = dict(tier_compression or COMPRESSION_BY_TIER)
         self.update_bytes = update_bytes
         self._t = 0.0  # simulated time accounted for so far
 
@@ -127,7 +130,7 @@ class Device:
             thermal_speed=speed,
             on_wifi=wifi,
         )
-        codec: Codec = self.compression or d.compression  # type: ignore[assignment]
+        codec: Codec = self.compression or self.tier_compression[self.profile.tier]
         if (
             codec == "none"
             and self.compression is None

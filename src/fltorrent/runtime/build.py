@@ -19,7 +19,7 @@ from fltorrent.devices.availability import AlwaysOn, Availability, Diurnal, Trac
 from fltorrent.devices.device import REFERENCE_PROFILE, Device
 from fltorrent.devices.failures import FailureParams, crash_share_schedule
 from fltorrent.devices.failures import failure_schedule as plan_failures
-from fltorrent.devices.policy import PolicyParams
+from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams
 from fltorrent.devices.profiles import DeviceProfile, assign_profiles
 from fltorrent.learn.data import Dataset, load_dataset
 from fltorrent.learn.importance import ImportanceScorer
@@ -234,6 +234,10 @@ def build_device(
         charging_hours=tuple(dev.charging_hours),
         start_hour=dev.start_hour,
         compression=None if dev.compression == "auto" else dev.compression,
+        tier_compression={
+            tier: dev.tier_compression.get(tier, codec)
+            for tier, codec in COMPRESSION_BY_TIER.items()
+        },
         update_bytes=learner.plan.total_bytes,
     )
 
