@@ -198,13 +198,16 @@ class Peer:
         return asyncio.get_running_loop().time()
 
     async def _work(
-        self, fn: Callable[[], _T], flops: float, speed: float = 1.0
+        self, fn: Callable[[], _T], flops: Callable[[], float], speed: float = 1.0
     ) -> tuple[_T, float]:
-        """Run local compute; returns its result and its (virtual or padded real) duration."""
+        """Run local compute; returns its result and its (virtual or padded real) duration.
+
+        ``flops`` is only asked for in simulation (counting them costs a second the first time).
+        """
         t0 = self._now()
         if self.simulated:
             result = fn()  # blocking the loop costs no virtual time: charge the model instead
-            seconds = self.device.compute_seconds(flops, speed) if self.device else 0.0
+            seconds = self.device.compute_seconds(flops(), speed) if self.device else 0.0
             await asyncio.sleep(seconds)
         else:
             loop = asyncio.get_running_loop()
@@ -235,7 +238,7 @@ class Peer:
         self.swarm.set_want(lambda rr, author: r <= rr <= r + 1 and author != me)
         if decision.train:
             trained, train_s = await self._work(
-                lambda: learner.local_round(r), learner.train_flops(), decision.speed
+                lambda: learner.local_round(r), learner.train_flops, decision.speed
             )
             update = trained
             encoded = self.encoder.encode(
@@ -276,11 +279,11 @@ class Peer:
         self._enter(Phase.AGGREGATING)
         (n_authors, n_partial), aggregate_s = await self._work(
             lambda: self._aggregate(before, own, weight, held),
-            float(sum(len(v) for v in before) * 2 * (len(held) + 1)),
+            lambda: float(sum(len(v) for v in before) * 2 * (len(held) + 1)),
         )
 
         self._enter(Phase.EVALUATING)
-        ev, eval_s = await self._work(learner.evaluate, learner.eval_flops())
+        ev, eval_s = await self._work(learner.evaluate, learner.eval_flops)
         self.accuracy = ev.accuracy
         self._emit(
             r,
