@@ -57,6 +57,20 @@ def test_spec_example_validates(tmp_path: Path) -> None:
         ),
         ("- just\n- a list", "must hold a mapping"),
         ("federate: {client_num: [", "not valid YAML"),
+        ("devices: {distribution: {phone: 1.0}}", "devices.distribution.phone: unknown profile"),
+        ("devices: {distribution: {iot_device: 0.5}}", "shares must sum to 1"),
+        (
+            "devices: {profiles: {p: {extends: iot_device, speed: 2}}}",
+            "devices.profiles.p.speed: unknown key",
+        ),
+        ("devices: {availability: {model: trace}}", "needs trace_file"),
+        (
+            "devices: {availability: {model: trace, trace_file: /nonexistent.yaml}}",
+            "cannot read",
+        ),
+        ("faults: {crash_rounds: {2: [99]}}", "faults.crash_rounds"),
+        ("federate: {mode: sim}\nruntime: {processes: true}", "runtime.processes"),
+        ("network: {up_mbit: 0}", "network.up_mbit"),
     ],
 )
 def test_bad_configs_exit_2_with_the_key_path(tmp_path: Path, text: str, message: str) -> None:

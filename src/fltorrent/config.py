@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
     DEFAULT_PROFILES,
@@ -231,8 +232,10 @@ class AvailabilityConfig(_Section):
     """When a device's owner lets it train."""
 
     model: Literal["always", "diurnal", "trace"] = "always"
-    trace_file: Path | None = None
-    p_online: Fraction | None = None
+    trace_file: Path | None = Field(
+        None, description="YAML or JSON: {peer id: [[start s, end s], ...]} active intervals"
+    )
+    p_online: Fraction = Field(0.8, description="diurnal: chance of being online at night")
 
 
 class DevicesConfig(_Section):
@@ -265,8 +268,11 @@ class DevicesConfig(_Section):
         known = self.all_profiles()
         if self.distribution is not None:
             assign_profiles(self.distribution, 0, 0, known)
-        if self.availability.model == "trace" and self.availability.trace_file is None:
-            raise ConfigError("model 'trace' needs trace_file", path="devices.availability")
+        av = self.availability
+        if av.model == "trace":
+            if av.trace_file is None:
+                raise ConfigError("model 'trace' needs trace_file", path="devices.availability")
+            load_traces(av.trace_file)  # a bad file is refused now, naming it
         return self
 
     def all_profiles(self) -> dict[str, DeviceProfile]:

@@ -211,11 +211,7 @@ def build_device(
     availability: Availability = AlwaysOn()
     av = dev.availability
     if av.model == "diurnal":
-        availability = Diurnal(
-            seed,
-            start_hour=dev.start_hour,
-            p_online=0.8 if av.p_online is None else av.p_online,
-        )
+        availability = Diurnal(seed, start_hour=dev.start_hour, p_online=av.p_online)
     elif av.model == "trace":
         assert av.trace_file is not None
         availability = _traces(av.trace_file).get(peer_id, AlwaysOn())
