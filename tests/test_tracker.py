@@ -191,3 +191,33 @@ def test_repair_edges_restores_degree_and_connectivity() -> None:
     # Deterministic.
     g2 = build_topology("mesh", 20, connections=3, seed=0)
     assert repair_edges(g2, live, target, prefer=lambda p: 1.0 if p in fast else 0.0) == added
+
+
+@aio()
+async def test_a_rejoining_peer_whose_neighbours_died_gets_new_links() -> None:
+    async with MemoryNetwork() as net:
+        tracker = Tracker(federation="f", client_num=6, topology=TopologySpec(kind="ring"))
+        address = await tracker.start(net, "tracker", 0)
+        clients = [await _client(net, address) for _ in range(6)]
+        await asyncio.gather(
+            *(
+                c.register(federation="f", peer_id=i + 1, host="h", port=1000 + i, timeout=2)
+                for i, c in enumerate(clients)
+            )
+        )
+        listeners = [asyncio.create_task(c.listen()) for c in clients]
+        for i in (2, 1, 3):  # peers 3, 2 and 4 die: 3's both ring neighbours are gone
+            await clients[i].aclose()
+            await asyncio.sleep(0.05)
+        links: list[int] = []
+        again = await _client(net, address)
+        again.on_link = lambda other, _addr: links.append(other)
+        welcome = await again.register(federation="f", peer_id=3, host="h", port=3003, timeout=2)
+        assert welcome.neighbours == []  # its old neighbours 2 and 4 are dead
+        task = asyncio.create_task(again.listen())
+        await asyncio.sleep(0.05)
+        assert len(links) == 2 and set(links) <= {1, 5, 6}
+        for c in (clients[0], clients[4], clients[5], again):
+            await c.aclose()
+        await asyncio.gather(*listeners, task)
+        await tracker.aclose()

@@ -408,7 +408,8 @@ class Peer:
             blob = blobs.get(author)
             if blob is not None and blob.complete:
                 continue
-            if author in self.departed and (blob is None or not self.swarm.obtainable(blob)):
+            away = author in self.departed or r < self._back_from.get(author, 0)
+            if away and (blob is None or not self.swarm.obtainable(blob)):
                 continue
             return False
         return True

@@ -217,7 +217,9 @@ class Tracker:
                     federation=self.federation,
                     peer_id=old.peer_id,
                     members=addresses,
-                    neighbours=neighbours(self._graph, old.peer_id),
+                    neighbours=[
+                        q for q in neighbours(self._graph, old.peer_id) if self.members[q].alive
+                    ],
                     config=self.config,
                     round=member.round,
                     departed=[p for p, m in self.members.items() if not m.alive],
@@ -225,6 +227,8 @@ class Tracker:
             )
         joined = Joined(peer_id=old.peer_id, host=host, port=msg.port, round=max(1, member.round))
         await self._broadcast(joined, old.peer_id)
+        # Its old neighbours may be gone: give it (and whoever lost degree meanwhile) links.
+        await self._repair()
         return member
 
     async def _broadcast(self, msg: ControlMessage, sender: int) -> None:
@@ -285,6 +289,11 @@ class Tracker:
                 raise RemoteProtocolError(f"unexpected {msg.type} message from a peer")
 
     async def _left(self, member: MemberState) -> None:
+        # Under the registration lock: a rejoin must not overtake this member's Left.
+        async with self._lock:
+            await self._left_locked(member)
+
+    async def _left_locked(self, member: MemberState) -> None:
         if not member.alive:
             return
         member.alive = False

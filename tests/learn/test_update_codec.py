@@ -122,3 +122,12 @@ def test_flop_count_of_a_linear_model() -> None:
     assert forward_flops_per_sample(cnn, torch.zeros(40)) > 10 * sum(
         p.numel() for p in cnn.parameters()
     )  # convolutions reuse weights across positions
+
+
+def test_a_diverged_update_is_published_raw() -> None:
+    plan, before, after = plan_and_vectors()
+    after = [a.copy() for a in after]
+    after[1][0] = 1e300  # beyond float32: cannot be encoded as a compressed delta
+    raw = raw_pieces(plan, after)
+    enc = UpdateEncoder(plan).encode("q8", before=before, after=after, raw_pieces=raw)
+    assert enc.meta == plan.digest() and enc.pieces == raw and enc.bytes_saved == 0

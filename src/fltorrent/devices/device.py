@@ -25,7 +25,7 @@ from fltorrent.devices.profiles import DeviceProfile
 from fltorrent.devices.thermal import Thermal, ThermalParams
 from fltorrent.learn.compress import Codec
 
-MIN_SPEED = 0.05  # a device throttled harder than this is treated as paused
+MIN_SPEED = 0.05  # floor of the compute speed factor (no division by zero when throttled)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ byte when compressed):
   delivery) it is the usual approximation of compressed decentralized averaging, which moves
   each peer by the average of the others' updates. The author aggregates its own *decoded*
   update, so that every peer that holds the same pieces computes the same model.
+
+  Limitation: deltas never carry absolute parameters, so a peer whose model drifted from its
+  neighbours' (it rejoined after rounds away, or missed updates) is only pulled back by the raw
+  updates of uncompressed (high-tier) peers; in a federation where every peer compresses, it
+  keeps its offset. A delta that does not fit float32 (training diverged) is published raw.
 """
 
 from __future__ import annotations
@@ -24,7 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from fltorrent.learn.chunking import ChunkPlan
-from fltorrent.learn.compress import Codec, ErrorFeedback, decode, encoded_size_bound
+from fltorrent.learn.compress import (
+    Codec,
+    CompressionError,
+    ErrorFeedback,
+    decode,
+    encoded_size_bound,
+)
 
 DELTA_MARKER = b"d"
 
@@ -65,10 +76,14 @@ class UpdateEncoder:
             fb = self._feedback[codec] = ErrorFeedback(codec, ratio=self.topk_ratio, seed=self.seed)
         pieces = []
         vectors = []
-        for c, (b, a) in enumerate(zip(before, after, strict=True)):
-            data = fb.compress(c, a - b)
-            pieces.append(data)
-            vectors.append(b + decode(data, len(b)))
+        try:
+            for c, (b, a) in enumerate(zip(before, after, strict=True)):
+                data = fb.compress(c, a - b)
+                pieces.append(data)
+                vectors.append(b + decode(data, len(b)))
+        except CompressionError:
+            # A delta beyond float32 (training diverged): publish the model as it is.
+            return EncodedUpdate(raw_pieces, digest, list(after), 0)
         saved = sum(len(r) for r in raw_pieces) - sum(len(p) for p in pieces)
         return EncodedUpdate(pieces, digest + DELTA_MARKER, vectors, saved)
 

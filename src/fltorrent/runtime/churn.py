@@ -75,6 +75,17 @@ class RoundWatch:
                 await asyncio.wait_for(self.progress.wait(), CHECK_S)
 
 
+async def _gone(tracker: Tracker, peer_id: int, timeout: float = 30.0) -> bool:
+    """Wait until the tracker has noticed that ``peer_id``'s old connection ended."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (member := tracker.members.get(peer_id)) is not None and member.alive:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 async def run_with_churn(
     peer_id: int,
     *,
@@ -106,6 +117,8 @@ async def run_with_churn(
         rejoin = churn.next_rejoin(peer_id)
         if rejoin is None or not await watch.wait_for_round(tracker, rejoin):
             break
+        if not await _gone(tracker, peer_id):
+            break  # the tracker still holds the dead connection: a new one would be refused
     outcome.metrics = metrics
     if crashes and outcome.finished:
         outcome.error = "; ".join(crashes) + "; rejoined"
