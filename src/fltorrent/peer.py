@@ -134,7 +134,6 @@ class Peer:
         self.history: list[RoundMetrics] = []
         self._equivocators: set[int] = set()
         self.last_update: LocalUpdate | None = None  # this round's own update, before aggregation
-        self.plan_digest = learner.plan.digest()
         loop = asyncio.get_running_loop()
         self._start = loop.time()
         self._origin = self._start if clock_origin is None else clock_origin

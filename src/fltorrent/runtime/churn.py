@@ -123,3 +123,36 @@ async def run_with_churn(
     if crashes and outcome.finished:
         outcome.error = "; ".join(crashes) + "; rejoined"
     return outcome
+
+
+async def run_all(
+    peers: int,
+    *,
+    transport: Transport,
+    tracker: Tracker,
+    address: Address,
+    host: str,
+    model_dir: Path | None,
+    hooks: NodeHooks,
+    churn: Churn,
+    watch: RoundWatch,
+) -> list[NodeOutcome]:
+    """Run peers ``1..peers`` side by side (each through :func:`run_with_churn`)."""
+    async with asyncio.TaskGroup() as tg:
+        tasks = [
+            tg.create_task(
+                run_with_churn(
+                    i,
+                    transport=transport,
+                    tracker=tracker,
+                    address=address,
+                    host=host,
+                    model_dir=model_dir,
+                    hooks=hooks,
+                    churn=churn,
+                    watch=watch,
+                )
+            )
+            for i in range(1, peers + 1)
+        ]
+    return [t.result() for t in tasks]

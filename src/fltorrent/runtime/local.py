@@ -18,7 +18,7 @@ from fltorrent.net.base import Transport
 from fltorrent.net.tcp import TcpTransport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
 from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
-from fltorrent.runtime.churn import Churn, RoundWatch, run_with_churn
+from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.telemetry.events import RoundMetrics
 
@@ -55,21 +55,14 @@ async def run_local(
                 on_peer=on_peer,
                 saved=saved,
             )
-            async with asyncio.TaskGroup() as tg:
-                tasks = [
-                    tg.create_task(
-                        run_with_churn(
-                            i,
-                            transport=transport,
-                            tracker=tracker,
-                            address=address,
-                            host=rt.host,
-                            model_dir=model_dir,
-                            hooks=hooks,
-                            churn=churn,
-                            watch=watch,
-                        )
-                    )
-                    for i in range(1, n + 1)
-                ]
-    return [t.result() for t in tasks]
+            return await run_all(
+                n,
+                transport=transport,
+                tracker=tracker,
+                address=address,
+                host=rt.host,
+                model_dir=model_dir,
+                hooks=hooks,
+                churn=churn,
+                watch=watch,
+            )

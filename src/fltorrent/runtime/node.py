@@ -25,13 +25,14 @@ from safetensors.torch import save_file
 from fltorrent.config import Config, parse_config
 from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.devices.device import Device
+from fltorrent.devices.profiles import DeviceProfile
 from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Learner
 from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
 from fltorrent.net.clock import offload
 from fltorrent.net.shaping import PeerLink, ShapedTransport
-from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase
+from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase, RoundPolicy
 from fltorrent.runtime.build import (
     FederationData,
     build_device,
@@ -153,15 +154,15 @@ async def run_node(
     return outcome
 
 
-async def _peer_state(config: Config, peer_id: int, hooks: NodeHooks) -> PeerState:
+async def _peer_state(
+    config: Config, peer_id: int, profile: DeviceProfile | None, hooks: NodeHooks
+) -> PeerState:
     if hooks.saved is not None and peer_id in hooks.saved:
         return hooks.saved[peer_id]
     data = hooks.data
     if data is None:
         data = await offload(lambda: load_federation_data(config))
     learner = await offload(lambda: build_learner(config, peer_id, data))
-    profiles = device_profiles(config)
-    profile = profiles[peer_id - 1] if profiles is not None else None
     state = PeerState(
         learner=learner,
         device=build_device(config, peer_id, learner, profile),
@@ -187,12 +188,13 @@ async def _run_registered(
 ) -> None:
     config = parse_config(welcome.config)
     peer_id = welcome.peer_id
-    state = await _peer_state(config, peer_id, hooks)
+    profiles = device_profiles(config)
+    profile = profiles[peer_id - 1] if profiles is not None else None
+    state = await _peer_state(config, peer_id, profile, hooks)
     learner = state.learner
     neighbours = set(welcome.neighbours)
     policy = round_policy(config)
-    profiles = device_profiles(config)
-    link = link_profile(config, profiles[peer_id - 1] if profiles is not None else None)
+    link = link_profile(config, profile)
     async with contextlib.AsyncExitStack() as stack:
         swarm_transport: Transport = transport
         if link is not None:
@@ -216,6 +218,7 @@ async def _run_registered(
             state=state,
             accept=accept,
             neighbours=neighbours,
+            policy=policy,
             swarm_holder=swarm_holder,
             hooks=hooks,
             tg=tg,
@@ -233,14 +236,13 @@ async def _run_peer(
     state: PeerState,
     accept: ConnectionHandler,
     neighbours: set[int],
+    policy: RoundPolicy,
     swarm_holder: list[ConnectionHandler],
     hooks: NodeHooks,
     tg: asyncio.TaskGroup,
     outcome: NodeOutcome,
 ) -> None:
-    config = parse_config(welcome.config)
     peer_id = welcome.peer_id
-    policy = round_policy(config)
 
     def spawn(coro: Coroutine[object, object, None]) -> None:
         tg.create_task(coro)

@@ -21,7 +21,7 @@ from fltorrent.net.clock import is_virtual
 from fltorrent.net.memory import MemoryNetwork
 from fltorrent.peer import FaultHook, Peer, PeerStatus
 from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
-from fltorrent.runtime.churn import Churn, RoundWatch, run_with_churn
+from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.telemetry.events import RoundMetrics
 
@@ -59,21 +59,14 @@ async def run_sim(
     tracker = make_tracker(config, on_progress=watch.notify)
     async with MemoryNetwork() as network, tracker:
         address = await tracker.start(network, config.runtime.host, 0)
-        async with asyncio.TaskGroup() as tg:
-            tasks = [
-                tg.create_task(
-                    run_with_churn(
-                        i,
-                        transport=network,
-                        tracker=tracker,
-                        address=address,
-                        host=config.runtime.host,
-                        model_dir=model_dir,
-                        hooks=hooks,
-                        churn=churn,
-                        watch=watch,
-                    )
-                )
-                for i in range(1, n + 1)
-            ]
-    return [t.result() for t in tasks]
+        return await run_all(
+            n,
+            transport=network,
+            tracker=tracker,
+            address=address,
+            host=config.runtime.host,
+            model_dir=model_dir,
+            hooks=hooks,
+            churn=churn,
+            watch=watch,
+        )
