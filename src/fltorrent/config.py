@@ -94,6 +94,11 @@ class BitTorrentConfig(_Section):
         "each piece leaves us about once and neighbours relay the rest (BEP 16); pays off "
         "when uplinks are the bottleneck, costs round trips on fast links",
     )
+    critical_window: Fraction = Field(
+        0.25,
+        description="last share of the soft deadline (timeout) in which the picker fetches "
+        "the most important missing pieces first, whatever their availability",
+    )
     seed_grace: float = Field(
         10.0, ge=0.0, description="seconds a finished peer keeps seeding for late peers"
     )
@@ -142,6 +147,11 @@ class ChunkConfig(_Section):
         "l2_norm"
     )
     importance_config: ImportanceConfig = ImportanceConfig()
+    layout: Literal["auto", "tensor"] = Field(
+        "auto",
+        description="'auto': architecture-aware (a conv filter with its batch norm, an "
+        "attention head with its Q/K/V stay in one chunk); 'tensor': split tensors by rows",
+    )
 
     @model_validator(mode="after")
     def _one_size(self) -> ChunkConfig:
@@ -178,7 +188,7 @@ class DataConfig(_Section):
 class ModelConfig(_Section):
     """Which model of the zoo."""
 
-    name: Literal["mlp", "cnn1d", "cnn2d"] = "cnn1d"
+    name: Literal["mlp", "cnn1d", "cnn2d", "resnet", "transformer"] = "cnn1d"
     hidden: PositiveInt = 32
 
 

@@ -77,6 +77,7 @@ class RoundPolicy:
     hard_timeout: float
     min_completion_ratio: float
     seed_grace: float
+    critical_window: float = 0.25  # last share of `timeout` in which the picker is critical
 
 
 @dataclass
@@ -349,6 +350,8 @@ class Peer:
             device=dev.profile.name if dev is not None else None,
             battery_level=dev.battery_level if dev is not None else None,
             temperature_c=dev.temperature_c if dev is not None else None,
+            train_wall_s=update.train.seconds if update is not None else 0.0,
+            score_s=update.score_s if update is not None else 0.0,
         )
         self.history.append(metrics)
         if self.on_metrics is not None:
@@ -416,6 +419,8 @@ class Peer:
     async def _exchange(self, r: int) -> bool:
         """Wait for the round's blobs; returns whether a deadline ended the wait."""
         policy = self.policy
+        critical = (1 - policy.critical_window) * policy.timeout
+        self.swarm.set_critical_from(self._now() + critical)
         if await self.swarm.wait_for(lambda: self._complete(r), policy.timeout):
             return False
         enough = await self.swarm.wait_for(

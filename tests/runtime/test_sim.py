@@ -52,10 +52,17 @@ def by_round(records: list[dict[str, Any]]) -> dict[int, dict[int, dict[str, Any
     return out
 
 
+def _virtual(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in x.items() if k not in ("train_wall_s", "score_s")} for x in records]
+
+
 def test_same_seed_same_run(tmp_path: Path) -> None:
     a_summary, a = run(tmp_path / "a", SPEC_MIX, "federate.client_num=8")
     b_summary, b = run(tmp_path / "b", SPEC_MIX, "federate.client_num=8")
-    assert a == b  # every field of every record, simulated times included
+    # Every field of every record, simulated times included, but the two that measure this
+    # machine's wall clock on purpose (training and scoring cost, for overhead shares).
+    assert all(x["train_wall_s"] > 0 for x in a if x["trained"])
+    assert _virtual(a) == _virtual(b)
     assert a_summary["sim_time_s"] == b_summary["sim_time_s"] > 0
     _, c = run(tmp_path / "c", SPEC_MIX, "federate.client_num=8", "federate.seed=1")
     assert [r["accuracy"] for r in c] != [r["accuracy"] for r in a]

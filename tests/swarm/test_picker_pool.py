@@ -1,4 +1,4 @@
-"""The piece picker (rarest first, importance tie-break) and the request pools."""
+"""The piece picker (rarity and importance levels, critical mode) and the request pools."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from types import SimpleNamespace
 from typing import Any
 
 from fltorrent.swarm import Blob, Manifest
-from fltorrent.swarm.picker import PiecePicker
+from fltorrent.swarm.picker import PiecePicker, importance_levels
 from fltorrent.swarm.requests import RequestPool
 
 
-def _blob(n: int, importance: list[float] | None = None, size: int = 100) -> Blob:
+def _blob(n: int, importance: list[float] | None = None, size: int = 100, author: int = 1) -> Blob:
     pieces = [bytes([i]) * size for i in range(n)]
     manifest = Manifest.build(
-        author=1, round=1, pieces=pieces, num_samples=1, importance=importance
+        author=author, round=1, pieces=pieces, num_samples=1, importance=importance
     )
     return Blob(manifest, block_size=40)
 
@@ -22,16 +22,54 @@ def _never_busy(_key: tuple[bytes, int]) -> bool:
     return False
 
 
-def test_rarest_first_then_importance() -> None:
-    blob = _blob(4, importance=[0.0, 5.0, 1.0, 9.0])
+def test_importance_levels_by_rank_within_a_blob() -> None:
+    assert importance_levels([0.0, 5.0, 1.0, 9.0]) == ([0, 2, 1, 3], [0.0, 5 / 9, 1 / 9, 1.0])
+    assert importance_levels([2.0] * 5)[0] == [0] * 5  # no information: one level
+    assert importance_levels([0.0, 0.0])[1] == [0.0, 0.0]
+    levels, _ = importance_levels(list(range(8)))
+    assert levels == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_rarer_and_more_important_first() -> None:
+    blob = _blob(4, importance=[0.0, 5.0, 1.0, 9.0])  # levels 0, 2, 1, 3
     picker = PiecePicker(seed=1)
     picker.track(blob.blob_id, 4)
     picker.add(blob.blob_id, [True, True, True, True])  # neighbour A holds all
     picker.add(blob.blob_id, [False, False, True, True])  # neighbour B holds 2 and 3
-    # Pieces 0 and 1 have availability 1, 2 and 3 availability 2: rare first, then the more
-    # important of the two rare ones.
+    # Priorities (availability + 1) * 3 - level: piece 1: 4, piece 0: 6, piece 3: 6, piece 2: 8.
+    # The top-level piece 3 ties with the unimportant rare piece 0 and wins on its score.
     order = picker.pick([(blob, [True] * 4)], _never_busy, count=4)
-    assert order == [(blob.blob_id, 1), (blob.blob_id, 0), (blob.blob_id, 3), (blob.blob_id, 2)]
+    assert order == [(blob.blob_id, 1), (blob.blob_id, 3), (blob.blob_id, 0), (blob.blob_id, 2)]
+    # Two holders more outweigh any importance.
+    picker.add(blob.blob_id, [False, False, False, True])
+    order = picker.pick([(blob, [True] * 4)], _never_busy, count=4)
+    assert order == [(blob.blob_id, 1), (blob.blob_id, 0), (blob.blob_id, 2), (blob.blob_id, 3)]
+
+
+def test_critical_mode_puts_the_top_level_first_whatever_its_availability() -> None:
+    blob = _blob(8, importance=[float(i) for i in range(8)])  # 6 and 7 are the top level
+    picker = PiecePicker(seed=2)
+    picker.track(blob.blob_id, 8)
+    picker.add(blob.blob_id, [True] * 8)
+    for _ in range(3):
+        picker.add(blob.blob_id, [False] * 6 + [True, True])  # the important ones are common
+    normal = picker.pick([(blob, [True] * 8)], _never_busy, count=8)
+    assert [i for _, i in normal[:2]] == [5, 4]
+    assert [i for _, i in normal[-2:]] == [7, 6]
+    critical = picker.pick([(blob, [True] * 8)], _never_busy, count=8, critical=True)
+    assert [i for _, i in critical] == [7, 6, 5, 4, 3, 2, 1, 0]
+
+
+def test_levels_compare_authors_with_different_score_scales() -> None:
+    small = _blob(4, importance=[0.001, 0.002, 0.003, 0.004], author=1)
+    large = _blob(4, importance=[10.0, 20.0, 30.0, 40.0], author=2)
+    picker = PiecePicker(seed=3)
+    for b in (small, large):
+        picker.track(b.blob_id, 4)
+        picker.add(b.blob_id, [True] * 4)
+    picked = picker.pick([(small, [True] * 4), (large, [True] * 4)], _never_busy, count=2)
+    # Each author's top piece first, not the large author's whole update.
+    assert sorted(picked) == sorted([(small.blob_id, 3), (large.blob_id, 3)])
 
 
 def test_only_pieces_the_neighbour_holds_we_lack_and_nobody_downloads() -> None:

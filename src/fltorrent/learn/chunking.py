@@ -5,11 +5,13 @@ lets them check):
 
 - Tensors are taken in state-dict order. Empty tensors (no elements) are in no chunk; the plan
   still records them, and :meth:`ChunkPlan.join` recreates them.
-- A tensor is split only when its byte size exceeds the target chunk size, and then only along
-  its first dimension into groups of whole rows, each as many rows as fit in the target (at least
-  one). 0-dim and single-row tensors are never split.
-- The units (whole tensors and row groups) are packed greedily in order: a unit joins the current
-  chunk if that keeps it within the target, otherwise it starts a new chunk.
+- By default each tensor is its own group (:mod:`fltorrent.learn.packing`): it is split only when
+  its byte size exceeds the target chunk size, and then only along its first dimension into
+  runs of whole rows, each as many rows as fit in the target (at least one). 0-dim and
+  single-row tensors are never split. :mod:`fltorrent.learn.layout` gives architecture-aware
+  groups instead (a conv filter with its batch norm, an attention head with its Q/K/V).
+- The units (whole groups and runs of slices) are packed greedily in order: a unit joins the
+  current chunk if that keeps it within the target, otherwise it starts a new chunk.
 
 A chunk's bytes are its segments' raw element bytes, little-endian, C order, concatenated.
 """
@@ -17,7 +19,6 @@ A chunk's bytes are its segments' raw element bytes, little-endian, C order, con
 from __future__ import annotations
 
 import hashlib
-import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,65 +28,21 @@ import numpy as np
 import torch
 
 from fltorrent.errors import LearnError
-from fltorrent.learn._elements import (
-    SUPPORTED_DTYPES,
-    bytes_tensor,
-    check_tensor,
-    decode,
-    encode,
-    tensor_bytes,
+from fltorrent.learn._elements import bytes_tensor, check_tensor, decode, encode, tensor_bytes
+from fltorrent.learn.packing import (
+    Chunk,
+    Group,
+    Segment,
+    TensorSpec,
+    check_groups,
+    default_groups,
+    pack,
+    target_for_count,
 )
 
+__all__ = ["Chunk", "ChunkPlan", "Group", "Segment", "TensorSpec", "specs_of"]
+
 _DIGEST_MAGIC = b"fltorrent.chunkplan.v1\x00"
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape and dtype of one state-dict entry."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-
-    def __post_init__(self) -> None:
-        if any(d < 0 for d in self.shape):
-            raise LearnError(f"{self.name}: negative dimension in shape {self.shape}")
-        if self.dtype not in SUPPORTED_DTYPES:
-            raise LearnError(f"{self.name}: dtype {self.dtype} cannot be chunked")
-
-    @property
-    def numel(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
-
-    @property
-    def itemsize(self) -> int:
-        """Bytes per element."""
-        return self.dtype.itemsize
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the whole tensor."""
-        return self.numel * self.itemsize
-
-
-@dataclass(frozen=True)
-class Segment:
-    """Elements [start, stop) of tensor ``tensor`` (flat, C order)."""
-
-    tensor: int
-    start: int
-    stop: int
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One chunk: its segments in byte order, and their total bytes and elements."""
-
-    index: int
-    segments: tuple[Segment, ...]
-    nbytes: int
-    numel: int
 
 
 @dataclass(frozen=True)
@@ -112,13 +69,12 @@ class ChunkPlan:
         *,
         num_chunks: int | None = None,
         chunk_bytes: int | None = None,
+        groups: Sequence[Group] | None = None,
     ) -> ChunkPlan:
         """The plan for ``state``; give exactly one of ``num_chunks`` and ``chunk_bytes``."""
-        specs = []
-        for name, value in state.items():
-            check_tensor(name, value)
-            specs.append(TensorSpec(name, tuple(int(d) for d in value.shape), value.dtype))
-        return cls.from_specs(specs, num_chunks=num_chunks, chunk_bytes=chunk_bytes)
+        return cls.from_specs(
+            specs_of(state), num_chunks=num_chunks, chunk_bytes=chunk_bytes, groups=groups
+        )
 
     @classmethod
     def from_specs(
@@ -127,8 +83,9 @@ class ChunkPlan:
         *,
         num_chunks: int | None = None,
         chunk_bytes: int | None = None,
+        groups: Sequence[Group] | None = None,
     ) -> ChunkPlan:
-        """The plan for tensors ``specs`` (in order).
+        """The plan for tensors ``specs`` (in order), packed by ``groups`` (default: per tensor).
 
         ``chunk_bytes`` is the target chunk size. ``num_chunks`` asks for a number of chunks: the
         target is the smallest one whose chunk count is closest to it (on a tie between a count
@@ -136,6 +93,10 @@ class ChunkPlan:
         tensors cannot make 20 chunks, and one big row cannot be cut.
         """
         specs = tuple(specs)
+        if groups is None:
+            groups = default_groups(specs)
+        else:
+            check_groups(specs, groups)
         if chunk_bytes is not None and num_chunks is None:
             if chunk_bytes < 1:
                 raise LearnError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
@@ -143,10 +104,10 @@ class ChunkPlan:
         elif num_chunks is not None and chunk_bytes is None:
             if num_chunks < 1:
                 raise LearnError(f"num_chunks must be at least 1, got {num_chunks}")
-            target = _target_for_count(specs, num_chunks)
+            target = target_for_count(specs, groups, num_chunks)
         else:
             raise LearnError("give exactly one of num_chunks and chunk_bytes")
-        return cls(tensors=specs, chunks=_pack(specs, target))
+        return cls(tensors=specs, chunks=pack(specs, groups, target))
 
     @property
     def total_bytes(self) -> int:
@@ -315,6 +276,15 @@ class ChunkPlan:
         return out
 
 
+def specs_of(state: Mapping[str, torch.Tensor]) -> list[TensorSpec]:
+    """The specs of a state dict's tensors, in order (refuses unsupported tensors)."""
+    specs = []
+    for name, value in state.items():
+        check_tensor(name, value)
+        specs.append(TensorSpec(name, tuple(int(d) for d in value.shape), value.dtype))
+    return specs
+
+
 def _as_vector(vector: np.ndarray, chunk: Chunk) -> np.ndarray:
     vec = np.asarray(vector, dtype=np.float64)
     if vec.shape != (chunk.numel,):
@@ -325,70 +295,6 @@ def _as_vector(vector: np.ndarray, chunk: Chunk) -> np.ndarray:
 
 
 # --- building and checking plans ---------------------------------------------------------------
-
-
-def _units(specs: Sequence[TensorSpec], target: int) -> Iterator[tuple[int, int, int, int]]:
-    """(tensor, start, stop, bytes) of each packing unit for target chunk size ``target``."""
-    for i, spec in enumerate(specs):
-        if spec.numel == 0:
-            continue
-        rows = spec.shape[0] if spec.shape else 1
-        if spec.nbytes <= target or rows <= 1:
-            yield i, 0, spec.numel, spec.nbytes
-            continue
-        row = spec.numel // rows
-        per_group = max(1, target // (row * spec.itemsize))
-        for first in range(0, rows, per_group):
-            last = min(rows, first + per_group)
-            yield i, first * row, last * row, (last - first) * row * spec.itemsize
-
-
-def _pack(specs: Sequence[TensorSpec], target: int) -> tuple[Chunk, ...]:
-    groups: list[list[Segment]] = [[]]
-    size = 0
-    for t, start, stop, nbytes in _units(specs, target):
-        if groups[-1] and size + nbytes > target:
-            groups.append([])
-            size = 0
-        groups[-1].append(Segment(t, start, stop))
-        size += nbytes
-    return tuple(
-        Chunk(
-            index=i,
-            segments=tuple(segs),
-            nbytes=sum((s.stop - s.start) * specs[s.tensor].itemsize for s in segs),
-            numel=sum(s.stop - s.start for s in segs),
-        )
-        for i, segs in enumerate(groups)
-    )
-
-
-def _count(specs: Sequence[TensorSpec], target: int) -> int:
-    """len(_pack(specs, target)) without building the chunks."""
-    count, size = 1, 0
-    for *_, nbytes in _units(specs, target):
-        if size and size + nbytes > target:
-            count, size = count + 1, 0
-        size += nbytes
-    return count
-
-
-def _target_for_count(specs: Sequence[TensorSpec], num_chunks: int) -> int:
-    total = sum(spec.nbytes for spec in specs)
-    if total == 0:
-        return 1
-    # Binary search for the smallest target with at most num_chunks chunks (the target `total`
-    # always gives one chunk), then see whether one byte less lands closer to num_chunks.
-    lo, hi = 1, total
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if _count(specs, mid) <= num_chunks:
-            hi = mid
-        else:
-            lo = mid + 1
-    if lo > 1 and _count(specs, lo - 1) - num_chunks <= num_chunks - _count(specs, lo):
-        return lo - 1
-    return lo
 
 
 def _validate(tensors: tuple[TensorSpec, ...], chunks: tuple[Chunk, ...]) -> None:

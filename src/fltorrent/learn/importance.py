@@ -12,10 +12,19 @@ most spread first when a round cannot wait for everything. Methods (SPEC §2, co
 * ``snip``: sum over the chunk of |gradient x weight| on one batch of ``batch_size`` samples
   (Lee et al., ICLR 2019, connection sensitivity).
 * ``fisher``: sum over the chunk of the diagonal empirical Fisher, the mean squared per-sample
-  gradient over ``num_samples`` samples, plus ``damping`` per element.
-* ``random``: uniform scores, the baseline.
-* ``adaptive``: ``magnitude`` while training moves fast (the mean training loss fell by more than
-  5 % since the previous round), ``snip`` once it settles.
+  gradient over ``num_samples`` samples, plus ``damping`` per parameter element (buffers, which
+  have no gradient, score 0).
+* ``random``: uniform scores in [0, 1), a function of the scorer's seed and the round.
+* ``adaptive``: ``magnitude`` while training moves fast (the first round, or the mean training
+  loss fell by more than 5 % since the previous round), ``snip`` once it settles.
+
+Every score is finite and non-negative: a NaN or infinite score (a diverged update) becomes 0,
+and a score beyond the largest float32 is clipped to it, since the manifest carries float32. A
+round whose mean absolute update is not finite enters the ``magnitude`` history as 0, so it
+does not zero the chunk's score for the whole window. After each call,
+:attr:`ImportanceScorer.last_backward_samples` says over how many samples the scorer ran forward
+and backward passes (``snip``: the batch, ``fisher``: the per-sample passes, otherwise 0), so a
+simulation can charge the scoring compute.
 
 These are first implementations; issue 4 measures them against ``random``.
 """
@@ -36,6 +45,7 @@ from fltorrent.learn.chunking import ChunkPlan
 
 IMPORTANCE_METHODS = ("magnitude", "l2_norm", "snip", "fisher", "random", "adaptive")
 ADAPTIVE_LOSS_DROP = 0.05
+_MAX_SCORE = float(np.finfo(np.float32).max)  # the manifest stores scores as float32
 
 
 @dataclass
@@ -54,13 +64,18 @@ class ScoreInputs:
 
 @dataclass
 class ImportanceScorer:
-    """Stateful scorer for one peer (``magnitude`` and ``adaptive`` keep a history)."""
+    """Stateful scorer for one peer (``magnitude`` and ``adaptive`` keep a history).
+
+    ``last_backward_samples`` is the number of samples the last :meth:`score` call ran forward
+    and backward passes over (0 before the first call and for methods without gradients).
+    """
 
     method: str
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
     _history: deque[np.ndarray] = field(default_factory=deque)
     _last_loss: float | None = None
+    last_backward_samples: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         if self.method not in IMPORTANCE_METHODS:
@@ -78,11 +93,13 @@ class ImportanceScorer:
             last, self._last_loss = self._last_loss, inputs.train_loss
             moving = last is None or inputs.train_loss < (1 - ADAPTIVE_LOSS_DROP) * last
             method = "magnitude" if moving else "snip"
+        self.last_backward_samples = 0
         deltas = [a - b for a, b in zip(inputs.after, inputs.before, strict=True)]
         if method == "magnitude" or self.method == "adaptive":
             # The history is kept up to date even while adaptive uses snip.
             mags = np.array([float(np.abs(d).mean()) if d.size else 0.0 for d in deltas])
-            window = int(self._opt("magnitude", "history_window", 10))
+            mags = np.nan_to_num(mags, nan=0.0, posinf=0.0, neginf=0.0)
+            window = max(1, int(self._opt("magnitude", "history_window", 10)))
             self._history.append(mags)
             while len(self._history) > window:
                 self._history.popleft()
@@ -95,18 +112,19 @@ class ImportanceScorer:
                 if self._opt("magnitude", "use_variance", True):
                     scores = scores + hist.std(axis=0)
             case "snip":
-                scores = _per_chunk(
-                    inputs.plan, _snip(inputs, self._opt("snip", "batch_size", 128))
-                )
+                batch_size = int(self._opt("snip", "batch_size", 128))
+                snip, self.last_backward_samples = _snip(inputs, batch_size)
+                scores = _per_chunk(inputs.plan, snip)
             case "fisher":
                 n = int(self._opt("fisher", "num_samples", 100))
                 damping = float(self._opt("fisher", "damping", 1e-3))
-                scores = _per_chunk(inputs.plan, _fisher(inputs, n, damping))
+                fisher, self.last_backward_samples = _fisher(inputs, n, damping)
+                scores = _per_chunk(inputs.plan, fisher)
             case _:  # random
                 rng = np.random.default_rng([self.seed, inputs.round])
                 scores = rng.random(inputs.plan.num_chunks)
-        out = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0)
-        return [max(0.0, float(s)) for s in out]
+        out = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        return [float(s) for s in np.clip(out, 0.0, _MAX_SCORE)]
 
     def _l2(self, plan: ChunkPlan, deltas: Sequence[np.ndarray]) -> np.ndarray:
         normalize = bool(self._opt("l2_norm", "normalize_by_size", True))
@@ -130,46 +148,55 @@ def _per_chunk(plan: ChunkPlan, scores: dict[str, torch.Tensor]) -> np.ndarray:
     return np.array([float(v.sum()) for v in plan.state_to_vectors(scores)])
 
 
-def _snip(inputs: ScoreInputs, batch_size: int) -> dict[str, torch.Tensor]:
+def _snip(inputs: ScoreInputs, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:
+    """|gradient x weight| per state-dict entry, and the number of samples in the batch."""
     model = inputs.model
     scores = _zero_scores(model)
-    if len(inputs.x) == 0:
-        return scores
+    if len(inputs.x) == 0 or batch_size < 1:
+        return scores, 0
     g = torch.Generator().manual_seed(inputs.round)
     idx = torch.randperm(len(inputs.x), generator=g)[:batch_size]
     model.zero_grad(set_to_none=True)
     was_training = model.training
     model.eval()
-    loss = nn.functional.cross_entropy(model(inputs.x[idx]), inputs.y[idx])
-    loss.backward()
-    model.train(was_training)
+    try:
+        with torch.enable_grad():
+            loss = nn.functional.cross_entropy(model(inputs.x[idx]), inputs.y[idx])
+            loss.backward()
+    finally:
+        model.train(was_training)
     for name, p in model.named_parameters():
         if p.grad is not None:
             scores[name] = (p.grad * p.detach()).abs().to(scores[name].dtype)
     model.zero_grad(set_to_none=True)
-    return scores
+    return scores, len(idx)
 
 
-def _fisher(inputs: ScoreInputs, num_samples: int, damping: float) -> dict[str, torch.Tensor]:
+def _fisher(
+    inputs: ScoreInputs, num_samples: int, damping: float
+) -> tuple[dict[str, torch.Tensor], int]:
+    """Diagonal empirical Fisher plus damping per state-dict entry, and the samples used."""
     model = inputs.model
     scores = _zero_scores(model)
-    n = min(num_samples, len(inputs.x))
-    if n == 0:
-        return scores
-    g = torch.Generator().manual_seed(inputs.round + 7919)
-    idx = torch.randperm(len(inputs.x), generator=g)[:n]
     params = dict(model.named_parameters())
-    was_training = model.training
-    model.eval()
-    for i in idx.tolist():
-        model.zero_grad(set_to_none=True)
-        loss = nn.functional.cross_entropy(model(inputs.x[i : i + 1]), inputs.y[i : i + 1])
-        loss.backward()
-        for name, p in params.items():
-            if p.grad is not None:
-                scores[name] += (p.grad.detach() ** 2).to(scores[name].dtype) / n
-    model.train(was_training)
-    model.zero_grad(set_to_none=True)
+    n = max(0, min(num_samples, len(inputs.x)))
+    if n:
+        g = torch.Generator().manual_seed(inputs.round + 7919)
+        idx = torch.randperm(len(inputs.x), generator=g)[:n]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                for i in idx.tolist():
+                    model.zero_grad(set_to_none=True)
+                    out = model(inputs.x[i : i + 1])
+                    nn.functional.cross_entropy(out, inputs.y[i : i + 1]).backward()
+                    for name, p in params.items():
+                        if p.grad is not None:
+                            scores[name] += (p.grad.detach() ** 2).to(scores[name].dtype) / n
+        finally:
+            model.train(was_training)
+            model.zero_grad(set_to_none=True)
     for name in params:
         scores[name] += damping
-    return scores
+    return scores, n

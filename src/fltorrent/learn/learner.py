@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from fltorrent.learn.chunking import ChunkPlan
 from fltorrent.learn.flops import TRAIN_FACTOR, forward_flops_per_sample
 from fltorrent.learn.importance import ImportanceScorer, ScoreInputs
+from fltorrent.learn.layout import Layout, plan_for_model
 from fltorrent.learn.train import TrainResult, evaluate, train_local
 
 
@@ -57,12 +57,13 @@ class Learner:
         train_options: Mapping[str, Any],
         scorer: ImportanceScorer,
         seed: int = 0,
+        layout: Layout = "auto",
     ) -> None:
         self.model = model
         self.x, self.y = train_data
         self.x_test, self.y_test = test_data
         self.x_local, self.y_local = local_test_data
-        self.plan = ChunkPlan.from_state_dict(model.state_dict(), **plan_size)
+        self.plan = plan_for_model(model, layout=layout, **plan_size)
         self.train_options = dict(train_options)
         self.scorer = scorer
         self.seed = seed
@@ -77,9 +78,11 @@ class Learner:
         return self._forward_flops
 
     def train_flops(self) -> float:
-        """FLOPs of one :meth:`local_round` (training dominates; scoring is not counted)."""
+        """FLOPs of the last :meth:`local_round`: training, and the forward and backward passes
+        the importance scorer ran (snip, fisher)."""
         epochs = float(self.train_options.get("epochs", 1))
-        return TRAIN_FACTOR * self.forward_flops * self.num_samples * epochs
+        samples = self.num_samples * epochs + self.scorer.last_backward_samples
+        return TRAIN_FACTOR * self.forward_flops * samples
 
     def eval_flops(self) -> float:
         """FLOPs of one :meth:`evaluate`."""
@@ -100,10 +103,10 @@ class Learner:
         result = train_local(
             self.model, self.x, self.y, seed=self.seed * 100_003 + round_, **self.train_options
         )
-        t0 = time.perf_counter()
         state = self.model.state_dict()
         chunks = self.plan.split(state)
         after = [self.plan.chunk_to_vector(i, c) for i, c in enumerate(chunks)]
+        t0 = time.perf_counter()
         importance = self.scorer.score(
             ScoreInputs(
                 plan=self.plan,

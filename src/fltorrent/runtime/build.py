@@ -102,6 +102,7 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
             torch.from_numpy(ds.y_test[test_idx]),
         ),
         plan_size=chunk.plan_size(),
+        layout=chunk.layout,
         train_options={
             "epochs": t.local_epochs,
             "batch_size": t.batch_size,
@@ -151,6 +152,7 @@ def round_policy(config: Config) -> RoundPolicy:
         hard_timeout=bt.hard_timeout if bt.hard_timeout is not None else 2 * bt.timeout,
         min_completion_ratio=bt.min_completion_ratio,
         seed_grace=bt.seed_grace,
+        critical_window=bt.critical_window,
     )
 
 

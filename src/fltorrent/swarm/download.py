@@ -8,7 +8,8 @@ Block choice for one neighbour, in order:
 
 1. pending blocks of pieces this neighbour already helps with (affinity keeps a piece
    single-sourced, so a corrupt piece has one culprit and finished pieces relay sooner);
-2. new pieces, rarest first with importance as tie-break, enough to fill the pipeline;
+2. new pieces, rarer and more important first (in critical mode, as the round's deadline
+   nears, the most important first: see picker.py), enough to fill the pipeline;
 3. pending blocks of pieces other neighbours are downloading;
 4. endgame: a second request for a block that is slow to arrive elsewhere.
 
@@ -59,6 +60,7 @@ class Downloader:
         self.now = clock
         self.picker = PiecePicker(seed=options.seed)
         self.pool = RequestPool()
+        self.critical_from = math.inf  # loop time from which the picker is in critical mode
         # Per neighbour id, so that reconnecting does not wipe the slate.
         self.corrupt: dict[int, int] = {}
 
@@ -301,7 +303,12 @@ class Downloader:
                 del session.downloads[dkey]
             elif d.pending:
                 return d, d.pending.pop()
-        picked = self.picker.pick(self._candidates(session), self.pool.busy, count=room)
+        picked = self.picker.pick(
+            self._candidates(session),
+            self.pool.busy,
+            count=room,
+            critical=now >= self.critical_from,
+        )
         if picked:
             first: Download | None = None
             blocks = 0

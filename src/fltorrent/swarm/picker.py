@@ -1,21 +1,46 @@
-"""Piece availability and the piece picker: rarest first, importance breaks ties.
+"""Piece availability and the piece picker: rarer and more important pieces first.
 
 Availability counts, per known blob and piece, how many connected neighbours hold the piece.
 The picker chooses, for one neighbour, the piece to start next among those the neighbour holds,
-we lack, we want, and nobody is downloading yet: the lowest availability first (so rare pieces
-spread before their holders leave, as BEP 3 advises), then the highest importance, then at
-random (so neighbours do not all start on the same piece).
+we lack, we want, and nobody is downloading yet.
+
+Importance (the author's score per piece, in the manifest) is turned into ``LEVELS`` priority
+levels by rank within its blob (top quarter of a blob's scores: level 3), so scores from authors
+with different scales compare fairly. In the spirit of libtorrent's piece picker, a piece's
+priority is ``(availability + 1) * PRIO_FACTOR - level`` (lower first): rarity comes first (rare
+pieces spread before their holders leave, as BEP 3 advises), but the top level outranks a piece
+with one holder fewer. Ties go to the higher share of the blob's top score, then to a random
+rank drawn once per piece (so that neighbours do not all start on the same piece).
+
+*Critical* mode (as a round's deadline nears, see ``Downloader.critical_from``): top-level
+pieces ignore availability and go before everything else, most important first, as
+libtorrent's top priority and time-critical pieces do: what matters most must arrive before
+the round closes.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from fltorrent.swarm.store import Blob
 
 PieceKey = tuple[bytes, int]
+LEVELS = 4
+PRIO_FACTOR = 3
+
+
+def importance_levels(scores: Sequence[float]) -> tuple[list[int], list[float]]:
+    """Per piece, its priority level (``0 .. LEVELS - 1``, by rank: the share of the blob's
+    pieces scoring strictly lower) and its score as a share of the blob's top score."""
+    n = len(scores)
+    order = sorted(scores)
+    top = order[-1] if order and order[-1] > 0 else 0.0
+    levels = [min(LEVELS - 1, LEVELS * bisect_left(order, s) // n) for s in scores]
+    shares = [s / top if top else 0.0 for s in scores]
+    return levels, shares
 
 
 class PiecePicker:
@@ -26,6 +51,7 @@ class PiecePicker:
         # Per blob, a random rank per piece (drawn once): the last tie-break, so that peers
         # start on different pieces without drawing a random number per candidate per pick.
         self._shuffle: dict[bytes, list[int]] = {}
+        self._levels: dict[bytes, tuple[list[int], list[float]]] = {}
         self._rng = random.Random(seed)
 
     def track(self, blob_id: bytes, num_pieces: int) -> None:
@@ -40,6 +66,7 @@ class PiecePicker:
         """Stop counting availability for a blob."""
         self.availability.pop(blob_id, None)
         self._shuffle.pop(blob_id, None)
+        self._levels.pop(blob_id, None)
 
     def add(self, blob_id: bytes, bits: Iterable[int], sign: int = 1) -> None:
         """Count (or with ``sign=-1`` uncount) a neighbour's pieces of a blob."""
@@ -61,11 +88,15 @@ class PiecePicker:
         candidates: Iterable[tuple[Blob, Sequence[int]]],
         busy: Callable[[PieceKey], bool],
         count: int = 1,
+        *,
+        critical: bool = False,
     ) -> list[PieceKey]:
         """The best ``count`` pieces to start among ``(blob, neighbour's bits)``, best first.
 
-        ``busy`` says whether a piece is already being downloaded.
+        ``busy`` says whether a piece is already being downloaded; ``critical`` puts top-level
+        pieces first regardless of availability (see the module docstring).
         """
+        top = LEVELS - 1
 
         def ranked() -> Iterator[tuple[int, float, int, bytes, int]]:
             for blob, bits in candidates:
@@ -74,13 +105,24 @@ class PiecePicker:
                 if avail is None:
                     continue
                 shuffle = self._shuffle[blob_id]
-                importance = blob.manifest.importance
+                levels, shares = self._levels_of(blob)
                 for i in blob.missing:
                     if bits[i] and not busy((blob_id, i)):
-                        yield avail[i], -importance[i], shuffle[i], blob_id, i
+                        level = levels[i]
+                        if critical and level == top:
+                            prio = -PRIO_FACTOR
+                        else:
+                            prio = (avail[i] + 1) * PRIO_FACTOR - level
+                        yield prio, -shares[i], shuffle[i], blob_id, i
 
         best = heapq.nsmallest(max(1, count), ranked())
         return [(blob_id, i) for *_, blob_id, i in best]
+
+    def _levels_of(self, blob: Blob) -> tuple[list[int], list[float]]:
+        cached = self._levels.get(blob.blob_id)
+        if cached is None:
+            cached = self._levels[blob.blob_id] = importance_levels(blob.manifest.importance)
+        return cached
 
     def available_unstarted(self, blobs: Iterable[Blob], busy: Callable[[PieceKey], bool]) -> bool:
         """Whether some wanted piece is held by a neighbour and nobody downloads it yet."""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -348,6 +349,11 @@ class Swarm:
                 self._down.stop(blob)  # e.g. a round that ended at its deadline
         self._down.fill_all()
         self.notify()
+
+    def set_critical_from(self, at: float | None) -> None:
+        """From loop time ``at`` on (``None``: never), the picker is in critical mode: the most
+        important missing pieces first, whatever their availability (a deadline nears)."""
+        self._down.critical_from = math.inf if at is None else at
 
     def obtainable(self, blob: Blob) -> bool:
         """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""

@@ -51,6 +51,8 @@ class RoundMetrics:
     device: str | None = None  # device profile name
     battery_level: float | None = None  # fraction of capacity after the round
     temperature_c: float | None = None
+    train_wall_s: float = 0.0  # wall seconds of the training loop (also in simulation)
+    score_s: float = 0.0  # wall seconds spent scoring chunk importance
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

@@ -79,8 +79,15 @@ def summarize(
         "deadline_rounds": sum(1 for x in records if x["deadline_hit"]),
         "bytes_saved": total("bytes_saved") if records and "bytes_saved" in records[0] else 0,
         "time_to_accuracy": _time_to_accuracy(per_round, accuracy_targets),
+        "score_overhead": _share(records, "score_s", "train_wall_s"),
         **(extra or {}),
     }
+
+
+def _share(records: Sequence[dict[str, Any]], part: str, whole: str) -> float | None:
+    """sum(part) / sum(whole) over the records (``None`` when there is no ``whole``)."""
+    den = sum(x.get(whole, 0.0) for x in records)
+    return sum(x.get(part, 0.0) for x in records) / den if den > 0 else None
 
 
 def _round_time(records: Sequence[dict[str, Any]]) -> float:
