@@ -50,6 +50,38 @@ async def test_initial_seeding_sends_each_piece_about_once() -> None:
     assert seeded_s < 1.6
 
 
+@aio(virtual=True, timeout=120)
+async def test_initial_seeding_shows_the_most_important_pieces_first() -> None:
+    n = 6
+    link = LinkProfile.from_mbit(8, 32, latency_ms=5)
+    edges = [(a, b) for a in range(1, n + 1) for b in range(a + 1, n + 1)]
+    opts = SwarmOptions(federation=FED, peer_id=0, super_seeding=True, seed_concurrent=4)
+    async with MemoryNetwork() as net, contextlib.AsyncExitStack() as stack:
+        shaped = {
+            p: await stack.enter_async_context(ShapedTransport(net, PeerLink(link, seed=p)))
+            for p in range(1, n + 1)
+        }
+        async with swarm_graph(shaped, n, edges, options=opts) as nodes:
+            for node in nodes.values():
+                assert await node.swarm.wait_for(lambda s=node.swarm: len(s.sessions) == n - 1, 5)
+            manifest, chunks = random_blob(1, MB, 50)  # importance = piece index
+            nodes[1].swarm.publish(manifest, chunks)
+            first_seen: list[int] = []
+            while len(first_seen) < 50:
+                for p in range(2, n + 1):
+                    blob = nodes[p].swarm.blobs.get(manifest.blob_id)
+                    if blob is None:
+                        continue
+                    for i, data in enumerate(blob.pieces):
+                        if data is not None and i not in first_seen:
+                            first_seen.append(i)
+                await asyncio.sleep(0.005)
+    # Four pieces out at a time: the first eight to arrive anywhere were shown before any
+    # piece below the top level (pieces 38-49) was, so they are all top-level ones.
+    assert all(i >= 38 for i in first_seen[:8]), first_seen[:12]
+    assert sorted(first_seen) == list(range(50))
+
+
 class _Who:
     def __init__(self, queued: int = 1) -> None:
         self.queued = queued

@@ -7,12 +7,12 @@ author sent 1.7x the blob before the swarm had it (benchmarks/dissemination.py).
 
 How. While a blob of ours is *initially seeded*, we send at most ``concurrent`` pieces for
 the first time at once, each to one neighbour: that neighbour is shown the piece (a bitfield
-with that bit, later a Have), and nobody else is. Few pieces at a time means each goes out
-fast, so neighbours start relaying early; everything beyond what we showed them they get
-from the neighbours that received it (announced with Have as usual). When a piece has gone
-out whole, its slot goes to a neighbour holding the fewest pieces, with a piece nobody was
-shown yet. A neighbour that left, or asked for nothing for ``stall_seconds``, frees its slot,
-so a slow or departed neighbour cannot hold pieces back.
+with that bit, later a Have), and nobody else is; the most important pieces go out first.
+Few pieces at a time means each goes out fast, so neighbours start relaying early; everything
+beyond what we showed them they get from the neighbours that received it (announced with Have
+as usual). When a piece has gone out whole, its slot goes to a neighbour holding the fewest
+pieces, with a piece nobody was shown yet. A neighbour that left, or asked for nothing for
+``stall_seconds``, frees its slot, so a slow or departed neighbour cannot hold pieces back.
 Once every piece has gone out whole at least once, or nothing was served for ``stall_seconds``
 at all, every neighbour is sent the full bitfield and seeding is ordinary.
 
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fltorrent.swarm.options import SwarmOptions
+from fltorrent.swarm.picker import importance_levels
 from fltorrent.swarm.session import Session
 from fltorrent.swarm.store import Blob
 from fltorrent.wire import Bitfield, Have, pack_bits
@@ -43,6 +44,7 @@ class _Seeding:
     sent: dict[tuple[int, int], int] = field(default_factory=dict)  # (peer, piece) -> bytes
     last_ask: dict[int, float] = field(default_factory=dict)  # peer -> last block served
     last_served: float = 0.0
+    levels: list[int] = field(default_factory=list)  # per piece: importance level (picker.py)
 
 
 class InitialSeeder:
@@ -66,7 +68,11 @@ class InitialSeeder:
         """Seed ``blob`` (complete, ours) initially from now on."""
         n = blob.manifest.num_pieces
         self._blobs[blob.blob_id] = _Seeding(
-            blob, bytearray(n), bytearray(n), last_served=self._clock()
+            blob,
+            bytearray(n),
+            bytearray(n),
+            last_served=self._clock(),
+            levels=importance_levels(blob.manifest.importance)[0],
         )
 
     def seeding(self, blob_id: bytes) -> bool:
@@ -134,14 +140,18 @@ class InitialSeeder:
         return 0 if handle is None else sum(session.their[handle].bits)
 
     def _choose(self, st: _Seeding, session: Session) -> int | None:
-        """A piece no neighbour was shown yet that ``session`` lacks, or None.
+        """A piece no neighbour was shown yet that ``session`` lacks, or None: of the highest
+        importance level (see picker.py), at random among those.
 
         Pieces out already are not shown again before every piece is out: the neighbours that
         have them announce them, and our uplink is better spent on the rest.
         """
         lacks = self._lacks(session, st.blob.blob_id)
         candidates = [i for i in range(len(st.shown)) if not st.shown[i] and lacks(i)]
-        return self._rng.choice(candidates) if candidates else None
+        if not candidates:
+            return None
+        top = max(st.levels[i] for i in candidates)
+        return self._rng.choice([i for i in candidates if st.levels[i] == top])
 
     def _mark(self, st: _Seeding, session: Session, piece: int) -> None:
         st.shown[piece] = 1
