@@ -96,8 +96,9 @@ class BitTorrentConfig(_Section):
     )
     critical_window: Fraction = Field(
         0.25,
-        description="last share of the soft deadline (timeout) in which the picker fetches "
-        "the most important missing pieces first, whatever their availability",
+        description="from (1 - critical_window) x timeout after the exchange starts until the "
+        "round's exchange ends, the picker fetches the round's most important missing pieces "
+        "first, whatever their availability (0: never)",
     )
     seed_grace: float = Field(
         10.0, ge=0.0, description="seconds a finished peer keeps seeding for late peers"

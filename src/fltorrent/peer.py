@@ -419,14 +419,18 @@ class Peer:
     async def _exchange(self, r: int) -> bool:
         """Wait for the round's blobs; returns whether a deadline ended the wait."""
         policy = self.policy
-        critical = (1 - policy.critical_window) * policy.timeout
-        self.swarm.set_critical_from(self._now() + critical)
-        if await self.swarm.wait_for(lambda: self._complete(r), policy.timeout):
-            return False
-        enough = await self.swarm.wait_for(
-            lambda: self._complete(r) or self.completion >= policy.min_completion_ratio,
-            max(0.0, policy.hard_timeout - policy.timeout),
-        )
+        if policy.critical_window > 0:
+            critical = (1 - policy.critical_window) * policy.timeout
+            self.swarm.set_critical(r, self._now() + critical)
+        try:
+            if await self.swarm.wait_for(lambda: self._complete(r), policy.timeout):
+                return False
+            enough = await self.swarm.wait_for(
+                lambda: self._complete(r) or self.completion >= policy.min_completion_ratio,
+                max(0.0, policy.hard_timeout - policy.timeout),
+            )
+        finally:
+            self.swarm.set_critical(None)
         if not enough:
             log.warning(
                 "peer %d round %d: hard deadline with completion %.2f < %.2f",

@@ -187,6 +187,8 @@ def test_new_models_reject_bad_shapes() -> None:
         build_model("resnet", input_shape=(1, 8, 3), num_classes=10)
     with pytest.raises(LearnError, match="resnet"):
         build_model("resnet", input_shape=(1, 1, 8, 8), num_classes=10)
+    with pytest.raises(LearnError, match="hidden must be even"):
+        build_model("transformer", input_shape=(40,), num_classes=10, hidden=3)
     with pytest.raises(LearnError, match="sequences"):
         build_model("transformer", input_shape=(1, 8, 8), num_classes=10)
     with pytest.raises(LearnError, match="multiple of 4"):

@@ -124,6 +124,19 @@ def test_flop_count_of_a_linear_model() -> None:
     )  # convolutions reuse weights across positions
 
 
+def test_flop_count_sees_transformer_layers() -> None:
+    model = build_model("transformer", input_shape=(40,), num_classes=10, hidden=32, seed=0)
+    counted = forward_flops_per_sample(model, torch.zeros(40))
+    # Attention and feed-forward matmuls over 10 tokens: several times the parameter count
+    # (the count fell back to the parameter count when the fused eval path hid the layers).
+    assert counted > 5 * sum(p.numel() for p in model.parameters())
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as train_mode:
+        model.train()
+        model(torch.zeros(2, 40))
+    assert counted == pytest.approx(train_mode.get_total_flops() / 2, rel=0.01)  # batch of 2
+    assert torch.backends.mha.get_fastpath_enabled()  # restored
+
+
 def test_a_diverged_update_is_published_raw() -> None:
     plan, before, after = plan_and_vectors()
     after = [a.copy() for a in after]

@@ -28,6 +28,10 @@ def test_importance_levels_by_rank_within_a_blob() -> None:
     assert importance_levels([0.0, 0.0])[1] == [0.0, 0.0]
     levels, _ = importance_levels(list(range(8)))
     assert levels == [0, 0, 1, 1, 2, 2, 3, 3]
+    # The best pieces are on the top level even in small blobs and when tied.
+    assert importance_levels([1.0, 2.0])[0] == [1, 3]
+    assert importance_levels([1.0, 2.0, 2.0, 2.0])[0] == [0, 3, 3, 3]
+    assert importance_levels([-1.0, 0.0, 0.0])[1] == [0.0, 0.0, 0.0]  # no positive top
 
 
 def test_rarer_and_more_important_first() -> None:
@@ -56,8 +60,10 @@ def test_critical_mode_puts_the_top_level_first_whatever_its_availability() -> N
     normal = picker.pick([(blob, [True] * 8)], _never_busy, count=8)
     assert [i for _, i in normal[:2]] == [5, 4]
     assert [i for _, i in normal[-2:]] == [7, 6]
-    critical = picker.pick([(blob, [True] * 8)], _never_busy, count=8, critical=True)
+    critical = picker.pick([(blob, [True] * 8)], _never_busy, count=8, critical_round=1)
     assert [i for _, i in critical] == [7, 6, 5, 4, 3, 2, 1, 0]
+    # Critical for round 0 only: this round-1 blob (fetched early) is picked normally.
+    assert picker.pick([(blob, [True] * 8)], _never_busy, count=8, critical_round=0) == normal
 
 
 def test_levels_compare_authors_with_different_score_scales() -> None:

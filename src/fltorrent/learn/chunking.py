@@ -3,7 +3,8 @@
 Layout rules (both peers must follow them to agree on a plan, which :meth:`ChunkPlan.digest`
 lets them check):
 
-- Tensors are taken in state-dict order. Empty tensors (no elements) are in no chunk; the plan
+- Tensors are packed in state-dict order, group by group (a group may pull a later tensor
+  forward: a batch norm with its conv). Empty tensors (no elements) are in no chunk; the plan
   still records them, and :meth:`ChunkPlan.join` recreates them.
 - By default each tensor is its own group (:mod:`fltorrent.learn.packing`): it is split only when
   its byte size exceeds the target chunk size, and then only along its first dimension into
@@ -90,7 +91,9 @@ class ChunkPlan:
         ``chunk_bytes`` is the target chunk size. ``num_chunks`` asks for a number of chunks: the
         target is the smallest one whose chunk count is closest to it (on a tie between a count
         above and one below, the larger count). It is a target, not a guarantee: three 4-byte
-        tensors cannot make 20 chunks, and one big row cannot be cut.
+        tensors cannot make 20 chunks, and one big row cannot be cut. The search assumes that
+        the count falls as the target grows, which cutting groups into runs of slices can break
+        locally: the count may then miss the closest reachable one by one or two.
         """
         specs = tuple(specs)
         if groups is None:

@@ -23,11 +23,16 @@ def forward_flops_per_sample(model: nn.Module, sample: torch.Tensor) -> float:
     """Forward FLOPs of ``model`` for one input sample (``sample`` without batch dimension)."""
     batch = torch.stack([sample, sample])  # 2: batch-norm layers refuse a batch of 1 in training
     was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
+    # In eval mode without grad, Transformer layers take a fused kernel the counter cannot see
+    # (it would count them as zero); count the ordinary path, the one training runs.
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(batch)
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(was_training)
     # Elementwise work (activations, norms) is not counted; floor at one FLOP per parameter.
     params = sum(p.numel() for p in model.parameters())

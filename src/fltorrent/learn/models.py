@@ -210,8 +210,8 @@ def build_model(
     ``mlp`` takes any shape; ``cnn1d`` takes (L,) or (C, L) with L >= 8; ``cnn2d`` takes
     (C, H, W) with H, W >= 2; ``resnet`` takes (L,) or (C, L) with L >= 8 (1-D convs) or
     (C, H, W) with H, W >= 8 (2-D convs); ``transformer`` takes (L,) or (C, L) with L a multiple
-    of 4 (its patch length). ``hidden`` is the width (channels for the CNNs, half of d_model for
-    the transformer).
+    of 4 (its patch length) and an even ``hidden``. ``hidden`` is the width (channels for the
+    CNNs, half of d_model for the transformer).
     """
     shape = tuple(int(d) for d in input_shape)
     if any(d < 1 for d in shape):
@@ -268,5 +268,10 @@ def _construct(name: str, *, shape: tuple[int, ...], num_classes: int, hidden: i
     if length % 4 != 0:
         raise LearnError(
             f"transformer cuts patches of 4, so L must be a multiple of 4, got {length}"
+        )
+    if hidden % 2:
+        raise LearnError(
+            f"transformer has d_model = 2 * hidden split over 4 heads, so hidden must be even, "
+            f"got {hidden}"
         )
     return Transformer(channels=channels, length=length, num_classes=num_classes, hidden=hidden)

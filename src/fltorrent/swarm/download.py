@@ -60,7 +60,9 @@ class Downloader:
         self.now = clock
         self.picker = PiecePicker(seed=options.seed)
         self.pool = RequestPool()
-        self.critical_from = math.inf  # loop time from which the picker is in critical mode
+        # From loop time critical_from, the picker is critical for rounds <= critical_round.
+        self.critical_from = math.inf
+        self.critical_round: int | None = None
         # Per neighbour id, so that reconnecting does not wipe the slate.
         self.corrupt: dict[int, int] = {}
 
@@ -307,7 +309,7 @@ class Downloader:
             self._candidates(session),
             self.pool.busy,
             count=room,
-            critical=now >= self.critical_from,
+            critical_round=self.critical_round if now >= self.critical_from else None,
         )
         if picked:
             first: Download | None = None

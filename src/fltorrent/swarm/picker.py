@@ -5,24 +5,27 @@ The picker chooses, for one neighbour, the piece to start next among those the n
 we lack, we want, and nobody is downloading yet.
 
 Importance (the author's score per piece, in the manifest) is turned into ``LEVELS`` priority
-levels by rank within its blob (top quarter of a blob's scores: level 3), so scores from authors
-with different scales compare fairly. In the spirit of libtorrent's piece picker, a piece's
-priority is ``(availability + 1) * PRIO_FACTOR - level`` (lower first): rarity comes first (rare
-pieces spread before their holders leave, as BEP 3 advises), but the top level outranks a piece
-with one holder fewer. Ties go to the higher share of the blob's top score, then to a random
-rank drawn once per piece (so that neighbours do not all start on the same piece).
+levels by rank within its blob (level 3 when fewer than a quarter of the blob's pieces score
+higher, level 0 for all when they score the same), so scores from authors with different
+scales compare fairly. In the spirit of libtorrent's piece picker, a piece's priority is
+``(availability + 1) * PRIO_FACTOR - level`` (lower first): one holder more weighs as much as
+three levels, so rarity comes first (rare pieces spread before their holders leave, as BEP 3
+advises) and importance reorders pieces whose availability differs by at most one holder
+(the top level beats levels 1-3 one holder rarer, and ties with level 0). Ties go to the
+higher share of the blob's top score, then to a random rank drawn once per piece (so that
+neighbours do not all start on the same piece).
 
 *Critical* mode (as a round's deadline nears, see ``Downloader.critical_from``): top-level
-pieces ignore availability and go before everything else, most important first, as
-libtorrent's top priority and time-critical pieces do: what matters most must arrive before
-the round closes.
+pieces of that round's blobs (not of the next round's, fetched early) ignore availability and
+go before everything else, most important first, as libtorrent's top priority and
+time-critical pieces do: what matters most must arrive before the round closes.
 """
 
 from __future__ import annotations
 
 import heapq
 import random
-from bisect import bisect_left
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from fltorrent.swarm.store import Blob
@@ -33,12 +36,18 @@ PRIO_FACTOR = 3
 
 
 def importance_levels(scores: Sequence[float]) -> tuple[list[int], list[float]]:
-    """Per piece, its priority level (``0 .. LEVELS - 1``, by rank: the share of the blob's
-    pieces scoring strictly lower) and its score as a share of the blob's top score."""
+    """Per piece, its priority level and its score as a share of the blob's top score.
+
+    The level is ``LEVELS - 1`` minus ``LEVELS`` times the share of the blob's pieces scoring
+    strictly higher (rounded down, at least 0): the best pieces are always on the top level,
+    ties included; when every piece scores the same, all are on level 0 (no information).
+    """
     n = len(scores)
     order = sorted(scores)
     top = order[-1] if order and order[-1] > 0 else 0.0
-    levels = [min(LEVELS - 1, LEVELS * bisect_left(order, s) // n) for s in scores]
+    if not order or order[0] == order[-1]:
+        return [0] * n, [1.0 if top else 0.0] * n
+    levels = [max(0, LEVELS - 1 - LEVELS * (n - bisect_right(order, s)) // n) for s in scores]
     shares = [s / top if top else 0.0 for s in scores]
     return levels, shares
 
@@ -89,12 +98,13 @@ class PiecePicker:
         busy: Callable[[PieceKey], bool],
         count: int = 1,
         *,
-        critical: bool = False,
+        critical_round: int | None = None,
     ) -> list[PieceKey]:
         """The best ``count`` pieces to start among ``(blob, neighbour's bits)``, best first.
 
-        ``busy`` says whether a piece is already being downloaded; ``critical`` puts top-level
-        pieces first regardless of availability (see the module docstring).
+        ``busy`` says whether a piece is already being downloaded; top-level pieces of blobs
+        of rounds up to ``critical_round`` go first regardless of availability (critical mode,
+        see the module docstring).
         """
         top = LEVELS - 1
 
@@ -106,6 +116,7 @@ class PiecePicker:
                     continue
                 shuffle = self._shuffle[blob_id]
                 levels, shares = self._levels_of(blob)
+                critical = critical_round is not None and blob.manifest.round <= critical_round
                 for i in blob.missing:
                     if bits[i] and not busy((blob_id, i)):
                         level = levels[i]

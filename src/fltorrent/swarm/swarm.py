@@ -350,10 +350,12 @@ class Swarm:
         self._down.fill_all()
         self.notify()
 
-    def set_critical_from(self, at: float | None) -> None:
-        """From loop time ``at`` on (``None``: never), the picker is in critical mode: the most
-        important missing pieces first, whatever their availability (a deadline nears)."""
-        self._down.critical_from = math.inf if at is None else at
+    def set_critical(self, round_: int | None, at: float = 0.0) -> None:
+        """From loop time ``at`` on, the picker is in critical mode for blobs of rounds up to
+        ``round_``: their most important missing pieces first, whatever their availability (the
+        round's deadline nears). ``None``: no critical mode."""
+        self._down.critical_round = round_
+        self._down.critical_from = math.inf if round_ is None else at
 
     def obtainable(self, blob: Blob) -> bool:
         """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
