@@ -418,3 +418,29 @@ def test_huge_scores_are_clipped_to_float32() -> None:
     scores = _scorer("l2_norm", l2_norm={"normalize_by_size": False}).score(inputs)
     assert scores[A] == F32_MAX
     assert scores[DEAD] == pytest.approx(math.sqrt(12) * 1.2)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("cnn2d", (1, 8, 8)), ("resnet", (20,)), ("transformer", (20,))]
+)
+def test_vectorized_fisher_equals_one_backward_per_sample(
+    name: str, shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fltorrent.learn import importance
+    from fltorrent.learn.models import build_model
+
+    model = build_model(name, input_shape=shape, num_classes=4, hidden=4, seed=1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((40, *shape), generator=g)
+    y = torch.randint(0, 4, (40,), generator=g)
+    model.eval()
+    fast = importance._per_sample_grad_squares(model, x, y)
+
+    def refuse(*_a: object, **_k: object) -> None:
+        raise RuntimeError("not vectorizable")
+
+    monkeypatch.setattr(torch.func, "vmap", refuse)
+    slow = importance._per_sample_grad_squares(model, x, y)
+    assert fast.keys() == slow.keys() and fast
+    for k in fast:
+        torch.testing.assert_close(fast[k], slow[k], rtol=1e-4, atol=1e-7)

@@ -174,6 +174,8 @@ def test_groups_that_miss_or_overrun_elements_are_refused() -> None:
         check_groups(specs, [Group((Part(0, 3),), 2)])
     with pytest.raises(LearnError, match="outside"):
         check_groups(specs, [Group((Part(0, 3, start=3),), 4)])
+    with pytest.raises(LearnError, match="refers to tensor 3"):
+        check_groups(specs, [Group((Part(0, 3),), 4, extras=(3,))])
     with pytest.raises(LearnError, match="cover 24"):
         check_groups(specs, [Group((Part(0, 3),), 4), Group((Part(0, 12),), 1)])
 

@@ -129,6 +129,9 @@ def check_groups(specs: Sequence[TensorSpec], groups: Sequence[Group]) -> None:
     for g in groups:
         if g.n_slices < 1:
             raise LearnError("a group needs at least one slice")
+        for t in [p.tensor for p in g.parts] + list(g.extras):
+            if not 0 <= t < len(specs):
+                raise LearnError(f"a group refers to tensor {t}; the plan has {len(specs)}")
         for p in g.parts:
             spec = specs[p.tensor]
             top = p.start + (p.rows - 1) * p.row_stride + g.n_slices * p.length
