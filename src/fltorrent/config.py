@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fltorrent.config_robust import AttackConfig, RobustConfig
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
@@ -354,6 +355,8 @@ class Config(_Section):
     faults: FaultsConfig = FaultsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
     output: OutputConfig = OutputConfig()
+    robust: RobustConfig = RobustConfig()
+    attack: AttackConfig = AttackConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
@@ -370,6 +373,8 @@ class Config(_Section):
                     f"round {rnd} or peer ids {bad} outside the federation",
                     path="faults.crash_rounds",
                 )
+        self.robust.check(n)
+        self.attack.check(n)
         if self.runtime.processes and self.federate.mode == "sim":
             raise ConfigError("sim mode runs every peer in one process", path="runtime.processes")
         if "connections" not in self.topology.model_fields_set and self.topology.connections >= n:

@@ -34,11 +34,12 @@ from typing import TypeVar
 
 import numpy as np
 
-from fltorrent.aggregate import partial_aggregate
+from fltorrent.attacks.behaviour import Adversary
+from fltorrent.defense import Defense, DefenseReport
 from fltorrent.devices.device import Device, Participation
-from fltorrent.errors import FltorrentError, LearnError
+from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Evaluation, Learner, LocalUpdate
-from fltorrent.learn.update_codec import UpdateEncoder, manifest_problem, piece_vector
+from fltorrent.learn.update_codec import UpdateEncoder, decode_updates, manifest_problem
 from fltorrent.swarm import Blob, Buffer, Counters, Manifest, Swarm
 from fltorrent.telemetry.events import RoundMetrics
 
@@ -111,6 +112,8 @@ class Peer:
         simulated: bool = False,
         encoder: UpdateEncoder | None = None,
         clock_origin: float | None = None,
+        defense: Defense | None = None,
+        adversary: Adversary | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.learner = learner
@@ -128,6 +131,10 @@ class Peer:
         self.device = device
         self.simulated = simulated
         self.encoder = encoder or UpdateEncoder(learner.plan, seed=learner.seed)
+        self.defense = defense or Defense()
+        plan = learner.plan
+        self._weights_mask = [plan.floating(c) for c in range(plan.num_chunks)]
+        self.adversary = adversary
         self.phase = Phase.STARTING
         self.round = 0
         self.completion = 0.0
@@ -237,23 +244,34 @@ class Peer:
         # This round and the next (a faster peer may already publish it), nothing beyond.
         self.swarm.set_want(lambda rr, author: r <= rr <= r + 1 and author != me)
         if decision.train:
-            trained, train_s = await self._work(
-                lambda: learner.local_round(r), learner.train_flops, decision.speed
-            )
-            update = trained
+            adversary = self.adversary
+            if adversary is None or adversary.trains:
+                trained, train_s = await self._work(
+                    lambda: learner.local_round(r), learner.train_flops, decision.speed
+                )
+                update = trained
+                honest, raw = trained.vectors, trained.chunks
+                importance, samples = trained.importance, trained.num_samples
+            else:  # a free rider: publishes without training
+                honest, raw = before, []  # raw pieces: crafted below
+                importance, samples = [0.0] * len(before), learner.num_samples
+            if adversary is not None:
+                published = adversary.craft(before, honest)
+                raw = [learner.plan.vector_to_chunk(i, v) for i, v in enumerate(published)]
+            else:
+                published = honest
             encoded = self.encoder.encode(
-                decision.compression,
-                before=before,
-                after=trained.vectors,
-                raw_pieces=trained.chunks,
+                decision.compression, before=before, after=published, raw_pieces=raw
             )
-            own, bytes_saved = encoded.vectors, encoded.bytes_saved
+            # An attacker keeps its honest update for itself (its attack does not compound).
+            own = encoded.vectors if adversary is None else honest
+            bytes_saved = encoded.bytes_saved
             manifest = Manifest.build(
                 author=me,
                 round=r,
                 pieces=encoded.pieces,
-                num_samples=trained.num_samples,
-                importance=trained.importance,
+                num_samples=samples,
+                importance=importance,
                 meta=encoded.meta,
             )
             self.swarm.publish(manifest, encoded.pieces, verify=False)  # built from them just now
@@ -277,8 +295,8 @@ class Peer:
         }
         weight = float(update.num_samples) if update is not None else None
         self._enter(Phase.AGGREGATING)
-        (n_authors, n_partial), aggregate_s = await self._work(
-            lambda: self._aggregate(before, own, weight, held),
+        report, aggregate_s = await self._work(
+            lambda: self._aggregate(r, before, own, weight, held),
             lambda: float(sum(len(v) for v in before) * 2 * (len(held) + 1)),
         )
 
@@ -293,7 +311,7 @@ class Peer:
             counters=self.swarm.counters.minus(start_counters),
             times=(train_s, exchange_s, aggregate_s, eval_s),
             progress=(len(expected), received, pieces_expected),
-            aggregated=(n_authors, n_partial),
+            report=report,
             deadline_hit=deadline_hit,
             bytes_saved=bytes_saved,
         )
@@ -308,7 +326,7 @@ class Peer:
         counters: Counters,
         times: tuple[float, float, float, float],
         progress: tuple[int, int, int],
-        aggregated: tuple[int, int],
+        report: DefenseReport,
         deadline_hit: bool,
         bytes_saved: int,
     ) -> None:
@@ -338,8 +356,8 @@ class Peer:
             pieces_received=progress[1],
             completion=self.completion,
             authors_expected=progress[0],
-            authors_aggregated=aggregated[0],
-            partial_chunks=aggregated[1],
+            authors_aggregated=report.authors,
+            partial_chunks=report.chunks_limited,
             deadline_hit=deadline_hit,
             wall_s=now - self._start,
             sim_time_s=now - self._origin if self.simulated else None,
@@ -352,6 +370,11 @@ class Peer:
             temperature_c=dev.temperature_c if dev is not None else None,
             train_wall_s=update.train.seconds if update is not None else 0.0,
             score_s=update.score_s if update is not None else 0.0,
+            attacker=self.adversary is not None,
+            judged=report.judged,
+            flagged=report.flagged,
+            excluded=report.excluded,
+            robust_fallbacks=report.fallbacks,
         )
         self.history.append(metrics)
         if self.on_metrics is not None:
@@ -362,7 +385,7 @@ class Peer:
             r,
             ev.accuracy,
             self.completion,
-            aggregated[0],
+            report.authors,
         )
 
     # ------------------------------------------------------------------ exchange
@@ -444,48 +467,34 @@ class Peer:
     # ------------------------------------------------------------------ aggregation
     def _aggregate(
         self,
+        r: int,
         base: list[np.ndarray],
         own: list[np.ndarray],
         own_weight: float | None,
         held: dict[int, tuple[float, bytes, list[Buffer | None]]],
-    ) -> tuple[int, int]:
-        """Aggregate and load; returns (authors aggregated, chunks with fewer authors).
+    ) -> DefenseReport:
+        """Aggregate (through the defence) and load; returns what the defence did.
 
         ``own`` is this peer's contribution (weight ``own_weight``; ``None`` when it did not
         train this round) and the value kept where nothing arrived.
         """
         plan = self.learner.plan
-        decoded: dict[int, tuple[float, dict[int, np.ndarray]]] = {}
-        for a in sorted(held):
-            weight, meta, pieces = held[a]
-            try:
-                vectors = {
-                    c: piece_vector(plan, meta, c, data, base[c])
-                    for c, data in enumerate(pieces)
-                    if data is not None
-                }
-            except LearnError as exc:
-                # Hash-verified but undecodable: the author sent garbage on purpose.
-                log.warning("peer %d: author %d's update dropped: %s", self.peer_id, a, exc)
-                continue
-            decoded[a] = (weight, vectors)
-        authors = sorted({self.peer_id, *decoded})
-        received: list[list[tuple[np.ndarray, float]]] = []
-        counts = []
-        contributors: set[int] = set() if own_weight is None else {self.peer_id}
-        for c in range(plan.num_chunks):
-            contributions: list[tuple[np.ndarray, float]] = []
-            for a in authors:
-                if a == self.peer_id:
-                    if own_weight is not None:
-                        contributions.append((own[c], own_weight))
-                    continue
-                weight, vectors = decoded[a]
-                if c in vectors:
-                    contributors.add(a)
-                    contributions.append((vectors[c], weight))
-            received.append(contributions)
-            counts.append(len(contributions))
-        self.learner.load_vectors(partial_aggregate(own, received))
-        n_authors = len(contributors)
-        return n_authors, sum(1 for k in counts if k < n_authors)
+        decoded, dropped = decode_updates(plan, base, held)
+        for a, reason in dropped.items():
+            log.warning("peer %d: author %d's update dropped: %s", self.peer_id, a, reason)
+        adversary = self.adversary
+        if adversary is not None and adversary.watches:
+            adversary.observe(base, {a: v for a, (_, v) in decoded.items()}, plan.num_chunks)
+        result, report = self.defense.aggregate(
+            r,
+            me=self.peer_id,
+            base=base,
+            own=own,
+            own_weight=own_weight,
+            others=decoded,
+            judge_mask=self._weights_mask,
+        )
+        if report.flagged or report.excluded:
+            log.info("peer %d round %d: excluded %s", self.peer_id, r, report.excluded)
+        self.learner.load_vectors(result)
+        return report

@@ -22,11 +22,25 @@ from fltorrent.aggregate.robust import (
     multi_krum,
     trimmed_mean,
 )
+from fltorrent.aggregate.trust import (
+    DetectionRates,
+    TrustRecord,
+    TrustTable,
+    detection_rates,
+    flag_authors,
+    flag_chunk,
+    flagged,
+    iqr_outliers,
+    update_statistics,
+)
 
 __all__ = [
     "PREAGGREGATORS",
     "RULES",
+    "DetectionRates",
     "Matrix",
+    "TrustRecord",
+    "TrustTable",
     "Vector",
     "bucketing",
     "bulyan",
@@ -34,8 +48,13 @@ __all__ = [
     "check_preaggregator",
     "check_rule",
     "clip",
+    "detection_rates",
     "fedavg",
+    "flag_authors",
+    "flag_chunk",
+    "flagged",
     "geometric_median",
+    "iqr_outliers",
     "krum",
     "mean",
     "median",
@@ -43,4 +62,5 @@ __all__ = [
     "nnm",
     "partial_aggregate",
     "trimmed_mean",
+    "update_statistics",
 ]

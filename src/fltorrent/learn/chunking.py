@@ -237,6 +237,18 @@ class ChunkPlan:
             for spec, f in zip(self.tensors, flat, strict=True)
         }
 
+    def floating(self, index: int) -> np.ndarray:
+        """Per element of chunk ``index`` (byte order): whether its tensor is floating point
+        (model weights, as opposed to integer counters such as ``num_batches_tracked``)."""
+        chunk = self._chunk(index)
+        return np.concatenate(
+            [
+                np.full(seg.stop - seg.start, self.tensors[seg.tensor].dtype.is_floating_point)
+                for seg in chunk.segments
+            ]
+            or [np.zeros(0, dtype=bool)]
+        )
+
     # --- helpers -------------------------------------------------------------------------------
 
     def _chunk(self, index: int) -> Chunk:

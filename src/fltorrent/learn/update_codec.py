@@ -23,11 +23,12 @@ byte when compressed):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from fltorrent.errors import LearnError
 from fltorrent.learn.chunking import ChunkPlan
 from fltorrent.learn.compress import (
     Codec,
@@ -114,3 +115,34 @@ def piece_vector(
     if meta.endswith(DELTA_MARKER) and meta != plan.digest():
         return base + decode(bytes(data), len(base))
     return plan.chunk_to_vector(index, data)
+
+
+Decoded = dict[int, tuple[float, dict[int, np.ndarray]]]
+
+
+def decode_updates(
+    plan: ChunkPlan,
+    base: Sequence[np.ndarray],
+    held: Mapping[int, tuple[float, bytes, Sequence[bytes | bytearray | memoryview | None]]],
+) -> tuple[Decoded, dict[int, str]]:
+    """Per author (weight, meta, pieces or None): its weight and decoded chunk vectors.
+
+    An author with a hash-verified but undecodable piece sent garbage on purpose: its whole
+    update is dropped (second result: author -> reason).
+    """
+    decoded: Decoded = {}
+    dropped: dict[int, str] = {}
+    for a in sorted(held):
+        weight, meta, pieces = held[a]
+        try:
+            decoded[a] = (
+                weight,
+                {
+                    c: piece_vector(plan, meta, c, data, base[c])
+                    for c, data in enumerate(pieces)
+                    if data is not None
+                },
+            )
+        except LearnError as exc:
+            dropped[a] = str(exc)
+    return decoded, dropped

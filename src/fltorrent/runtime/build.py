@@ -10,11 +10,15 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from fltorrent.aggregate.trust import TrustTable
+from fltorrent.attacks.behaviour import Adversary
 from fltorrent.config import Config
+from fltorrent.defense import Defense
 from fltorrent.devices.availability import AlwaysOn, Availability, Diurnal, Trace, load_traces
 from fltorrent.devices.device import REFERENCE_PROFILE, Device
 from fltorrent.devices.failures import FailureParams, crash_share_schedule
@@ -90,11 +94,17 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
     test_idx = data.test_parts[peer_id - 1]
     t = config.train
     chunk = config.chunk
+    labels = torch.from_numpy(ds.y_train[train_idx])
+    attack = config.attack
+    if attack.type == "label_flip" and peer_id in attack.attackers(
+        config.federate.client_num, config.federate.seed
+    ):
+        labels = ds.num_classes - 1 - labels
     return Learner(
         model=model,
         train_data=(
             torch.from_numpy(ds.x_train[train_idx]),
-            torch.from_numpy(ds.y_train[train_idx]),
+            labels,
         ),
         test_data=(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)),
         local_test_data=(
@@ -288,3 +298,52 @@ def failure_schedule(config: Config) -> dict[int, list[tuple[int, int | None]]]:
 @functools.lru_cache(maxsize=8)
 def _traces(path: Path) -> dict[int, Trace]:
     return load_traces(path)
+
+
+def build_defense(config: Config, peer_id: int) -> Defense:
+    """Peer ``peer_id``'s aggregation rule, outlier filter and trust table."""
+    rb = config.robust
+    by_preagg: dict[str, dict[str, Any]] = {
+        "bucketing": {"s": rb.bucket_size},
+        "nnm": {"f": rb.f},
+        "clip": {"c": rb.clip_norm},
+    }
+    preagg_options = by_preagg.get(rb.preagg, {})
+    trust = rb.trust
+    return Defense(
+        rule=rb.rule,
+        rule_options=rb.rule_options(),
+        preagg=rb.preagg,
+        preagg_options=preagg_options,
+        detection=rb.detection.enabled,
+        iqr_k=rb.detection.iqr_k,
+        min_share=rb.detection.min_share,
+        trust=(
+            TrustTable(decay=trust.decay, threshold=trust.threshold, recovery=trust.recovery)
+            if trust.enabled
+            else None
+        ),
+        seed=config.federate.seed * 1000 + peer_id,
+    )
+
+
+def build_adversary(config: Config, peer_id: int) -> Adversary | None:
+    """Peer ``peer_id``'s attack, when it is one of the configured attackers (label flipping
+    happens in its training data, see :func:`build_learner`; the adversary then publishes
+    that training as is)."""
+    attack = config.attack
+    n = config.federate.client_num
+    coalition = attack.attackers(n, config.federate.seed)
+    if peer_id not in coalition:
+        return None
+    return Adversary(
+        kind=attack.type,
+        coalition=frozenset(coalition),
+        peers=n,
+        factor=attack.factor,
+        sigma=attack.sigma,
+        alie_tau=attack.alie_tau,
+        ipm_tau=attack.ipm_tau,
+        free_ride=attack.free_ride,
+        seed=config.federate.seed * 1000 + peer_id,
+    )

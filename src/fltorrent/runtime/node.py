@@ -22,8 +22,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from fltorrent.attacks.behaviour import Adversary
 from fltorrent.config import Config, parse_config
 from fltorrent.control import Done, Progress, Skip, Welcome
+from fltorrent.defense import Defense
 from fltorrent.devices.device import Device
 from fltorrent.devices.profiles import DeviceProfile
 from fltorrent.errors import FltorrentError
@@ -35,6 +37,8 @@ from fltorrent.net.shaping import PeerLink, ShapedTransport
 from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase, RoundPolicy
 from fltorrent.runtime.build import (
     FederationData,
+    build_adversary,
+    build_defense,
     build_device,
     build_learner,
     device_profiles,
@@ -72,6 +76,8 @@ class PeerState:
     learner: Learner
     device: Device | None
     encoder: UpdateEncoder
+    defense: Defense  # its trust table survives too
+    adversary: Adversary | None
 
 
 @dataclass
@@ -169,6 +175,8 @@ async def _peer_state(
         encoder=UpdateEncoder(
             learner.plan, topk_ratio=config.devices.topk_ratio, seed=learner.seed
         ),
+        defense=build_defense(config, peer_id),
+        adversary=build_adversary(config, peer_id),
     )
     if hooks.saved is not None:
         hooks.saved[peer_id] = state
@@ -262,6 +270,8 @@ async def _run_peer(
         simulated=hooks.simulated,
         encoder=state.encoder,
         clock_origin=hooks.clock_origin,
+        defense=state.defense,
+        adversary=state.adversary,
     )
     peer.departed |= client.left | set(welcome.departed)
     swarm.set_manifest_check(peer.check_manifest)

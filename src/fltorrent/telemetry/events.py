@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -53,6 +53,11 @@ class RoundMetrics:
     temperature_c: float | None = None
     train_wall_s: float = 0.0  # wall seconds of the training loop (also in simulation)
     score_s: float = 0.0  # wall seconds spent scoring chunk importance
+    attacker: bool = False  # this peer runs a configured attack (experiments)
+    judged: list[int] = field(default_factory=list)  # authors the outlier filter judged
+    flagged: list[int] = field(default_factory=list)  # ... and flagged this round
+    excluded: list[int] = field(default_factory=list)  # authors left out of the aggregate
+    robust_fallbacks: int = 0  # chunks aggregated by the median for lack of contributors
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

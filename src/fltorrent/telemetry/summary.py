@@ -80,7 +80,37 @@ def summarize(
         "bytes_saved": total("bytes_saved") if records and "bytes_saved" in records[0] else 0,
         "time_to_accuracy": _time_to_accuracy(per_round, accuracy_targets),
         "score_overhead": _share(records, "score_s", "train_wall_s"),
+        "byzantine": _byzantine(records, last, finished),
         **(extra or {}),
+    }
+
+
+def _byzantine(
+    records: Sequence[dict[str, Any]], last: dict[int, dict[str, Any]], finished: list[int]
+) -> dict[str, Any]:
+    """Attackers (known in experiments), honest peers' final accuracy, and detection rates
+    over every honest peer's verdicts: flagged attackers / judged attackers (true positive
+    rate), flagged honest authors / judged honest authors (false positive rate)."""
+    attackers = sorted({x["peer"] for x in records if x.get("attacker")})
+    bad = set(attackers)
+    honest_final = [
+        last[p]["accuracy"] for p in finished if p not in bad and last[p]["accuracy"] is not None
+    ]
+    counts = {"tp": 0, "p": 0, "fp": 0, "n": 0}
+    for x in records:
+        if x.get("attacker"):
+            continue
+        judged, flagged = set(x.get("judged", ())), set(x.get("flagged", ()))
+        counts["tp"] += len(flagged & bad)
+        counts["p"] += len(judged & bad)
+        counts["fp"] += len(flagged - bad)
+        counts["n"] += len(judged - bad)
+    return {
+        "attackers": attackers,
+        "final_accuracy_honest_mean": statistics.fmean(honest_final) if honest_final else None,
+        "true_positive_rate": counts["tp"] / counts["p"] if counts["p"] else None,
+        "false_positive_rate": counts["fp"] / counts["n"] if counts["n"] else None,
+        "verdicts": counts,
     }
 
 
