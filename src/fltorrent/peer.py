@@ -25,6 +25,7 @@ padding the measured time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -40,7 +41,9 @@ from fltorrent.devices.device import Device, Participation
 from fltorrent.errors import FltorrentError
 from fltorrent.learn.learner import Evaluation, Learner, LocalUpdate
 from fltorrent.learn.update_codec import UpdateEncoder, decode_updates, manifest_problem
+from fltorrent.peer_metrics import round_metrics
 from fltorrent.swarm import Blob, Buffer, Counters, Manifest, Swarm
+from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.telemetry.events import RoundMetrics
 
 log = logging.getLogger(__name__)
@@ -140,7 +143,7 @@ class Peer:
         self.completion = 0.0
         self.accuracy: float | None = None
         self.history: list[RoundMetrics] = []
-        self._equivocators: set[int] = set()
+        self._equivocated: dict[int, set[int]] = {}  # round -> authors caught equivocating
         self.last_update: LocalUpdate | None = None  # this round's own update, before aggregation
         loop = asyncio.get_running_loop()
         self._start = loop.time()
@@ -274,7 +277,18 @@ class Peer:
                 importance=importance,
                 meta=encoded.meta,
             )
-            self.swarm.publish(manifest, encoded.pieces, verify=False)  # built from them just now
+            swarm = self.swarm
+            if isinstance(swarm, AdversarialSwarm) and adversary and adversary.kind == "equivocate":
+                twin = adversary.twin(before, published)
+                pieces = [learner.plan.vector_to_chunk(i, v) for i, v in enumerate(twin)]
+                other = Manifest.build(
+                    author=me, round=r, pieces=pieces, num_samples=samples,
+                    importance=importance, meta=learner.plan.digest(),
+                )  # fmt: skip
+                swarm.publish_to(manifest, encoded.pieces, lambda rid: rid % 2 == 0)
+                swarm.publish_to(other, pieces, lambda rid: rid % 2 == 1)
+            else:
+                swarm.publish(manifest, encoded.pieces, verify=False)  # built from them just now
         else:
             log.info("peer %d round %d: sits out (%s)", me, r, decision.reason)
             if self.on_skip is not None:
@@ -330,51 +344,24 @@ class Peer:
         deadline_hit: bool,
         bytes_saved: int,
     ) -> None:
-        c = counters
         now = self._now()
-        dev = self.device
-        metrics = RoundMetrics(
-            round=r,
-            peer=self.peer_id,
-            accuracy=ev.accuracy,
-            loss=ev.loss,
-            local_accuracy=ev.local_accuracy,
-            train_loss=update.train.loss if update is not None else None,
-            num_samples=update.num_samples if update is not None else 0,
-            train_s=times[0],
-            exchange_s=times[1],
-            aggregate_s=times[2],
-            eval_s=times[3],
-            bytes_up=c.bytes_up,
-            bytes_down=c.bytes_down,
-            payload_bytes_up=c.payload_up,
-            payload_bytes_down=c.payload_down,
-            duplicate_bytes=c.duplicate_bytes,
-            control_bytes=c.control_up + c.control_down,
-            corrupt_pieces=c.corrupt_pieces,
-            pieces_expected=progress[2],
-            pieces_received=progress[1],
+        metrics = round_metrics(
+            peer_id=self.peer_id,
+            r=r,
+            ev=ev,
+            update=update,
+            decision=decision,
+            counters=counters,
+            times=times,
+            progress=progress,
             completion=self.completion,
-            authors_expected=progress[0],
-            authors_aggregated=report.authors,
-            partial_chunks=report.chunks_limited,
+            report=report,
             deadline_hit=deadline_hit,
+            bytes_saved=bytes_saved,
             wall_s=now - self._start,
             sim_time_s=now - self._origin if self.simulated else None,
-            trained=update is not None,
-            skip_reason=None if update is not None else decision.reason,
-            compression=decision.compression if update is not None else "none",
-            bytes_saved=bytes_saved,
-            device=dev.profile.name if dev is not None else None,
-            battery_level=dev.battery_level if dev is not None else None,
-            temperature_c=dev.temperature_c if dev is not None else None,
-            train_wall_s=update.train.seconds if update is not None else 0.0,
-            score_s=update.score_s if update is not None else 0.0,
+            device=self.device,
             attacker=self.adversary is not None,
-            judged=report.judged,
-            flagged=report.flagged,
-            excluded=report.excluded,
-            robust_fallbacks=report.fallbacks,
         )
         self.history.append(metrics)
         if self.on_metrics is not None:
@@ -399,22 +386,25 @@ class Peer:
             if m.author in found:
                 twice.add(m.author)
             found[m.author] = b
-        for author in twice - self._equivocators:
-            # Two different updates for one round: trust neither (issue 5 goes further).
+        caught = self._equivocated.setdefault(r, set())
+        for author in twice - caught:
+            # Two different updates for one round (manifests told apart by their hashes, which
+            # neighbours relay): trust neither; the author is excluded for the round.
             log.warning(
                 "peer %d round %d: author %d published two different updates; both ignored",
                 self.peer_id,
                 r,
                 author,
             )
-            self._equivocators.add(author)
-        for author in twice:
-            del found[author]
+        caught |= twice
+        for author in caught:
+            found.pop(author, None)
         return found
 
     def _expected(self, r: int, blobs: dict[int, Blob]) -> set[int]:
         returning = {p for p, first in self._back_from.items() if r < first}
         gone = self.departed | self.skipped.get(r, set()) | returning
+        gone |= self._equivocated.get(r, set())
         return (self.members - gone - {self.peer_id}) | set(blobs)
 
     def _progress(self, r: int) -> tuple[set[int], int, int]:
@@ -434,6 +424,7 @@ class Peer:
             if blob is not None and blob.complete:
                 continue
             away = author in self.departed or r < self._back_from.get(author, 0)
+            away |= self.swarm.banned(author)  # it poisoned chunks: what it holds is not usable
             if away and (blob is None or not self.swarm.obtainable(blob)):
                 continue
             return False
@@ -485,6 +476,8 @@ class Peer:
         adversary = self.adversary
         if adversary is not None and adversary.watches:
             adversary.observe(base, {a: v for a, (_, v) in decoded.items()}, plan.num_chunks)
+        # Caught by the protocol: two manifests for the round, or chunks that failed their hash.
+        caught = self._equivocated.get(r, set()) | {a for a in self.members if self.swarm.banned(a)}
         result, report = self.defense.aggregate(
             r,
             me=self.peer_id,
@@ -494,6 +487,13 @@ class Peer:
             others=decoded,
             judge_mask=self._weights_mask,
         )
+        if caught:
+            report = dataclasses.replace(
+                report,
+                judged=sorted(set(report.judged) | caught),
+                flagged=sorted(set(report.flagged) | caught),
+                excluded=sorted(set(report.excluded) | caught),
+            )
         if report.flagged or report.excluded:
             log.info("peer %d round %d: excluded %s", self.peer_id, r, report.excluded)
         self.learner.load_vectors(result)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fltorrent.net import MemoryNetwork
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions
+from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.wire import (
     Announce,
     Cancel,
@@ -116,3 +117,58 @@ async def test_endgame_routes_around_a_silent_seeder_and_cancels() -> None:
         assert victim.blobs[manifest.blob_id].pieces == pieces
         assert victim.counters.duplicate_requests > 0
         assert any(isinstance(m, Cancel) for m in silent.received)
+
+
+async def _pair_with(net: MemoryNetwork, bad: AdversarialSwarm, victims: list[Swarm]) -> None:
+    listener = await net.listen("bad", 0, bad.accept)
+    for v in victims:
+        v.connect(bad.options.peer_id, listener.address)
+    for v in victims:
+        assert await v.wait_for(lambda v=v: bad.options.peer_id in v.sessions, 5)
+
+
+@aio()
+async def test_a_poisoning_swarm_is_caught_banned_and_its_blob_never_held() -> None:
+    async with MemoryNetwork() as net:
+        bad = AdversarialSwarm(
+            SwarmOptions(federation=FED, peer_id=9), transport=net, want=lambda _r, _a: False
+        )
+        bad.poison = True
+        victim = Swarm(
+            SwarmOptions(federation=FED, peer_id=1, max_corrupt=2),
+            transport=net,
+            want=lambda _r, a: a == 9,
+        )
+        async with bad, victim:
+            manifest, pieces = random_blob(9, 40_000, 8)
+            bad.publish(manifest, pieces)
+            await _pair_with(net, bad, [victim])
+            assert await victim.wait_for(lambda: victim.banned(9), 10)
+            assert victim.counters.corrupt_pieces >= 2
+            blob = victim.blobs[manifest.blob_id]
+            assert blob.num_have == 0  # nothing of it verified, so nothing of it served onward
+            assert await victim.wait_for(lambda: 9 not in victim.sessions, 5)
+            # It is refused for good: dialing again does not bring it back.
+            listener = await net.listen("bad2", 0, bad.accept)
+            victim.connect(9, listener.address)
+            assert not await victim.wait_for(lambda: 9 in victim.sessions, 1)
+
+
+@aio()
+async def test_an_equivocating_swarm_shows_each_neighbour_one_version() -> None:
+    async with MemoryNetwork() as net:
+        bad = AdversarialSwarm(
+            SwarmOptions(federation=FED, peer_id=9), transport=net, want=lambda _r, _a: False
+        )
+        even = Swarm(SwarmOptions(federation=FED, peer_id=2), transport=net, want=lambda *_: True)
+        odd = Swarm(SwarmOptions(federation=FED, peer_id=3), transport=net, want=lambda *_: True)
+        async with bad, even, odd:
+            first, a = random_blob(9, 4000, 2)
+            second, b = random_blob(9, 4000, 2)
+            assert first.blob_id != second.blob_id and first.round == second.round
+            bad.publish_to(first, a, lambda rid: rid % 2 == 0)
+            bad.publish_to(second, b, lambda rid: rid % 2 == 1)
+            await _pair_with(net, bad, [even, odd])
+            assert await even.wait_for(lambda: first.blob_id in even.blobs, 5)
+            assert await odd.wait_for(lambda: second.blob_id in odd.blobs, 5)
+            assert second.blob_id not in even.blobs and first.blob_id not in odd.blobs

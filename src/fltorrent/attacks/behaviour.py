@@ -14,6 +14,10 @@ over the chunk plan.
   (``stale``).
 * ``label_flip`` changes the attacker's training labels (``y -> classes - 1 - y``, see
   ``runtime/build.py``); what it publishes is its honest training on those labels.
+* ``chunk_poison``: publishes honestly but serves every block corrupted
+  (:class:`~fltorrent.swarm.adversary.AdversarialSwarm`).
+* ``equivocate``: publishes its honest update to its even-numbered neighbours and
+  :meth:`Adversary.twin` (the update reversed) to the odd-numbered ones.
 """
 
 from __future__ import annotations
@@ -28,9 +32,19 @@ from fltorrent.attacks.vectors import alie, gaussian_noise, ipm, min_max, scale,
 
 Vector = np.ndarray
 AttackKind = Literal[
-    "sign_flip", "noise", "scale", "label_flip", "alie", "ipm", "min_max", "free_ride"
+    "sign_flip",
+    "noise",
+    "scale",
+    "label_flip",
+    "alie",
+    "ipm",
+    "min_max",
+    "free_ride",
+    "chunk_poison",
+    "equivocate",
 ]
 ATTACKS: tuple[str, ...] = get_args(AttackKind)
+SWARM_ATTACKS = ("chunk_poison", "equivocate")  # lies told by the swarm (swarm/adversary.py)
 SEEING = ("alie", "ipm", "min_max")  # attacks that need the honest updates
 
 
@@ -76,6 +90,10 @@ class Adversary:
             if a not in self.coalition and len(vectors) == chunks
         ]
         self._seen = np.stack(rows) if rows else None
+
+    def twin(self, before: Sequence[Vector], after: Sequence[Vector]) -> list[Vector]:
+        """The second, different update an equivocating attacker shows some neighbours."""
+        return [2 * np.asarray(b, dtype=np.float64) - a for b, a in zip(before, after, strict=True)]
 
     def craft(self, before: Sequence[Vector], after: Sequence[Vector]) -> list[Vector]:
         """The chunk vectors to publish instead of the honest ``after``."""

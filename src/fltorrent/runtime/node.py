@@ -22,7 +22,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fltorrent.attacks.behaviour import Adversary
+from fltorrent.attacks.behaviour import SWARM_ATTACKS, Adversary
 from fltorrent.config import Config, parse_config
 from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.defense import Defense
@@ -48,6 +48,7 @@ from fltorrent.runtime.build import (
     swarm_options,
 )
 from fltorrent.swarm import Counters, Swarm
+from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker import TrackerClient
 
@@ -210,12 +211,15 @@ async def _run_registered(
                 transport, PeerLink(link, seed=config.federate.seed * 7919 + peer_id)
             )
             swarm_transport = await stack.enter_async_context(shaper)
-        swarm = Swarm(
+        adversarial = state.adversary is not None and state.adversary.kind in SWARM_ATTACKS
+        swarm = (AdversarialSwarm if adversarial else Swarm)(
             swarm_options(config, federation=welcome.federation, peer_id=peer_id, listen_port=port),
             transport=swarm_transport,
             want=lambda _round, _author: False,
             allow_peer=neighbours.__contains__,
         )
+        if isinstance(swarm, AdversarialSwarm):
+            swarm.poison = state.adversary is not None and state.adversary.kind == "chunk_poison"
         await stack.enter_async_context(swarm)
         tg = await stack.enter_async_context(asyncio.TaskGroup())
         accept = swarm.accept if link is None else shaper.shaped_handler(swarm.accept)

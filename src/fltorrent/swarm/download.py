@@ -66,6 +66,13 @@ class Downloader:
         # Per neighbour id, so that reconnecting does not wipe the slate.
         self.corrupt: dict[int, int] = {}
 
+    def set_critical(self, round_: int | None, at: float) -> None:
+        """From loop time ``at`` on, the picker is in critical mode for blobs of rounds up to
+        ``round_``: their most important missing pieces first, whatever their availability (the
+        round's deadline nears). ``None``: no critical mode."""
+        self.critical_round = round_
+        self.critical_from = math.inf if round_ is None else at
+
     # ------------------------------------------------------------------ bookkeeping
     def obtainable(self, blob: Blob) -> bool:
         """Whether some missing piece of ``blob`` is held by a connected neighbour."""

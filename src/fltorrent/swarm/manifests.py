@@ -40,13 +40,14 @@ class ManifestFetcher:
         known: Callable[[bytes], bool],
         clock: Callable[[], float],
         max_piece_size: int,
+        check: ManifestCheck | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.max_piece_size = max_piece_size
         self.sessions = sessions
         self.known = known
         self.now = clock
-        self.check: ManifestCheck | None = None
+        self.check = check
         self._waits: dict[bytes, _Wait] = {}
 
     def fetch(self, blob_id: bytes, exclude: Iterable[int] = ()) -> None:

@@ -7,7 +7,7 @@ held so far), runs one :class:`Session` per neighbour, and decides what to reque
   yes and we lack the manifest, we fetch it, check that it hashes to the announced id, and then
   announce the blob ourselves to every neighbour, so manifests cross the graph hop by hop;
 * **pieces**: the :class:`~fltorrent.swarm.download.Downloader` keeps a pipeline of block
-  requests per neighbour (rarest first, importance as tie-break, endgame at the tail);
+  requests per neighbour (rarity and importance, critical mode near a deadline, endgame);
 * **verification and relay**: a piece is hashed when its last block arrives; a good piece is
   stored and announced with ``Have`` (to neighbours that lack it), a bad one is discarded,
   counted and its senders penalized (dropped after ``max_corrupt``). Only verified pieces are
@@ -22,14 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fltorrent.errors import (
-    RemoteProtocolError,
-    SwarmError,
-)
+from fltorrent.errors import RemoteProtocolError, SwarmError
 from fltorrent.net.base import Address, Connection, Transport
 from fltorrent.swarm.connector import Connector
 from fltorrent.swarm.counters import Counters
@@ -90,7 +86,7 @@ class Swarm:
             counters=self.counters,
             wanted=self.wanted,
             on_verified=self._piece_verified,
-            on_bad_peer=self._drop,
+            on_bad_peer=lambda s: self._conns.drop(s),  # noqa: PLW0108 - _conns comes below
             clock=self._now,
         )
         self._manifests = ManifestFetcher(
@@ -99,8 +95,8 @@ class Swarm:
             known=self.blobs.__contains__,
             clock=self._now,
             max_piece_size=options.max_piece_size,
+            check=check_manifest,
         )
-        self._manifests.check = check_manifest
         self._slots = UploadSlots(options.upload_slots, options.upload_quantum)
         self._seeder = InitialSeeder(options, sessions=self.sessions, clock=self._now)
         self._session_options = options.session_options()
@@ -159,8 +155,9 @@ class Swarm:
         """Keep a connection to ``peer_id`` open: dial, and redial when it breaks."""
         self._conns.connect(peer_id, address)
 
-    def _drop(self, session: Session) -> None:
-        self._conns.drop(session)
+    def banned(self, peer_id: int) -> bool:
+        """Whether ``peer_id`` sent ``max_corrupt`` corrupt pieces (it is refused for good)."""
+        return self._down.corrupt.get(peer_id, 0) >= self.options.max_corrupt
 
     # ------------------------------------------------------------------ session callbacks
     def on_open(self, session: Session) -> str | None:
@@ -169,6 +166,8 @@ class Swarm:
             return "connected to ourselves"
         if self._allow_peer is not None and not self._allow_peer(rid):
             return f"peer {rid} is not allowed (not a neighbour)"
+        if self.banned(rid):
+            return f"peer {rid} is banned: it sent corrupt pieces"
         old = self.sessions.get(rid)
         if old is not None:
             if session.expected_peer is not None:
@@ -179,7 +178,7 @@ class Swarm:
                 "peer %d: peer %d reconnected; replacing its old session", self.options.peer_id, rid
             )
             self._forget_session(old)
-            self._drop(old)
+            self._conns.drop(old)
         self.sessions[rid] = session
         self._conns.opened(rid)
         self.counters.sessions_opened += 1
@@ -224,8 +223,7 @@ class Swarm:
     def read_block(self, session: Session, req: Request) -> Buffer | None:
         if session.wire.am_choking:
             return None
-        blob_id = session.our_blob.get(req.handle)
-        blob = self.blobs.get(blob_id) if blob_id is not None else None
+        blob = self.blobs.get(session.our_blob.get(req.handle, b""))
         if blob is None:
             return None
         self._seeder.on_served(session, blob.blob_id, req.piece, req.length)
@@ -351,11 +349,8 @@ class Swarm:
         self.notify()
 
     def set_critical(self, round_: int | None, at: float = 0.0) -> None:
-        """From loop time ``at`` on, the picker is in critical mode for blobs of rounds up to
-        ``round_``: their most important missing pieces first, whatever their availability (the
-        round's deadline nears). ``None``: no critical mode."""
-        self._down.critical_round = round_
-        self._down.critical_from = math.inf if round_ is None else at
+        """Critical mode (picker.py) for rounds <= ``round_`` from loop time ``at`` (None: off)."""
+        self._down.set_critical(round_, at)
 
     def obtainable(self, blob: Blob) -> bool:
         """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
@@ -363,8 +358,7 @@ class Swarm:
 
     def wanted(self, blob: Blob) -> bool:
         """Whether we still want pieces of ``blob``."""
-        m = blob.manifest
-        return not blob.complete and self._want(m.round, m.author)
+        return not blob.complete and self._want(blob.manifest.round, blob.manifest.author)
 
     # ------------------------------------------------------------------ waiting
     def notify(self) -> None:
@@ -498,7 +492,7 @@ class Swarm:
             if idle is not None:
                 rid = session.remote_id
                 log.info("peer %d: closing session with %d: %s", self.options.peer_id, rid, idle)
-                self._drop(session)
+                self._conns.drop(session)
         self._down.expire(now)
         self._seeder.tick()
         self._manifests.expire(self.options.request_timeout)
