@@ -39,10 +39,10 @@ from fltorrent.attacks.behaviour import Adversary
 from fltorrent.defense import Defense, DefenseReport
 from fltorrent.devices.device import Device, Participation
 from fltorrent.errors import FltorrentError
-from fltorrent.learn.learner import Evaluation, Learner, LocalUpdate
+from fltorrent.learn.learner import Learner, LocalUpdate
 from fltorrent.learn.update_codec import UpdateEncoder, decode_updates, manifest_problem
 from fltorrent.peer_metrics import round_metrics
-from fltorrent.swarm import Blob, Buffer, Counters, Manifest, Swarm
+from fltorrent.swarm import Blob, Buffer, Manifest, Swarm
 from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.telemetry.events import RoundMetrics
 
@@ -317,33 +317,6 @@ class Peer:
         self._enter(Phase.EVALUATING)
         ev, eval_s = await self._work(learner.evaluate, learner.eval_flops)
         self.accuracy = ev.accuracy
-        self._emit(
-            r,
-            ev,
-            update,
-            decision,
-            counters=self.swarm.counters.minus(start_counters),
-            times=(train_s, exchange_s, aggregate_s, eval_s),
-            progress=(len(expected), received, pieces_expected),
-            report=report,
-            deadline_hit=deadline_hit,
-            bytes_saved=bytes_saved,
-        )
-
-    def _emit(
-        self,
-        r: int,
-        ev: Evaluation,
-        update: LocalUpdate | None,
-        decision: Participation,
-        *,
-        counters: Counters,
-        times: tuple[float, float, float, float],
-        progress: tuple[int, int, int],
-        report: DefenseReport,
-        deadline_hit: bool,
-        bytes_saved: int,
-    ) -> None:
         now = self._now()
         metrics = round_metrics(
             peer_id=self.peer_id,
@@ -351,9 +324,9 @@ class Peer:
             ev=ev,
             update=update,
             decision=decision,
-            counters=counters,
-            times=times,
-            progress=progress,
+            counters=self.swarm.counters.minus(start_counters),
+            times=(train_s, exchange_s, aggregate_s, eval_s),
+            progress=(len(expected), received, pieces_expected),
             completion=self.completion,
             report=report,
             deadline_hit=deadline_hit,
