@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 METHODS = ("random", "magnitude", "l2_norm", "snip", "fisher", "adaptive")
-# Ablation: "<method>:nocrit" is the method without the picker's critical mode near deadlines.
-VARIANTS = ("l2_norm:nocrit",)
+# Ablations: "<method>:nocrit" without the picker's critical mode near deadlines,
+# "<method>:tensor" with the plain per-tensor chunk layout instead of the architecture-aware one.
+VARIANTS = ("l2_norm:nocrit", "l2_norm:tensor")
 COMMON = [
     "federate.mode=sim",
     "federate.client_num=10",
@@ -59,7 +60,7 @@ COMMON = [
 MODELS: dict[str, tuple[list[str], dict[str, float]]] = {
     "cnn1d": (
         ["model.name=cnn1d", "federate.total_round_num=15"],
-        {"full": 600.0, "c70": 1.0, "moderate": 0.8, "tight": 0.4},
+        {"full": 600.0, "c70": 1.2, "moderate": 0.8, "tight": 0.4},
     ),
     "resnet": (
         ["model.name=resnet", "model.hidden=32", "federate.total_round_num=12"],
@@ -81,7 +82,14 @@ def run(model: str, setting: str, method: str, seed: int) -> dict[str, Any]:
     overrides, deadlines = MODELS[model]
     t = deadlines[setting]
     scorer, _, variant = method.partition(":")
-    extra = ["bittorrent.critical_window=0"] if variant == "nocrit" else []
+    # The full-vs-c70 comparison keeps peers seeding after their last round (the default
+    # grace): without it, early finishers leave and late peers lose pieces of the last round.
+    extra = ["bittorrent.seed_grace=10"] if setting in ("full", "c70") else []
+    extra += {
+        "": [],
+        "nocrit": ["bittorrent.critical_window=0"],
+        "tensor": ["chunk.layout=tensor"],
+    }[variant]
     config = load_config(
         None,
         [
