@@ -8,8 +8,8 @@ detection: true and false positive rates of the IQR filter (over every honest pe
 Each finished run is appended to ``--runs`` (JSONL) and skipped when run again; ``--report``
 prints the table from that file.
 
-    python benchmarks/robustness.py --runs bench-results/robustness-runs.jsonl \\
-        --json bench-results/robustness.json
+    python benchmarks/robustness.py --attacks none,scale,ipm,alie,sign_flip,noise \\
+        --rules mean,trimmed_mean,centered_clip --rounds 20 --json bench-results/robustness.json
     python benchmarks/robustness.py --attacks none,scale --rules mean,median --rounds 5  # quick
 """
 
