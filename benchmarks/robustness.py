@@ -54,8 +54,12 @@ RULES: dict[str, list[str]] = {
 DETECTION = ["robust.detection.enabled=true", "robust.trust.enabled=true"]
 
 
-def key(topology: str, attack: str, rule: str, detect: bool, seed: int) -> str:
-    return f"{topology}/{attack}/{rule}/{'detect' if detect else 'plain'}/{seed}"
+def key(
+    topology: str, attack: str, rule: str, detect: bool, seed: int, rounds: int, chunks: int
+) -> str:
+    """A run's identity in ``--runs``: a run with other rounds or chunks is a different run."""
+    mode = "detect" if detect else "plain"
+    return f"{topology}/{attack}/{rule}/{mode}/{seed}/r{rounds}c{chunks}"
 
 
 def run(
@@ -88,7 +92,7 @@ def run(
         wall = time.perf_counter() - start
     byz = s["byzantine"]
     return {
-        "key": key(topology, attack, rule, detect, seed),
+        "key": key(topology, attack, rule, detect, seed, rounds, chunks),
         "topology": topology,
         "attack": attack,
         "rule": rule,
@@ -152,8 +156,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--workers", type=int, default=2)
-    # Robustness does not need fine chunks, and simulating 20 peers x 19 updates x 20 pieces
-    # of Have messages per round costs more than the training; 4 chunks cut that 5x.
+    # Robustness does not need fine chunks, and every piece costs Have messages to every
+    # neighbour: 20 peers x 19 updates x 20 pieces per round; 4 chunks cut that 5x.
     parser.add_argument("--chunks", type=int, default=4)
     parser.add_argument("--runs", type=Path, default=Path("bench-results/robustness-runs.jsonl"))
     parser.add_argument("--json", type=Path)
@@ -171,7 +175,8 @@ def main() -> None:
             for rule in args.rules.split(",")
             for detect in args.detection.split(",")
             for seed in map(int, args.seeds.split(","))
-            if key(args.topology, attack, rule, detect == "on", seed) not in done
+            if key(args.topology, attack, rule, detect == "on", seed, args.rounds, args.chunks)
+            not in done
         ]
         print(f"{len(jobs)} runs to do, {len(done)} already in {args.runs}", flush=True)
         args.runs.parent.mkdir(parents=True, exist_ok=True)
