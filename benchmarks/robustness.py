@@ -22,7 +22,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -54,36 +54,46 @@ RULES: dict[str, list[str]] = {
 DETECTION = ["robust.detection.enabled=true", "robust.trust.enabled=true"]
 
 
-def key(
-    topology: str, attack: str, rule: str, detect: bool, seed: int, rounds: int, chunks: int
-) -> str:
-    """A run's identity in ``--runs``: a run with other rounds or chunks is a different run."""
-    mode = "detect" if detect else "plain"
-    return f"{topology}/{attack}/{rule}/{mode}/{seed}/r{rounds}c{chunks}"
+class Job(NamedTuple):
+    """One run of the grid."""
+
+    topology: str
+    attack: str
+    rule: str
+    detect: bool
+    seed: int
+    rounds: int
+    chunks: int
+    momentum: float = 0.9  # robust.detection.momentum (detect runs only)
+
+    def key(self) -> str:
+        """The run's identity in ``--runs``: other rounds, chunks or detection momentum make
+        another run."""
+        mode = f"detect-m{self.momentum:g}" if self.detect else "plain"
+        where = f"{self.topology}/{self.attack}/{self.rule}/{mode}"
+        return f"{where}/{self.seed}/r{self.rounds}c{self.chunks}"
 
 
-def run(
-    topology: str, attack: str, rule: str, detect: bool, seed: int, rounds: int, chunks: int
-) -> dict[str, Any]:
+def run(job: Job) -> dict[str, Any]:
     from fltorrent.config import load_config
     from fltorrent.runtime.federation import Federation
 
     overrides = [
         "federate.mode=sim",
         "federate.client_num=20",
-        f"federate.total_round_num={rounds}",
-        f"federate.seed={seed}",
+        f"federate.total_round_num={job.rounds}",
+        f"federate.seed={job.seed}",
         "train.local_epochs=3",
-        f"chunk.num_chunks={chunks}",
-        f"topology.type={topology}",
+        f"chunk.num_chunks={job.chunks}",
+        f"topology.type={job.topology}",
         "topology.connections=6",
         "output.save_model=false",
         "output.progress=none",
         "output.log_level=error",
-        *ATTACKS[attack],
-        *(["attack.share=0.2"] if attack != "none" else []),
-        *RULES[rule],
-        *(DETECTION if detect else []),
+        *ATTACKS[job.attack],
+        *(["attack.share=0.2"] if job.attack != "none" else []),
+        *RULES[job.rule],
+        *([*DETECTION, f"robust.detection.momentum={job.momentum}"] if job.detect else []),
     ]
     config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,14 +102,9 @@ def run(
         wall = time.perf_counter() - start
     byz = s["byzantine"]
     return {
-        "key": key(topology, attack, rule, detect, seed, rounds, chunks),
-        "topology": topology,
-        "attack": attack,
-        "rule": rule,
-        "detect": detect,
-        "seed": seed,
-        "rounds": rounds,
-        "chunks": chunks,
+        **job._asdict(),
+        "key": job.key(),
+        "momentum": job.momentum if job.detect else None,
         "attackers": byz["attackers"],
         "accuracy": byz["final_accuracy_honest_mean"],
         "accuracy_per_round": [r["mean"] for r in s["accuracy_per_round"]],
@@ -110,15 +115,16 @@ def run(
     }
 
 
-def _job(args: tuple[str, str, str, bool, int, int, int]) -> dict[str, Any]:
+def _job(args: Job) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    return run(*args)
+    return run(args)
 
 
-def report(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per topology: rows = attack, columns = rule (plain / with detection)."""
+def report(runs: list[dict[str, Any]], momentum: float) -> dict[str, Any]:
+    """Per topology: rows = attack, columns = rule (plain / with detection at ``momentum``)."""
+    runs = [r for r in runs if not r["detect"] or r.get("momentum") == momentum]
     out: dict[str, Any] = {}
     for topology in sorted({r["topology"] for r in runs}):
         rs = [r for r in runs if r["topology"] == topology]
@@ -162,6 +168,9 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("bench-results/robustness-runs.jsonl"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--report", action="store_true")
+    parser.add_argument(
+        "--momentum", type=float, default=0.9, help="robust.detection.momentum of detect runs"
+    )
     args = parser.parse_args()
     done: dict[str, dict[str, Any]] = {}
     if args.runs.exists():
@@ -170,13 +179,24 @@ def main() -> None:
             done[r["key"]] = r
     if not args.report:
         jobs = [
-            (args.topology, attack, rule, detect == "on", seed, args.rounds, args.chunks)
+            job
             for attack in args.attacks.split(",")
             for rule in args.rules.split(",")
             for detect in args.detection.split(",")
             for seed in map(int, args.seeds.split(","))
-            if key(args.topology, attack, rule, detect == "on", seed, args.rounds, args.chunks)
-            not in done
+            for job in [
+                Job(
+                    args.topology,
+                    attack,
+                    rule,
+                    detect == "on",
+                    seed,
+                    args.rounds,
+                    args.chunks,
+                    args.momentum,
+                )
+            ]
+            if job.key() not in done
         ]
         print(f"{len(jobs)} runs to do, {len(done)} already in {args.runs}", flush=True)
         args.runs.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +212,7 @@ def main() -> None:
                     f"wall {r['wall_s']} s",
                     flush=True,
                 )
-    tables = report(list(done.values()))
+    tables = report(list(done.values()), args.momentum)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"tables": tables, "runs": done}, indent=2) + "\n")

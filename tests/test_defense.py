@@ -94,6 +94,60 @@ def test_detection_flags_a_scaled_and_a_flipped_author_and_trust_excludes_them_l
     assert {15, 16} <= set(seen_excluded[2])
 
 
+def late_round(
+    rng: np.random.Generator, n: int, flippers: set[int]
+) -> tuple[list[np.ndarray], dict[int, tuple[float, dict[int, np.ndarray]]]]:
+    """Late-training-like updates: a weak common direction under strong per-round noise, so
+    single rounds hardly tell a sign flipper apart; flippers send their own update negated."""
+    base = [np.zeros(d) for d in WIDE]
+    common = [np.full(d, 0.05) for d in WIDE]
+    others = {}
+    for a in range(2, n + 1):
+        sign = -1.0 if a in flippers else 1.0
+        others[a] = (
+            1.0,
+            {c: sign * (common[c] + rng.standard_normal(d) / 3) for c, d in enumerate(WIDE)},
+        )
+    return base, others
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_momentum_finds_sign_flippers_that_single_rounds_miss(seed: int) -> None:
+    flippers = {17, 18, 19, 20}
+    caught = {0.0: 0, 0.9: 0}
+    false = {0.0: 0, 0.9: 0}
+    for momentum in caught:
+        rng = np.random.default_rng(seed)
+        defense = Defense(detection=True, momentum=momentum)
+        for r in range(1, 16):
+            base, others = late_round(rng, 20, flippers)
+            own = [np.full(d, 0.05) + rng.standard_normal(d) / 3 for d in WIDE]
+            _, report = defense.aggregate(
+                r, me=1, base=base, own=own, own_weight=1.0, others=others
+            )
+            if r > 5:  # once the averages have had a few rounds
+                caught[momentum] += len(flippers & set(report.flagged))
+                false[momentum] += len(set(report.flagged) - flippers)
+    # 4 flippers x the last 10 rounds = 40 verdicts: averages find at least 90 % of them, single
+    # rounds at most half (8-15 in seeds 0-7). Honest rows are deliberately noisy here: both
+    # flag 4-10 % of the 150 honest verdicts (0-21 with momentum in seeds 0-7, 6-12 without).
+    assert caught[0.9] >= 36
+    assert caught[0.0] <= 20
+    assert false[0.9] <= 15
+
+
+def test_momentum_flags_a_scaling_burst_in_its_first_round() -> None:
+    rng = np.random.default_rng(7)
+    defense = Defense(detection=True, momentum=0.9)
+    for r in range(1, 8):
+        base, others = late_round(rng, 20, set())
+        if r == 7:
+            others[20] = (1.0, {c: -10 * v for c, v in others[20][1].items()})
+        own = [np.full(d, 0.05) + rng.standard_normal(d) / 3 for d in WIDE]
+        _, report = defense.aggregate(r, me=1, base=base, own=own, own_weight=1.0, others=others)
+    assert 20 in report.flagged
+
+
 def test_detection_ignores_integer_counters_through_the_mask() -> None:
     rng = np.random.default_rng(3)
     base, others = honest_round(rng, 12, WIDE)
@@ -169,6 +223,12 @@ def test_config_refuses_impossible_defences_and_attacks(overrides: list[str], pa
     with pytest.raises(ConfigError) as info:
         load_config(None, ["federate.client_num=8", *overrides])
     assert info.value.path == path
+
+
+def test_config_refuses_a_momentum_of_one() -> None:
+    with pytest.raises(ConfigError, match=r"robust\.detection\.momentum"):
+        load_config(None, ["robust.detection.momentum=1.0"])
+    assert load_config(None, []).robust.detection.momentum == 0.9
 
 
 def test_attackers_are_drawn_once_with_the_seed() -> None:

@@ -37,12 +37,19 @@ class _Section(BaseModel):
 
 
 class DetectionConfig(_Section):
-    """IQR outlier filter over per-chunk update statistics (norm, cosine to the median)."""
+    """IQR outlier filter over per-chunk update statistics (norm; cosine and sign agreement with
+    the median), on each author's moving average of its deltas."""
 
     enabled: bool = False
     iqr_k: Positive = Field(1.5, description="Tukey fence: k x IQR beyond the quartiles")
     min_share: Fraction = Field(
         0.5, description="an author is flagged when this share of its judged chunks is"
+    )
+    momentum: float = Field(
+        0.9,
+        ge=0.0,
+        lt=1.0,
+        description="judge each author's moving average of its deltas (0: each round alone)",
     )
 
 

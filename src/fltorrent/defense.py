@@ -5,9 +5,12 @@ Per round:
 
 1. *Deltas.* Each author's chunk vector minus this peer's own round-start chunk: robust rules,
    norms and clipping are about updates, not about absolute weights.
-2. *Detection* (optional): per chunk, an IQR filter over the deltas' norms and their cosine to
-   the coordinate median (:func:`fltorrent.aggregate.trust.flag_authors`); an author flagged on
-   at least ``min_share`` of its judged chunks is flagged for the round.
+2. *Detection* (optional): per chunk, an IQR filter over the norms of each author's deltas,
+   their cosine and sign agreement with the coordinate median
+   (:func:`fltorrent.aggregate.trust.flag_authors`); an author flagged on at least
+   ``min_share`` of its judged chunks is flagged for the round. With ``momentum > 0`` the
+   filter judges each author's moving average of its deltas over the rounds
+   (:class:`~fltorrent.aggregate.trust.UpdateMomentum`), not the round's delta alone.
 3. *Trust* (optional): flagged or not, each author's score moves (decay); an author below the
    threshold is excluded until clean rounds lift it again. A flagged author is excluded in the
    round it is flagged either way; trust keeps excluding the ones that keep misbehaving.
@@ -37,7 +40,7 @@ from fltorrent.aggregate import (
     partial_aggregate,
 )
 from fltorrent.aggregate import median as coordinate_median
-from fltorrent.aggregate.trust import TrustTable, flag_authors, flagged
+from fltorrent.aggregate.trust import TrustTable, UpdateMomentum, flag_authors, flagged
 from fltorrent.errors import AggregationError
 
 Vector = np.ndarray
@@ -66,6 +69,7 @@ class Defense:
     detection: bool = False
     iqr_k: float = 1.5
     min_share: float = 0.5
+    momentum: float = 0.9
     trust: TrustTable | None = None
     seed: int = 0
 
@@ -75,6 +79,7 @@ class Defense:
         if self.preagg != "none" and self.preagg not in PREAGGREGATORS:
             raise AggregationError(f"unknown pre-aggregation {self.preagg!r}")
         self._rng = np.random.default_rng(self.seed)
+        self._history = UpdateMomentum(self.momentum)
 
     @property
     def plain(self) -> bool:
@@ -193,7 +198,7 @@ class Defense:
                 for a, (_, vectors) in sorted(others.items())
                 if c in vectors
             ]
-            per_chunk[c] = rows
+            per_chunk[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
         flagged_now: set[int] = set()
         judged: list[int] = []
         if self.detection:

@@ -10,11 +10,13 @@ import pytest
 from fltorrent.aggregate import (
     TrustRecord,
     TrustTable,
+    UpdateMomentum,
     detection_rates,
     flag_authors,
     flag_chunk,
     flagged,
     iqr_outliers,
+    sign_agreement,
     update_statistics,
 )
 from fltorrent.errors import AggregationError
@@ -81,6 +83,18 @@ def test_iqr_non_finite_flagged() -> None:
 def test_iqr_degenerate_spread() -> None:
     assert not iqr_outliers([2.0] * 6).any()
     assert iqr_outliers([2.0, 2.0, 2.0, 2.0, 2.0, 2.1]).tolist() == [False] * 5 + [True]
+
+
+def test_iqr_min_spread_floors_the_iqr() -> None:
+    # Q1 = Q3 = 1: any value below 1 is flagged, unless the IQR is floored at 0.1 (fence 0.85).
+    v = [1.0] * 7 + [0.9, 0.8]
+    assert iqr_outliers(v, side="low").tolist() == [False] * 7 + [True, True]
+    assert iqr_outliers(v, side="low", min_spread=0.1).tolist() == [False] * 8 + [True]
+    # A floor below the actual IQR changes nothing.
+    w = [1, 2, 3, 4, 5, 6, 7, 8, 9, 100]
+    assert iqr_outliers(w, min_spread=1.0).tolist() == iqr_outliers(w).tolist()
+    with pytest.raises(AggregationError, match="min_spread"):
+        iqr_outliers(w, min_spread=-1.0)
 
 
 def test_iqr_validation() -> None:
@@ -159,6 +173,55 @@ def test_flag_chunk_catches_crude_attacks(seed: int, attack: str) -> None:
     n_honest = 16
     assert mask[n_honest:].all()
     assert mask[:n_honest].sum() <= 1
+
+
+def test_sign_agreement_hand_computed() -> None:
+    # Coordinate medians: col 0 of [1, 1, -1, 0] is 0.5 (+), col 1 of [2, -1, -3, 0] is -0.5 (-).
+    x = [[1, 2], [1, -1], [-1, -3], [0, 0]]
+    assert sign_agreement(x).tolist() == [0.5, 1.0, 0.5, 0.0]
+    # A non-finite row gets NaN and is left out of the median.
+    got = sign_agreement([[1, 2], [1, -1], [np.nan, 5], [-1, -3], [0, 0]])
+    assert np.isnan(got[2])
+    assert np.delete(got, 2).tolist() == [0.5, 1.0, 0.5, 0.0]
+    with pytest.raises(AggregationError, match="sign_agreement"):
+        sign_agreement([1.0, 2.0])
+
+
+def drift_and_spikes(rng: np.random.Generator, n: int = 20, d: int = 2000) -> np.ndarray:
+    """Rows like late-training non-IID updates: a small drift shared by every coordinate, and
+    each row's own few large coordinates, which dominate norms and cosines."""
+    x = 0.02 + 0.02 * rng.normal(size=(n, d))
+    for row in x:
+        idx = rng.choice(d, 20, replace=False)
+        row[idx] += rng.normal(size=20) * rng.uniform(0.5, 3.0)
+    return x
+
+
+def test_flag_chunk_sign_fence_catches_flips_the_cosine_misses() -> None:
+    missed_by_cosine = 0
+    for seed in range(20):
+        x = drift_and_spikes(np.random.default_rng(seed))
+        x[16:] = -x[16:]
+        mask = flag_chunk(x)
+        assert mask[16:].all(), seed
+        assert mask[:16].sum() <= 1, seed
+        norms, cos = update_statistics(x)
+        by_cosine = iqr_outliers(norms, side="both") | iqr_outliers(cos, side="low")
+        missed_by_cosine += int((~by_cosine[16:]).sum())
+    # Without the sign fence a good share of the flips pass (about a third in this model).
+    assert missed_by_cosine >= 10
+
+
+def test_flag_chunk_sign_ties_do_not_flag_honest_rows() -> None:
+    # Every honest coordinate is positive: sign agreements are 1.0 but for a rare negative
+    # coordinate, which must not fence the row off (the IQR of the shares is 0).
+    x = np.random.default_rng(0).uniform(0.5, 1.5, size=(16, 200))
+    before = flag_chunk(x)
+    x[3, 7] = x[9, 100] = -0.1
+    assert (sign_agreement(x) == 1.0).sum() == 14
+    assert flag_chunk(x).tolist() == before.tolist()
+    x[15] = -x[15]
+    assert flag_chunk(x)[15]
 
 
 def test_flag_chunk_false_positives_low_on_honest_rows() -> None:
@@ -366,3 +429,31 @@ def test_numpy_scalar_parameters_accepted() -> None:
     assert iqr_outliers([0, 1, 2, 3, 100], k=np.float32(1.5))[-1]
     assert flagged({1: 1.0}, min_share=np.float64(0.5)) == {1}
     assert TrustTable(decay=np.float32(0.5)).decay == 0.5
+
+
+# ---------------------------------------------------------------------------------------------
+# UpdateMomentum
+
+
+def test_momentum_is_an_exponential_average_per_author_and_chunk() -> None:
+    m = UpdateMomentum(0.75)
+    np.testing.assert_array_equal(m.update(1, 0, [4.0, 0.0]), [4.0, 0.0])  # first: itself
+    np.testing.assert_allclose(m.update(1, 0, [0.0, 8.0]), [3.0, 2.0])
+    np.testing.assert_allclose(m.update(1, 0, [3.0, 2.0]), [3.0, 2.0])
+    np.testing.assert_array_equal(m.update(2, 0, [1.0, 1.0]), [1.0, 1.0])  # another author
+    np.testing.assert_array_equal(m.update(1, 1, [5.0]), [5.0])  # another chunk
+    np.testing.assert_array_equal(m.update(1, 0, [7.0]), [7.0])  # new shape: starts over
+
+
+def test_momentum_keeps_non_finite_deltas_out_and_zero_keeps_nothing() -> None:
+    m = UpdateMomentum(0.5)
+    m.update(1, 0, [2.0, 2.0])
+    bad = m.update(1, 0, [np.nan, 0.0])
+    assert np.isnan(bad[0])
+    np.testing.assert_allclose(m.update(1, 0, [0.0, 0.0]), [1.0, 1.0])  # NaN never folded in
+    none = UpdateMomentum(0.0)
+    none.update(1, 0, [2.0])
+    np.testing.assert_array_equal(none.update(1, 0, [5.0]), [5.0])
+    for beta in (1.0, -0.1, math.nan):
+        with pytest.raises(AggregationError, match="beta"):
+            UpdateMomentum(beta)

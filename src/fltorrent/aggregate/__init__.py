@@ -26,11 +26,13 @@ from fltorrent.aggregate.trust import (
     DetectionRates,
     TrustRecord,
     TrustTable,
+    UpdateMomentum,
     detection_rates,
     flag_authors,
     flag_chunk,
     flagged,
     iqr_outliers,
+    sign_agreement,
     update_statistics,
 )
 
@@ -41,6 +43,7 @@ __all__ = [
     "Matrix",
     "TrustRecord",
     "TrustTable",
+    "UpdateMomentum",
     "Vector",
     "bucketing",
     "bulyan",
@@ -61,6 +64,7 @@ __all__ = [
     "multi_krum",
     "nnm",
     "partial_aggregate",
+    "sign_agreement",
     "trimmed_mean",
     "update_statistics",
 ]

@@ -318,6 +318,7 @@ def build_defense(config: Config, peer_id: int) -> Defense:
         detection=rb.detection.enabled,
         iqr_k=rb.detection.iqr_k,
         min_share=rb.detection.min_share,
+        momentum=rb.detection.momentum,
         trust=(
             TrustTable(decay=trust.decay, threshold=trust.threshold, recovery=trust.recovery)
             if trust.enabled
