@@ -65,11 +65,12 @@ class Job(NamedTuple):
     rounds: int
     chunks: int
     momentum: float = 0.9  # robust.detection.momentum (detect runs only)
+    burst_k: float = 3.0  # robust.detection.burst_k (detect runs only)
 
     def key(self) -> str:
         """The run's identity in ``--runs``: other rounds, chunks or detection momentum make
         another run."""
-        mode = f"detect-m{self.momentum:g}" if self.detect else "plain"
+        mode = f"detect-m{self.momentum:g}b{self.burst_k:g}" if self.detect else "plain"
         where = f"{self.topology}/{self.attack}/{self.rule}/{mode}"
         return f"{where}/{self.seed}/r{self.rounds}c{self.chunks}"
 
@@ -93,7 +94,15 @@ def run(job: Job) -> dict[str, Any]:
         *ATTACKS[job.attack],
         *(["attack.share=0.2"] if job.attack != "none" else []),
         *RULES[job.rule],
-        *([*DETECTION, f"robust.detection.momentum={job.momentum}"] if job.detect else []),
+        *(
+            [
+                *DETECTION,
+                f"robust.detection.momentum={job.momentum}",
+                f"robust.detection.burst_k={job.burst_k}",
+            ]
+            if job.detect
+            else []
+        ),
     ]
     config = load_config(None, overrides)
     with tempfile.TemporaryDirectory() as tmp:
@@ -105,6 +114,7 @@ def run(job: Job) -> dict[str, Any]:
         **job._asdict(),
         "key": job.key(),
         "momentum": job.momentum if job.detect else None,
+        "burst_k": job.burst_k if job.detect else None,
         "attackers": byz["attackers"],
         "accuracy": byz["final_accuracy_honest_mean"],
         "accuracy_per_round": [r["mean"] for r in s["accuracy_per_round"]],
@@ -122,10 +132,54 @@ def _job(args: Job) -> dict[str, Any]:
     return run(args)
 
 
-def report(runs: list[dict[str, Any]], momentum: float) -> dict[str, Any]:
-    """Per topology: rows = attack, columns = rule (plain / with detection at ``momentum``)."""
-    runs = [r for r in runs if not r["detect"] or r.get("momentum") == momentum]
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def markdown(table: dict[str, dict[str, dict[str, Any]]], rules: list[str]) -> str:
+    """Two tables: accuracy (plain / with detection), then TPR / FPR of the detect runs."""
+
+    def acc(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    head = "| attack | " + " | ".join(rules) + " |\n|---|" + "---:|" * len(rules) + "\n"
+    accuracy = head + "".join(
+        f"| {attack} | "
+        + " | ".join(f"{acc(c[r]['plain'])} / {acc(c[r]['detect'])}" for r in rules)
+        + " |\n"
+        for attack, c in table.items()
+    )
+    rates = head + "".join(
+        f"| {attack} | "
+        + " | ".join(
+            f"{_pct(c[r]['tpr'])} / {_pct(c[r]['fpr'])}" if c[r]["detect"] is not None else "-"
+            for r in rules
+        )
+        + " |\n"
+        for attack, c in table.items()
+        if any(c[r]["detect"] is not None for r in rules)
+    )
+    return accuracy + "\n" + rates
+
+
+def report(
+    runs: list[dict[str, Any]],
+    detector: tuple[float, float],
+    rounds: int,
+    chunks: int,
+    md: Path | None,
+) -> dict[str, Any]:
+    """Per topology: rows = attack, columns = rule (plain / with detection at ``detector`` =
+    (momentum, burst_k)), over the runs of ``rounds`` rounds and ``chunks`` chunks."""
+    runs = [
+        r
+        for r in runs
+        if (not r["detect"] or (r.get("momentum"), r.get("burst_k")) == detector)
+        and r["rounds"] == rounds
+        and r["chunks"] == chunks
+    ]
     out: dict[str, Any] = {}
+    text = ""
     for topology in sorted({r["topology"] for r in runs}):
         rs = [r for r in runs if r["topology"] == topology]
         rules = [x for x in RULES if any(r["rule"] == x for r in rs)]
@@ -150,6 +204,10 @@ def report(runs: list[dict[str, Any]], momentum: float) -> dict[str, Any]:
                 cells.append(cell)
             print(f"{attack:<13}" + "".join(f"{c:>20}" for c in cells))
         out[topology] = table
+        text += f"### {topology}\n\n" + markdown(table, rules) + "\n"
+    if md is not None:
+        md.parent.mkdir(parents=True, exist_ok=True)
+        md.write_text(text)
     return out
 
 
@@ -168,8 +226,12 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=Path("bench-results/robustness-runs.jsonl"))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--report", action="store_true")
+    parser.add_argument("--markdown", type=Path, help="write the tables as Markdown here")
     parser.add_argument(
         "--momentum", type=float, default=0.9, help="robust.detection.momentum of detect runs"
+    )
+    parser.add_argument(
+        "--burst-k", type=float, default=3.0, help="robust.detection.burst_k of detect runs"
     )
     args = parser.parse_args()
     done: dict[str, dict[str, Any]] = {}
@@ -194,6 +256,7 @@ def main() -> None:
                     args.rounds,
                     args.chunks,
                     args.momentum,
+                    args.burst_k,
                 )
             ]
             if job.key() not in done
@@ -212,7 +275,13 @@ def main() -> None:
                     f"wall {r['wall_s']} s",
                     flush=True,
                 )
-    tables = report(list(done.values()), args.momentum)
+    tables = report(
+        list(done.values()),
+        (args.momentum, args.burst_k),
+        args.rounds,
+        args.chunks,
+        args.markdown,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"tables": tables, "runs": done}, indent=2) + "\n")

@@ -148,6 +148,21 @@ def test_momentum_flags_a_scaling_burst_in_its_first_round() -> None:
     assert 20 in report.flagged
 
 
+def test_momentum_defense_flags_a_noisy_author_every_round() -> None:
+    # The noise mostly averages out of the momentum; the round's norm shows it (burst_k).
+    rng = np.random.default_rng(9)
+    defense = Defense(detection=True, momentum=0.9)
+    flagged = 0
+    for r in range(1, 16):
+        base, others = late_round(rng, 20, set())
+        noisy = {c: v + rng.normal(0.0, 2.0, v.shape) for c, v in others[20][1].items()}
+        others[20] = (1.0, noisy)
+        own = [np.full(d, 0.05) + rng.standard_normal(d) / 3 for d in WIDE]
+        _, report = defense.aggregate(r, me=1, base=base, own=own, own_weight=1.0, others=others)
+        flagged += 20 in report.flagged
+    assert flagged == 15
+
+
 def test_detection_ignores_integer_counters_through_the_mask() -> None:
     rng = np.random.default_rng(3)
     base, others = honest_round(rng, 12, WIDE)
@@ -225,10 +240,13 @@ def test_config_refuses_impossible_defences_and_attacks(overrides: list[str], pa
     assert info.value.path == path
 
 
-def test_config_refuses_a_momentum_of_one() -> None:
+def test_config_refuses_a_momentum_of_one_and_a_negative_burst_fence() -> None:
     with pytest.raises(ConfigError, match=r"robust\.detection\.momentum"):
         load_config(None, ["robust.detection.momentum=1.0"])
-    assert load_config(None, []).robust.detection.momentum == 0.9
+    with pytest.raises(ConfigError, match=r"robust\.detection\.burst_k"):
+        load_config(None, ["robust.detection.burst_k=-1"])
+    detection = load_config(None, []).robust.detection
+    assert (detection.momentum, detection.burst_k) == (0.9, 3.0)
 
 
 def test_attackers_are_drawn_once_with_the_seed() -> None:

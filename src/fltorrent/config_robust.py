@@ -51,6 +51,12 @@ class DetectionConfig(_Section):
         lt=1.0,
         description="judge each author's moving average of its deltas (0: each round alone)",
     )
+    burst_k: float = Field(
+        3.0,
+        ge=0.0,
+        description="with momentum: also flag a round's update whose norm is beyond Q3 + "
+        "burst_k x IQR (0: off)",
+    )
 
 
 class TrustConfig(_Section):

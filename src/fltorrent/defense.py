@@ -10,7 +10,8 @@ Per round:
    (:func:`fltorrent.aggregate.trust.flag_authors`); an author flagged on at least
    ``min_share`` of its judged chunks is flagged for the round. With ``momentum > 0`` the
    filter judges each author's moving average of its deltas over the rounds
-   (:class:`~fltorrent.aggregate.trust.UpdateMomentum`), not the round's delta alone.
+   (:class:`~fltorrent.aggregate.trust.UpdateMomentum`), and the round's delta only for a
+   norm beyond the outer fence ``burst_k`` (bursts, and zero-mean noise that averages out).
 3. *Trust* (optional): flagged or not, each author's score moves (decay); an author below the
    threshold is excluded until clean rounds lift it again. A flagged author is excluded in the
    round it is flagged either way; trust keeps excluding the ones that keep misbehaving.
@@ -70,6 +71,7 @@ class Defense:
     iqr_k: float = 1.5
     min_share: float = 0.5
     momentum: float = 0.9
+    burst_k: float = 3.0
     trust: TrustTable | None = None
     seed: int = 0
 
@@ -188,6 +190,7 @@ class Defense:
     ) -> tuple[list[int], set[int], set[int]]:
         """Flag this round's outliers and update trust; returns (judged, flagged, excluded)."""
         per_chunk: dict[int, list[tuple[int, Vector]]] = {}
+        averages: dict[int, list[tuple[int, Vector]]] = {}
         for c in range(len(base)):
             keep = mask[c] if mask is not None else slice(None)
             if mask is not None and not mask[c].any():
@@ -198,11 +201,17 @@ class Defense:
                 for a, (_, vectors) in sorted(others.items())
                 if c in vectors
             ]
-            per_chunk[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
+            per_chunk[c] = rows
+            averages[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
         flagged_now: set[int] = set()
         judged: list[int] = []
         if self.detection:
-            shares = flag_authors(per_chunk, k=self.iqr_k)
+            shares = flag_authors(
+                per_chunk,
+                k=self.iqr_k,
+                averages=averages if self.momentum > 0 else None,
+                burst_k=self.burst_k,
+            )
             judged = sorted(set(shares) - {me})
             flagged_now = flagged(shares, self.min_share) - {me}
         if self.trust is None:

@@ -180,7 +180,7 @@ def test_sign_agreement_hand_computed() -> None:
     x = [[1, 2], [1, -1], [-1, -3], [0, 0]]
     assert sign_agreement(x).tolist() == [0.5, 1.0, 0.5, 0.0]
     # A non-finite row gets NaN and is left out of the median.
-    got = sign_agreement([[1, 2], [1, -1], [np.nan, 5], [-1, -3], [0, 0]])
+    got = sign_agreement(np.array([[1, 2], [1, -1], [np.nan, 5], [-1, -3], [0, 0]]))
     assert np.isnan(got[2])
     assert np.delete(got, 2).tolist() == [0.5, 1.0, 0.5, 0.0]
     with pytest.raises(AggregationError, match="sign_agreement"):
@@ -222,6 +222,33 @@ def test_flag_chunk_sign_ties_do_not_flag_honest_rows() -> None:
     assert flag_chunk(x).tolist() == before.tolist()
     x[15] = -x[15]
     assert flag_chunk(x)[15]
+
+
+def test_flag_chunk_with_averages_judges_them_and_the_round_for_bursts() -> None:
+    rng = np.random.default_rng(8)
+    averages = honest_rows(rng, 20, 300, spread=True)
+    deltas = honest_rows(rng, 20, 300, spread=True)
+    deltas[19] += rng.normal(0.0, 0.5, 300)  # noise: the round's norm is ~9x the others'
+    averages[18] = -averages[18]  # a flipper, seen in its average
+    both = flag_chunk(deltas, averages=averages)
+    assert both[18] and both[19]
+    assert both[:18].sum() <= 1
+    # burst_k = 0: the round's deltas are not looked at; the noise averaged out.
+    assert flag_chunk(deltas, averages=averages, burst_k=0).tolist()[18:] == [True, False]
+    # Without averages the deltas are judged by every fence (the flipper is not in them).
+    assert flag_chunk(deltas)[19] and not flag_chunk(deltas)[18]
+    with pytest.raises(AggregationError, match="averages"):
+        flag_chunk(deltas, averages=averages[:5])
+    with pytest.raises(AggregationError, match="burst_k"):
+        flag_chunk(deltas, averages=averages, burst_k=-1.0)
+
+
+def test_flag_authors_needs_averages_of_the_same_authors() -> None:
+    rows = {0: [(a, spread_row(a)) for a in range(1, 7)]}
+    same = {0: [(a, spread_row(a)) for a in range(1, 7)]}
+    assert flag_authors(rows, averages=same) == flag_authors(rows)
+    with pytest.raises(AggregationError, match="other authors"):
+        flag_authors(rows, averages={0: [(a, spread_row(a)) for a in range(1, 6)]})
 
 
 def test_flag_chunk_false_positives_low_on_honest_rows() -> None:

@@ -126,7 +126,12 @@ def sign_agreement(deltas: npt.ArrayLike) -> Vector:
     return out
 
 
-def flag_chunk(deltas: npt.ArrayLike, k: float = 1.5) -> npt.NDArray[np.bool_]:
+def flag_chunk(
+    deltas: npt.ArrayLike,
+    k: float = 1.5,
+    averages: npt.ArrayLike | None = None,
+    burst_k: float = 3.0,
+) -> npt.NDArray[np.bool_]:
     """Flag the rows of an ``(n, d)`` chunk of deltas that look like crude attacks.
 
     A row is flagged when its norm is outside the fences on either side (a zero, free-riding
@@ -135,46 +140,83 @@ def flag_chunk(deltas: npt.ArrayLike, k: float = 1.5) -> npt.NDArray[np.bool_]:
     flipping), or it is not finite. Fewer than 4 rows: only non-finite rows are flagged.
     ALIE/IPM-style attacks are built to pass this test (see the module docstring).
 
+    With ``averages`` (each author's moving average of its deltas, row for row: see
+    :class:`UpdateMomentum`) those fences judge the averages, and the round's own deltas are
+    judged for bursts only: a norm above Tukey's outer fence, ``Q3 + burst_k·IQR`` (3 by
+    default, "far out"; 0 turns it off). Zero-mean attacks such as added noise cancel out of
+    an average; honest norms in a single round are heavy-tailed (non-IID data, unequal step
+    counts), hence the outer fence.
+
     Honest rows are flagged too, as four one-sided fences add up: in simulation (rows = a
     common vector + noise of the same norm, 400 draws) 5.0 % of rows at n = 20 and 5.5 % at
     n = 16 (4.0 % and 4.2 % without the sign fence); 0.4-0.9 % when norms spread 0.5-1.5x.
     """
-    norms, cosines = update_statistics(deltas)
-    signs = sign_agreement(deltas)
+    x = np.asarray(deltas, dtype=np.float64)
+    judged = x if averages is None else np.asarray(averages, dtype=np.float64)
+    if judged.shape != x.shape:
+        raise AggregationError(f"flag_chunk: averages {judged.shape} for deltas {x.shape}")
+    norms, cosines = update_statistics(judged)
+    signs = sign_agreement(judged)
     # Shares of d signs tie easily (e.g. all rows agree on every sign: IQR 0); a share's
     # sampling error, at most 0.5 / sqrt(d), is the least spread the sign fence assumes.
-    floor = 0.5 / math.sqrt(max(np.shape(deltas)[1], 1))
+    floor = 0.5 / math.sqrt(max(judged.shape[1], 1))
     out: npt.NDArray[np.bool_] = (
         iqr_outliers(norms, k, "both")
         | iqr_outliers(cosines, k, "low")
         | iqr_outliers(signs, k, "low", min_spread=floor)
     )
+    if averages is not None:
+        if not _is_number(burst_k) or burst_k < 0:
+            raise AggregationError(f"flag_chunk needs burst_k >= 0, got burst_k={burst_k!r}")
+        if burst_k > 0:
+            with np.errstate(over="ignore", invalid="ignore"):
+                out |= iqr_outliers(np.linalg.norm(x, axis=1), burst_k, "high")
     return out
 
 
+Rows = Mapping[int, Sequence[tuple[int, npt.ArrayLike]]]
+
+
+def _chunk_rows(
+    rows: Sequence[tuple[int, npt.ArrayLike]], c: int
+) -> tuple[list[int], list[npt.NDArray[np.float64]]]:
+    pairs = sorted(rows, key=lambda p: p[0])
+    authors = [int(a) for a, _ in pairs]
+    if len(set(authors)) != len(authors):
+        raise AggregationError(f"flag_authors: chunk {c} has an author twice: {authors}")
+    return authors, [np.asarray(v, dtype=np.float64).ravel() for _, v in pairs]
+
+
+def _stack(rows: list[npt.NDArray[np.float64]], c: int) -> npt.NDArray[np.float64]:
+    if len({r.size for r in rows}) != 1:
+        raise AggregationError(f"flag_authors: chunk {c} has deltas of different lengths")
+    return np.stack(rows)
+
+
 def flag_authors(
-    per_chunk: Mapping[int, Sequence[tuple[int, npt.ArrayLike]]], k: float = 1.5
+    per_chunk: Rows, k: float = 1.5, averages: Rows | None = None, burst_k: float = 3.0
 ) -> dict[int, float]:
     """Each author's share of flagged chunks among its judged chunks.
 
     ``per_chunk`` maps a chunk index to the ``(author, delta)`` pairs delivered for that chunk
-    (deltas of one chunk share a length). Each chunk is judged on its own by :func:`flag_chunk`;
+    (deltas of one chunk share a length); ``averages``, when given, the same authors' moving
+    averages (see :func:`flag_chunk`). Each chunk is judged on its own by :func:`flag_chunk`;
     a chunk with fewer than 4 contributors is skipped. Only authors with at least one judged
     chunk appear in the result (the natural ``seen`` set for :meth:`TrustTable.update`).
     """
     judged: dict[int, int] = {}
     hits: dict[int, int] = {}
     for c in sorted(per_chunk):
-        pairs = sorted(per_chunk[c], key=lambda p: p[0])
-        authors = [int(a) for a, _ in pairs]
-        if len(set(authors)) != len(authors):
-            raise AggregationError(f"flag_authors: chunk {c} has an author twice: {authors}")
-        if len(pairs) < MIN_VALUES:
+        authors, rows = _chunk_rows(per_chunk[c], c)
+        if len(authors) < MIN_VALUES:
             continue
-        rows = [np.asarray(v, dtype=np.float64).ravel() for _, v in pairs]
-        if len({r.size for r in rows}) != 1:
-            raise AggregationError(f"flag_authors: chunk {c} has deltas of different lengths")
-        mask = flag_chunk(np.stack(rows), k)
+        avg = None
+        if averages is not None:
+            avg_authors, avg_rows = _chunk_rows(averages.get(c, ()), c)
+            if avg_authors != authors:
+                raise AggregationError(f"flag_authors: chunk {c} averages other authors")
+            avg = _stack(avg_rows, c)
+        mask = flag_chunk(_stack(rows, c), k, avg, burst_k)
         for author, hit in zip(authors, mask.tolist(), strict=True):
             judged[author] = judged.get(author, 0) + 1
             hits[author] = hits.get(author, 0) + int(hit)

@@ -319,6 +319,7 @@ def build_defense(config: Config, peer_id: int) -> Defense:
         iqr_k=rb.detection.iqr_k,
         min_share=rb.detection.min_share,
         momentum=rb.detection.momentum,
+        burst_k=rb.detection.burst_k,
         trust=(
             TrustTable(decay=trust.decay, threshold=trust.threshold, recovery=trust.recovery)
             if trust.enabled
