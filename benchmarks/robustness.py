@@ -240,27 +240,24 @@ def main() -> None:
             r = json.loads(line)
             done[r["key"]] = r
     if not args.report:
-        jobs = [
-            job
+        grid = [
+            Job(
+                args.topology,
+                attack,
+                rule,
+                detect == "on",
+                seed,
+                args.rounds,
+                args.chunks,
+                args.momentum,
+                args.burst_k,
+            )
             for attack in args.attacks.split(",")
             for rule in args.rules.split(",")
             for detect in args.detection.split(",")
             for seed in map(int, args.seeds.split(","))
-            for job in [
-                Job(
-                    args.topology,
-                    attack,
-                    rule,
-                    detect == "on",
-                    seed,
-                    args.rounds,
-                    args.chunks,
-                    args.momentum,
-                    args.burst_k,
-                )
-            ]
-            if job.key() not in done
         ]
+        jobs = [job for job in grid if job.key() not in done]
         print(f"{len(jobs)} runs to do, {len(done)} already in {args.runs}", flush=True)
         args.runs.parent.mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(max_workers=args.workers) as pool:

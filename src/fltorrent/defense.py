@@ -190,7 +190,7 @@ class Defense:
     ) -> tuple[list[int], set[int], set[int]]:
         """Flag this round's outliers and update trust; returns (judged, flagged, excluded)."""
         per_chunk: dict[int, list[tuple[int, Vector]]] = {}
-        averages: dict[int, list[tuple[int, Vector]]] = {}
+        averages: dict[int, list[tuple[int, Vector]]] | None = {} if self.momentum > 0 else None
         for c in range(len(base)):
             keep = mask[c] if mask is not None else slice(None)
             if mask is not None and not mask[c].any():
@@ -202,14 +202,15 @@ class Defense:
                 if c in vectors
             ]
             per_chunk[c] = rows
-            averages[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
+            if averages is not None:
+                averages[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
         flagged_now: set[int] = set()
         judged: list[int] = []
         if self.detection:
             shares = flag_authors(
                 per_chunk,
                 k=self.iqr_k,
-                averages=averages if self.momentum > 0 else None,
+                averages=averages,
                 burst_k=self.burst_k,
             )
             judged = sorted(set(shares) - {me})

@@ -82,6 +82,44 @@ def iqr_outliers(
     return out
 
 
+class _Rows(NamedTuple):
+    """An ``(n, d)`` array of deltas, which rows are finite, and their coordinate median."""
+
+    a: npt.NDArray[np.float64]
+    good: npt.NDArray[np.bool_]
+    median: npt.NDArray[np.float64] | None  # None when no row is finite
+
+
+def _rows(deltas: npt.ArrayLike, name: str) -> _Rows:
+    a = np.asarray(deltas, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] == 0:
+        raise AggregationError(f"{name} needs an (n, d) array, n >= 1, got {a.shape}")
+    good = np.all(np.isfinite(a), axis=1)
+    return _Rows(a, good, np.median(a[good], axis=0) if good.any() else None)
+
+
+def _norms_cosines(rows: _Rows) -> tuple[Vector, Vector]:
+    a, good, med = rows
+    with np.errstate(over="ignore", invalid="ignore"):
+        norms: Vector = np.linalg.norm(a, axis=1)
+        cosines: Vector = np.full(a.shape[0], np.nan)
+        if med is not None:
+            med_norm = float(np.linalg.norm(med))
+            dots = a[good] @ med
+            denom = norms[good] * med_norm
+            cosines[good] = np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
+    cosines[good] = np.clip(cosines[good], -1.0, 1.0)  # rounding; NaN (overflow) stays NaN
+    return norms, cosines
+
+
+def _sign_shares(rows: _Rows) -> Vector:
+    a, good, med = rows
+    out: Vector = np.full(a.shape[0], np.nan)
+    if med is not None and a.shape[1] > 0:
+        out[good] = np.mean(np.sign(a[good]) == np.sign(med), axis=1)
+    return out
+
+
 def update_statistics(deltas: npt.ArrayLike) -> tuple[Vector, Vector]:
     """``(norms, cosines)`` of the rows of an ``(n, d)`` array: each row's L2 norm, and its
     cosine similarity to the coordinate-wise median of the finite rows (itself included).
@@ -89,21 +127,7 @@ def update_statistics(deltas: npt.ArrayLike) -> tuple[Vector, Vector]:
     A cosine is 0 when the row or the median is the zero vector. A row with a NaN or inf gets
     a non-finite norm and a NaN cosine, and is left out of the median.
     """
-    a = np.asarray(deltas, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise AggregationError(f"update_statistics needs an (n, d) array, n >= 1, got {a.shape}")
-    good = np.all(np.isfinite(a), axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        norms: Vector = np.linalg.norm(a, axis=1)
-        cosines: Vector = np.full(a.shape[0], np.nan)
-        if good.any():
-            med = np.median(a[good], axis=0)
-            med_norm = float(np.linalg.norm(med))
-            dots = a[good] @ med
-            denom = norms[good] * med_norm
-            cosines[good] = np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), 0.0)
-    cosines[good] = np.clip(cosines[good], -1.0, 1.0)  # rounding; NaN (overflow) stays NaN
-    return norms, cosines
+    return _norms_cosines(_rows(deltas, "update_statistics"))
 
 
 def sign_agreement(deltas: npt.ArrayLike) -> Vector:
@@ -115,15 +139,7 @@ def sign_agreement(deltas: npt.ArrayLike) -> Vector:
     crowd towards 0 for honest and sign-flipped rows alike, while the share of agreeing signs
     still separates them (measured in docs/BENCHMARKS.md, "Byzantine robustness").
     """
-    a = np.asarray(deltas, dtype=np.float64)
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise AggregationError(f"sign_agreement needs an (n, d) array, n >= 1, got {a.shape}")
-    good = np.all(np.isfinite(a), axis=1)
-    out: Vector = np.full(a.shape[0], np.nan)
-    if good.any() and a.shape[1] > 0:
-        med_sign = np.sign(np.median(a[good], axis=0))
-        out[good] = np.mean(np.sign(a[good]) == med_sign, axis=1)
-    return out
+    return _sign_shares(_rows(deltas, "sign_agreement"))
 
 
 def flag_chunk(
@@ -152,14 +168,14 @@ def flag_chunk(
     n = 16 (4.0 % and 4.2 % without the sign fence); 0.4-0.9 % when norms spread 0.5-1.5x.
     """
     x = np.asarray(deltas, dtype=np.float64)
-    judged = x if averages is None else np.asarray(averages, dtype=np.float64)
-    if judged.shape != x.shape:
-        raise AggregationError(f"flag_chunk: averages {judged.shape} for deltas {x.shape}")
-    norms, cosines = update_statistics(judged)
-    signs = sign_agreement(judged)
+    judged = _rows(x if averages is None else averages, "flag_chunk")  # one median for both
+    if judged.a.shape != x.shape:
+        raise AggregationError(f"flag_chunk: averages {judged.a.shape} for deltas {x.shape}")
+    norms, cosines = _norms_cosines(judged)
+    signs = _sign_shares(judged)
     # Shares of d signs tie easily (e.g. all rows agree on every sign: IQR 0); a share's
     # sampling error, at most 0.5 / sqrt(d), is the least spread the sign fence assumes.
-    floor = 0.5 / math.sqrt(max(judged.shape[1], 1))
+    floor = 0.5 / math.sqrt(max(x.shape[1], 1))
     out: npt.NDArray[np.bool_] = (
         iqr_outliers(norms, k, "both")
         | iqr_outliers(cosines, k, "low")
