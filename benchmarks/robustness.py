@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import tempfile
 import time
@@ -40,6 +41,7 @@ ATTACKS: dict[str, list[str]] = {
     "chunk_poison": ["attack.type=chunk_poison"],
     "equivocate": ["attack.type=equivocate"],
 }
+CENTERED_CLIP = ["robust.rule=centered_clip", "robust.tau=0.1", "robust.iters=3"]
 RULES: dict[str, list[str]] = {
     "mean": ["robust.rule=mean"],
     "median": ["robust.rule=median"],
@@ -47,9 +49,15 @@ RULES: dict[str, list[str]] = {
     "krum": ["robust.rule=krum", "robust.f=4"],
     "multi_krum": ["robust.rule=multi_krum", "robust.f=4"],
     "geometric_median": ["robust.rule=geometric_median"],
-    "centered_clip": ["robust.rule=centered_clip", "robust.tau=0.1", "robust.iters=3"],
+    "centered_clip": CENTERED_CLIP,
     "bulyan": ["robust.rule=bulyan", "robust.f=4"],
     "nnm_trimmed_mean": ["robust.preagg=nnm", "robust.rule=trimmed_mean", "robust.f=4"],
+    # Karimireddy, He & Jaggi (ICLR 2022): buckets of 2 before centered clipping
+    "bucketing_centered_clip": [
+        "robust.preagg=bucketing",
+        "robust.bucket_size=2",
+        *CENTERED_CLIP,
+    ],
 }
 DETECTION = ["robust.detection.enabled=true", "robust.trust.enabled=true"]
 
@@ -129,6 +137,9 @@ def _job(args: Job) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
+    # The CLI applies output.log_level; a library caller sets up logging itself. Without this,
+    # Python's last-resort handler prints every warning (each rejected piece) to stderr.
+    logging.basicConfig(level=logging.ERROR)
     return run(args)
 
 

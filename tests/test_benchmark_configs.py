@@ -1,0 +1,56 @@
+"""The robustness benchmark's grid is made of config overrides: every cell must be a valid config.
+
+A typo in a rule's options would otherwise surface only hours into a benchmark run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from fltorrent.config import load_config
+from fltorrent.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _robustness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks/robustness.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BENCH = _robustness()
+
+
+@pytest.mark.parametrize("rule", sorted(BENCH.RULES))
+@pytest.mark.parametrize("attack", sorted(BENCH.ATTACKS))
+def test_every_cell_of_the_grid_is_a_valid_config(rule: str, attack: str) -> None:
+    overrides = [
+        "federate.client_num=20",
+        *BENCH.ATTACKS[attack],
+        *(["attack.share=0.2"] if attack != "none" else []),
+        *BENCH.RULES[rule],
+        *BENCH.DETECTION,
+    ]
+    config = load_config(None, overrides)
+    assert config.robust.rule == next(
+        o.split("=", 1)[1] for o in BENCH.RULES[rule] if o.startswith("robust.rule=")
+    )
+    assert config.attack.type == attack
+
+
+def test_bucketing_cell_sets_the_preaggregator() -> None:
+    config = load_config(None, ["federate.client_num=20", *BENCH.RULES["bucketing_centered_clip"]])
+    assert (config.robust.preagg, config.robust.bucket_size) == ("bucketing", 2)
+    assert (config.robust.tau, config.robust.iters) == (0.1, 3)
+
+
+def test_a_bad_override_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        load_config(None, ["federate.client_num=20", "robust.rule=trimmed_mean", "robust.f=10"])
