@@ -83,11 +83,9 @@ class Job(NamedTuple):
         return f"{where}/{self.seed}/r{self.rounds}c{self.chunks}"
 
 
-def run(job: Job) -> dict[str, Any]:
-    from fltorrent.config import load_config
-    from fltorrent.runtime.federation import Federation
-
-    overrides = [
+def overrides(job: Job) -> list[str]:
+    """The config overrides of one run."""
+    return [
         "federate.mode=sim",
         "federate.client_num=20",
         f"federate.total_round_num={job.rounds}",
@@ -112,7 +110,13 @@ def run(job: Job) -> dict[str, Any]:
             else []
         ),
     ]
-    config = load_config(None, overrides)
+
+
+def run(job: Job) -> dict[str, Any]:
+    from fltorrent.config import load_config
+    from fltorrent.runtime.federation import Federation
+
+    config = load_config(None, overrides(job))
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         s = Federation(config, output_dir=tmp).run().summary

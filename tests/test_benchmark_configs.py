@@ -28,21 +28,17 @@ def _robustness() -> ModuleType:
 BENCH = _robustness()
 
 
+@pytest.mark.parametrize("detect", [False, True])
 @pytest.mark.parametrize("rule", sorted(BENCH.RULES))
 @pytest.mark.parametrize("attack", sorted(BENCH.ATTACKS))
-def test_every_cell_of_the_grid_is_a_valid_config(rule: str, attack: str) -> None:
-    overrides = [
-        "federate.client_num=20",
-        *BENCH.ATTACKS[attack],
-        *(["attack.share=0.2"] if attack != "none" else []),
-        *BENCH.RULES[rule],
-        *BENCH.DETECTION,
-    ]
-    config = load_config(None, overrides)
+def test_every_cell_of_the_grid_is_a_valid_config(attack: str, rule: str, detect: bool) -> None:
+    job = BENCH.Job("full", attack, rule, detect, seed=0, rounds=20, chunks=4)
+    config = load_config(None, BENCH.overrides(job))
     assert config.robust.rule == next(
         o.split("=", 1)[1] for o in BENCH.RULES[rule] if o.startswith("robust.rule=")
     )
     assert config.attack.type == attack
+    assert config.robust.detection.enabled is detect
 
 
 def test_bucketing_cell_sets_the_preaggregator() -> None:
