@@ -205,3 +205,38 @@ def test_announce_limits() -> None:
     pair.b.receive_data(Announce(2, BLOB, 1, 1, 1).encode())
     with pytest.raises(RemoteProtocolError, match="more than 2 blobs"):
         drain(pair.b)
+
+
+def test_next_events_returns_what_next_event_would_in_one_call() -> None:
+    src = WireConnection(federation=FED)
+    raw = b"".join(
+        src.send(m) for m in (Handshake(FED, 1, 1), Announce(0, BLOB, 1, 1, 3), Have(0, 1))
+    )
+    one, batch = WireConnection(federation=FED), WireConnection(federation=FED)
+    one.receive_data(raw + Have(0, 2).encode()[:5])
+    batch.receive_data(raw + Have(0, 2).encode()[:5])
+    assert batch.next_events() == [*drain(one), NEED_DATA]
+    batch.receive_data(Have(0, 2).encode()[5:])
+    batch.receive_data(b"")
+    assert batch.next_events() == [Have(0, 2), ConnectionClosed()]
+
+
+def test_next_events_hands_out_good_frames_before_raising_on_a_bad_one() -> None:
+    pair = ConnectionPair()
+    pair.a.send(Announce(0, BLOB, 1, 1, 3))
+    pair.b.receive_data(Announce(0, BLOB, 1, 1, 3).encode() + Have(0, 1).encode())
+    pair.b.receive_data(Have(0, 7).encode() + Have(0, 2).encode())
+    assert pair.b.next_events() == [Announce(0, BLOB, 1, 1, 3), Have(0, 1)]
+    assert pair.b.their_state is State.ERROR
+    for _ in range(2):  # the reason is kept, and the connection stays failed
+        with pytest.raises(RemoteProtocolError, match="piece 7 of a blob with 3 pieces"):
+            pair.b.next_events()
+    with pytest.raises(RemoteProtocolError, match="already failed"):
+        pair.b.next_event()
+
+
+def test_next_events_raises_at_once_when_the_first_frame_is_bad() -> None:
+    pair = ConnectionPair()
+    pair.b.receive_data(Have(0, 0).encode())
+    with pytest.raises(RemoteProtocolError, match="unannounced handle 0"):
+        pair.b.next_events()

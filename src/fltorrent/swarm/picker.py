@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from fltorrent.swarm.store import Blob
 
@@ -107,26 +107,28 @@ class PiecePicker:
         see the module docstring).
         """
         top = LEVELS - 1
-
-        def ranked() -> Iterator[tuple[int, float, int, bytes, int]]:
-            for blob, bits in candidates:
-                blob_id = blob.blob_id
-                avail = self.availability.get(blob_id)
-                if avail is None:
-                    continue
-                shuffle = self._shuffle[blob_id]
-                levels, shares = self._levels_of(blob)
-                critical = critical_round is not None and blob.manifest.round <= critical_round
-                for i in blob.missing:
-                    if bits[i] and not busy((blob_id, i)):
-                        level = levels[i]
-                        if critical and level == top:
-                            prio = -PRIO_FACTOR
-                        else:
-                            prio = (avail[i] + 1) * PRIO_FACTOR - level
-                        yield prio, -shares[i], shuffle[i], blob_id, i
-
-        best = heapq.nsmallest(max(1, count), ranked())
+        # A flat list, not a generator: this runs on every pipeline top-up.
+        ranked: list[tuple[int, float, int, bytes, int]] = []
+        add = ranked.append
+        for blob, bits in candidates:
+            blob_id = blob.blob_id
+            avail = self.availability.get(blob_id)
+            if avail is None:
+                continue
+            shuffle = self._shuffle[blob_id]
+            levels, shares = self._levels_of(blob)
+            critical = critical_round is not None and blob.manifest.round <= critical_round
+            for i in blob.missing:
+                if bits[i] and not busy((blob_id, i)):
+                    level = levels[i]
+                    if critical and level == top:
+                        prio = -PRIO_FACTOR
+                    else:
+                        prio = (avail[i] + 1) * PRIO_FACTOR - level
+                    add((prio, -shares[i], shuffle[i], blob_id, i))
+        if not ranked:
+            return []
+        best = [min(ranked)] if count <= 1 else heapq.nsmallest(count, ranked)
         return [(blob_id, i) for *_, blob_id, i in best]
 
     def _levels_of(self, blob: Blob) -> tuple[list[int], list[float]]:

@@ -14,7 +14,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from fltorrent.errors import (
     BrokenResourceError,
@@ -305,20 +305,23 @@ class Session:
         return None
 
     def _drain_events(self) -> bool:
+        counters = self.counters
+        on_message = self.handler.on_message
         while True:
-            ev = self.wire.next_event()
-            if ev is NEED_DATA:
-                self.handler.on_batch_end(self)
-                return True
-            if isinstance(ev, ConnectionClosed):
-                return False
-            assert isinstance(ev, Message)
-            if isinstance(ev, Piece):
-                # Block data is payload, not control; the swarm decides useful vs duplicate.
-                self.counters.control_down -= len(ev.data)
-            self.handler.on_message(self, ev)
-            if self.overflow is not None:
-                raise BrokenResourceError(self.overflow)
+            for ev in self.wire.next_events():
+                if ev is NEED_DATA:
+                    self.handler.on_batch_end(self)
+                    return True
+                kind = type(ev)
+                if kind is ConnectionClosed:
+                    return False
+                msg = cast(Message, ev)
+                if kind is Piece:
+                    # Block data is payload, not control; the swarm decides useful vs duplicate.
+                    counters.control_down -= len(cast(Piece, msg).data)
+                on_message(self, msg)
+                if self.overflow is not None:
+                    raise BrokenResourceError(self.overflow)
 
     async def _write_loop(self) -> None:
         out = self._out
@@ -330,7 +333,10 @@ class Session:
                 await out.wake.wait()
                 continue
             self.last_tx = self._loop.time()
-            batch: list[Buffer] = list(out.control)
+            # Control frames and piece headers are joined into one buffer per run of them: one
+            # write (one segment, one wake-up at the other end) instead of one per frame.
+            batch: list[Buffer] = []
+            small = bytearray().join(out.control)
             out.control.clear()
             out.control_bytes = 0
             payload = 0
@@ -339,11 +345,15 @@ class Session:
                 del out.uploads[req]
                 data = self.handler.read_block(self, req)
                 if data is None:
-                    batch.append(self.wire.send(Reject(*_fields(req))))
+                    small += self.wire.send(Reject(*_fields(req)))
                     continue
-                batch.append(self.wire.send_piece(req.handle, req.piece, req.offset, data))
+                small += self.wire.send_piece(req.handle, req.piece, req.offset, data)
+                batch.append(bytes(small))
+                small.clear()
                 batch.append(data)
                 payload += len(data)
+            if small:
+                batch.append(bytes(small))
             size = sum(len(b) for b in batch)
             counters.bytes_up += size
             counters.payload_up += payload

@@ -116,6 +116,7 @@ class Swarm:
         )
         self._closing = False
         self._loop = asyncio.get_running_loop()
+        self._handlers = self._message_handlers()
 
     # ------------------------------------------------------------------ lifecycle
     async def __aenter__(self) -> Swarm:
@@ -174,9 +175,7 @@ class Swarm:
                 return f"duplicate connection to peer {rid}"
             # The peer dialed us again: its old connection is dead on its side (e.g. a
             # half-open TCP connection we have not noticed yet). The new one replaces it.
-            log.info(
-                "peer %d: peer %d reconnected; replacing its old session", self.options.peer_id, rid
-            )
+            log.info("peer %d: peer %d reconnected, old session dropped", self.options.peer_id, rid)
             self._forget_session(old)
             self._conns.drop(old)
         self.sessions[rid] = session
@@ -243,37 +242,38 @@ class Swarm:
             self._down.fill(session)
 
     def on_message(self, session: Session, msg: Message) -> None:
-        match msg:
-            case Piece():
-                self._down.on_piece(session, msg)
-            case Request():
-                self._on_request(session, msg)
-            case Have():
-                self._on_have(session, msg)
-            case Cancel():
-                session.cancel_upload(msg.handle, msg.piece, msg.offset, msg.length)
-            case Announce():
-                self._on_announce(session, msg)
-            case Bitfield():
-                self._on_bitfield(session, msg)
-            case ManifestRequest():
-                self._on_manifest_request(session, msg)
-            case ManifestData():
-                rb = session.their[msg.handle]
-                manifest = self._manifests.receive(
-                    session, msg, wanted=self._want(rb.round, rb.author)
-                )
-                if manifest is not None:
-                    self._add_blob(Blob(manifest, self.options.block_size))
-            case Reject():
-                self._down.on_reject(session, msg)
-            case Choke():
-                self._down.release_all(session)
-                self._down.fill_all()
-            case Unchoke():
-                session.wants_fill = True
-            case _:
-                pass  # KeepAlive, Interested, NotInterested: flags kept by the wire layer
+        # By exact type, one dict lookup (a match tests classes one by one). KeepAlive and
+        # (Not)Interested have no handler: the wire layer keeps their flags.
+        if (handler := self._handlers.get(type(msg))) is not None:
+            handler(session, msg)
+
+    def _message_handlers(self) -> dict[type[Message], Callable[[Session, Any], None]]:
+        return {
+            Piece: self._down.on_piece,
+            Request: self._on_request,
+            Have: self._on_have,
+            Cancel: lambda s, m: s.cancel_upload(m.handle, m.piece, m.offset, m.length),
+            Announce: self._on_announce,
+            Bitfield: self._on_bitfield,
+            ManifestRequest: self._on_manifest_request,
+            ManifestData: self._on_manifest_data,
+            Reject: self._down.on_reject,
+            Choke: self._on_choke,
+            Unchoke: self._on_unchoke,
+        }
+
+    def _on_manifest_data(self, session: Session, msg: ManifestData) -> None:
+        rb = session.their[msg.handle]
+        manifest = self._manifests.receive(session, msg, wanted=self._want(rb.round, rb.author))
+        if manifest is not None:
+            self._add_blob(Blob(manifest, self.options.block_size))
+
+    def _on_choke(self, session: Session, _msg: Choke) -> None:
+        self._down.release_all(session)
+        self._down.fill_all()
+
+    def _on_unchoke(self, session: Session, _msg: Unchoke) -> None:
+        session.wants_fill = True
 
     # ------------------------------------------------------------------ blobs
     def publish(self, manifest: Manifest, pieces: list[bytes], *, verify: bool = True) -> Blob:

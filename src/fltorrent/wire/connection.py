@@ -5,9 +5,10 @@ Theory of operation
 A :class:`WireConnection` never touches a socket. The code that owns the socket (TCP or the
 in-memory simulated network) feeds whatever bytes arrive to :meth:`WireConnection.receive_data`
 (``b""`` means end of stream), then drains :meth:`WireConnection.next_event` until it returns
-:data:`NEED_DATA`; it turns outgoing messages into bytes with :meth:`WireConnection.send` and
-writes them itself. This is h11's design: the same code path runs over TCP and over simulated
-links, and tests drive two connections against each other with exact bytes.
+:data:`NEED_DATA` (or takes them all at once from :meth:`WireConnection.next_events`); it
+turns outgoing messages into bytes with :meth:`WireConnection.send` and writes them itself.
+This is h11's design: the same code path runs over TCP and over simulated links, and tests
+drive two connections against each other with exact bytes.
 
 The state machine enforces, in each direction:
 
@@ -34,9 +35,10 @@ from __future__ import annotations
 
 import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, auto
-from typing import Final
+from typing import Any, Final
 
 from fltorrent.errors import LocalProtocolError, RemoteProtocolError
 from fltorrent.wire.messages import (
@@ -193,6 +195,7 @@ class WireConnection:
         self.peer_interested = False
         self._rx = _ReceiveBuffer()
         self._eof = False
+        self._error: RemoteProtocolError | None = None  # raised by the next next_events()
 
     # ------------------------------------------------------------------ receiving
     def receive_data(self, data: bytes) -> None:
@@ -223,6 +226,34 @@ class WireConnection:
             self.their_state = State.ERROR
             raise
 
+    def next_events(self) -> list[Event]:
+        """Every complete event buffered, in order, ending with :data:`NEED_DATA` or
+        :class:`ConnectionClosed`: what calling :meth:`next_event` until then returns.
+
+        One call per read instead of one per frame (a read often carries dozens). When a frame
+        is bad, the good events before it are returned first (without the end marker) and the
+        error is raised by the next call, as :meth:`next_event` would do.
+        """
+        if self._error is not None:
+            raise self._error
+        if self.their_state is State.ERROR:
+            raise RemoteProtocolError("connection already failed")
+        events: list[Event] = []
+        append = events.append
+        step = self._next_event
+        try:
+            while True:
+                ev = step()
+                append(ev)
+                if ev is NEED_DATA or type(ev) is ConnectionClosed:
+                    return events
+        except RemoteProtocolError as exc:
+            self.their_state = State.ERROR
+            if not events:
+                raise
+            self._error = exc
+            return events
+
     def _next_event(self) -> Event:
         rx = self._rx
         avail = len(rx)
@@ -251,41 +282,23 @@ class WireConnection:
 
     def _check_incoming(self, msg: Message) -> None:
         if self.their_state is State.HANDSHAKE:
-            if not isinstance(msg, Handshake):
-                raise RemoteProtocolError(f"expected handshake, got {type(msg).__name__}")
-            if msg.protocol != PROTOCOL_NAME:
-                raise RemoteProtocolError(f"unknown protocol {msg.protocol!r}")
-            if msg.version != PROTOCOL_VERSION:
-                raise RemoteProtocolError(f"unsupported protocol version {msg.version}")
-            if msg.federation != self.federation:
-                raise RemoteProtocolError(
-                    f"federation {msg.federation!r} is not ours ({self.federation!r})"
-                )
-            self.their_handshake = msg
-            self.their_state = State.OPEN
+            self._check_their_handshake(msg)
             return
-        if isinstance(msg, Handshake):
-            raise RemoteProtocolError("second handshake")
-        _validate(
-            msg,
-            sender=self.their_handles,
-            receiver=self.our_handles,
-            limits=self,
-            err=RemoteProtocolError,
-        )
-        match msg:
-            case Announce():
-                self.their_handles[msg.handle] = msg.num_pieces
-            case Choke():
-                self.peer_choking = True
-            case Unchoke():
-                self.peer_choking = False
-            case Interested():
-                self.peer_interested = True
-            case NotInterested():
-                self.peer_interested = False
-            case _:
-                pass
+        self._apply(msg, incoming=True)
+
+    def _check_their_handshake(self, msg: Message) -> None:
+        if not isinstance(msg, Handshake):
+            raise RemoteProtocolError(f"expected handshake, got {type(msg).__name__}")
+        if msg.protocol != PROTOCOL_NAME:
+            raise RemoteProtocolError(f"unknown protocol {msg.protocol!r}")
+        if msg.version != PROTOCOL_VERSION:
+            raise RemoteProtocolError(f"unsupported protocol version {msg.version}")
+        if msg.federation != self.federation:
+            raise RemoteProtocolError(
+                f"federation {msg.federation!r} is not ours ({self.federation!r})"
+            )
+        self.their_handshake = msg
+        self.their_state = State.OPEN
 
     # ------------------------------------------------------------------ sending
     def send(self, msg: Message) -> bytes:
@@ -299,29 +312,28 @@ class WireConnection:
                 raise LocalProtocolError("handshake federation differs from the connection's")
             self.our_state = State.OPEN
             return msg.encode()
-        if isinstance(msg, Handshake):
-            raise LocalProtocolError("handshake already sent")
-        _validate(
-            msg,
-            sender=self.our_handles,
-            receiver=self.their_handles,
-            limits=self,
-            err=LocalProtocolError,
-        )
-        match msg:
-            case Announce():
-                self.our_handles[msg.handle] = msg.num_pieces
-            case Choke():
-                self.am_choking = True
-            case Unchoke():
-                self.am_choking = False
-            case Interested():
-                self.am_interested = True
-            case NotInterested():
-                self.am_interested = False
-            case _:
-                pass
+        self._apply(msg, incoming=False)
         return msg.encode()
+
+    def _apply(self, msg: Message, *, incoming: bool) -> None:
+        """Check a message of either direction after the handshakes; update the state."""
+        kind = type(msg)
+        err = RemoteProtocolError if incoming else LocalProtocolError
+        if kind is Handshake:
+            raise err("second handshake" if incoming else "handshake already sent")
+        if incoming:
+            sender, receiver = self.their_handles, self.our_handles
+        else:
+            sender, receiver = self.our_handles, self.their_handles
+        rule = _RULES.get(kind)
+        if rule is not None:
+            rule(msg, sender, receiver, self, err)
+        if kind is Announce:
+            assert isinstance(msg, Announce)
+            sender[msg.handle] = msg.num_pieces
+        elif kind in _FLAGS:
+            ours, theirs, value = _FLAGS[kind]
+            setattr(self, theirs if incoming else ours, value)
 
     def send_piece(
         self, handle: int, piece: int, offset: int, data: bytes | bytearray | memoryview
@@ -343,47 +355,89 @@ class WireConnection:
         self.our_state = State.CLOSED
 
 
-def _validate(
-    msg: Message,
-    *,
-    sender: dict[int, int],
-    receiver: dict[int, int],
-    limits: WireConnection,
-    err: type[RemoteProtocolError] | type[LocalProtocolError],
+Err = type[RemoteProtocolError] | type[LocalProtocolError]
+Handles = dict[int, int]  # handle -> number of pieces, as announced
+
+
+# Per message type, the checks of handles, indices and sizes: ``sender`` holds the handles the
+# sender of the message announced, ``receiver`` those its receiver announced. Looked up by
+# exact type (one dict lookup per message, where a chain of isinstance tests cost several).
+def _rule_announce(
+    msg: Announce, sender: Handles, _r: Handles, lim: WireConnection, err: Err
 ) -> None:
-    """Check handles, indices and sizes; ``sender`` holds the handles the sender announced."""
+    if msg.handle in sender:
+        raise err(f"handle {msg.handle} announced twice")
+    if len(sender) >= lim.max_handles:
+        raise err(f"more than {lim.max_handles} blobs announced on one connection")
+    if not 1 <= msg.num_pieces <= lim.max_pieces:
+        raise err(f"announce with {msg.num_pieces} pieces (limit {lim.max_pieces})")
+
+
+def _rule_have(msg: Have, sender: Handles, _r: Handles, _l: WireConnection, err: Err) -> None:
+    _check_piece("Have", msg.handle, msg.piece, sender, err)
+
+
+def _rule_piece(msg: Piece, sender: Handles, _r: Handles, lim: WireConnection, err: Err) -> None:
+    _check_piece("Piece", msg.handle, msg.piece, sender, err)
+    if not 0 < len(msg.data) <= lim.max_block_size:
+        raise err(f"piece block of {len(msg.data)} bytes (limit {lim.max_block_size})")
+
+
+def _rule_reject(msg: Reject, sender: Handles, _r: Handles, lim: WireConnection, err: Err) -> None:
+    _check_piece("Reject", msg.handle, msg.piece, sender, err)
+    _check_block_length("Reject", msg.length, lim.max_block_size, err)
+
+
+def _rule_bitfield(
+    msg: Bitfield, sender: Handles, _r: Handles, _l: WireConnection, err: Err
+) -> None:
+    n = _check_handle("Bitfield", msg.handle, sender, err)
+    if len(msg.bits) != (n + 7) // 8:
+        raise err(f"bitfield of {len(msg.bits)} bytes for {n} pieces")
+    spare = (8 - n % 8) % 8
+    if spare and msg.bits[-1] & ((1 << spare) - 1):
+        raise err("bitfield spare bits are set")
+
+
+def _rule_manifest(
+    msg: ManifestData, sender: Handles, _r: Handles, _l: WireConnection, err: Err
+) -> None:
+    _check_handle("ManifestData", msg.handle, sender, err)
+
+
+def _rule_block_request(
+    msg: Request | Cancel, _s: Handles, receiver: Handles, lim: WireConnection, err: Err
+) -> None:
     name = type(msg).__name__
-    max_block = limits.max_block_size
-    match msg:
-        case Announce():
-            if msg.handle in sender:
-                raise err(f"handle {msg.handle} announced twice")
-            if len(sender) >= limits.max_handles:
-                raise err(f"more than {limits.max_handles} blobs announced on one connection")
-            if not 1 <= msg.num_pieces <= limits.max_pieces:
-                raise err(f"announce with {msg.num_pieces} pieces (limit {limits.max_pieces})")
-        case Have() | Piece() | Reject():
-            _check_piece(name, msg.handle, msg.piece, sender, err)
-            if isinstance(msg, Piece) and not 0 < len(msg.data) <= max_block:
-                raise err(f"piece block of {len(msg.data)} bytes (limit {max_block})")
-            if isinstance(msg, Reject):
-                _check_block_length(name, msg.length, max_block, err)
-        case Bitfield():
-            n = _check_handle(name, msg.handle, sender, err)
-            if len(msg.bits) != (n + 7) // 8:
-                raise err(f"bitfield of {len(msg.bits)} bytes for {n} pieces")
-            spare = (8 - n % 8) % 8
-            if spare and msg.bits[-1] & ((1 << spare) - 1):
-                raise err("bitfield spare bits are set")
-        case ManifestData():
-            _check_handle(name, msg.handle, sender, err)
-        case Request() | Cancel():
-            _check_piece(name, msg.handle, msg.piece, receiver, err)
-            _check_block_length(name, msg.length, max_block, err)
-        case ManifestRequest():
-            _check_handle(name, msg.handle, receiver, err)
-        case _:
-            pass
+    _check_piece(name, msg.handle, msg.piece, receiver, err)
+    _check_block_length(name, msg.length, lim.max_block_size, err)
+
+
+def _rule_manifest_request(
+    msg: ManifestRequest, _s: Handles, receiver: Handles, _l: WireConnection, err: Err
+) -> None:
+    _check_handle("ManifestRequest", msg.handle, receiver, err)
+
+
+_RULES: dict[type[Message], Callable[[Any, Handles, Handles, WireConnection, Err], None]] = {
+    Announce: _rule_announce,
+    Have: _rule_have,
+    Piece: _rule_piece,
+    Reject: _rule_reject,
+    Bitfield: _rule_bitfield,
+    ManifestData: _rule_manifest,
+    Request: _rule_block_request,
+    Cancel: _rule_block_request,
+    ManifestRequest: _rule_manifest_request,
+}
+
+# Messages that set a flag: the attribute when we send it, when they do, and its new value.
+_FLAGS: dict[type[Message], tuple[str, str, bool]] = {
+    Choke: ("am_choking", "peer_choking", True),
+    Unchoke: ("am_choking", "peer_choking", False),
+    Interested: ("am_interested", "peer_interested", True),
+    NotInterested: ("am_interested", "peer_interested", False),
+}
 
 
 def _check_handle(
@@ -405,8 +459,9 @@ def _check_piece(
     handles: dict[int, int],
     err: type[RemoteProtocolError] | type[LocalProtocolError],
 ) -> None:
-    n = _check_handle(name, handle, handles, err)
-    if piece >= n:
+    n = handles.get(handle)
+    if n is None or piece >= n:  # one lookup: this runs for every Have, Request and Piece
+        _check_handle(name, handle, handles, err)
         raise err(f"{name} for piece {piece} of a blob with {n} pieces")
 
 

@@ -31,7 +31,9 @@ Payload = bytes | memoryview
 
 _U32 = struct.Struct(">I")
 _HAVE = struct.Struct(">II")
+_HAVE_FRAME = struct.Struct(">IBII")
 _BLOCK = struct.Struct(">IIII")
+_BLOCK_FRAME = struct.Struct(">IBIIII")
 _PIECE_HEAD = struct.Struct(">III")
 _ANNOUNCE = struct.Struct(f">I{BLOB_ID_SIZE}sIII")
 _HS_FIXED = struct.Struct(">HQ")  # version, reserved flags
@@ -198,6 +200,9 @@ class Have(Message):
     def payload(self) -> bytes:
         return _HAVE.pack(self.handle, self.piece)
 
+    def encode(self) -> bytes:  # the most frequent control message: one pack, no concatenation
+        return _HAVE_FRAME.pack(1 + _HAVE.size, self.ID, self.handle, self.piece)
+
     @classmethod
     def decode(cls, payload: Payload) -> Self:
         _expect_len("have", payload, _HAVE.size)
@@ -245,6 +250,11 @@ class _Block(Message):
 
     def payload(self) -> bytes:
         return _BLOCK.pack(self.handle, self.piece, self.offset, self.length)
+
+    def encode(self) -> bytes:
+        return _BLOCK_FRAME.pack(
+            1 + _BLOCK.size, self.ID, self.handle, self.piece, self.offset, self.length
+        )
 
     @classmethod
     def decode(cls, payload: Payload) -> Self:
