@@ -12,6 +12,7 @@ from fltorrent.wire import (
     Choke,
     Handshake,
     Have,
+    Haves,
     Interested,
     KeepAlive,
     ManifestData,
@@ -66,10 +67,16 @@ EXACT: list[tuple[Message, bytes]] = [
     (ManifestRequest(7), b"\x00\x00\x00\x05\x0d\x00\x00\x00\x07"),
     (ManifestData(7, b"MF"), b"\x00\x00\x00\x07\x0e\x00\x00\x00\x07MF"),
     (
+        Haves(((3, 258), (0, 1))),
+        b"\x00\x00\x00\x11\x0f"
+        + b"\x00\x00\x00\x03\x00\x00\x01\x02"
+        + b"\x00\x00\x00\x00\x00\x00\x00\x01",
+    ),
+    (
         Handshake("fed", 5, 7000),
         b"\x00\x00\x00\x1f\x01"
         + b"\x09fltorrent"  # name length, name
-        + b"\x00\x01"  # version 1
+        + b"\x00\x02"  # version 2
         + b"\x00" * 8  # reserved flags
         + b"\x03fed"  # federation id
         + b"\x00\x00\x00\x05"  # peer id
@@ -98,6 +105,9 @@ def test_bits_pack_msb_first_with_zero_spare_bits() -> None:
         (99, b"", "unknown message id 99"),
         (0, b"x", "KeepAlive payload must be 0 bytes"),
         (6, b"\x00" * 7, "have payload must be 8 bytes"),
+        (15, b"\x00" * 8, "at least 16; got 8"),  # one pair: that is a Have
+        (15, b"\x00" * 20, "multiple of 8 bytes, at least 16; got 20"),
+        (15, b"", "got 0"),
         (8, b"\x00" * 15, "request payload must be 16 bytes"),
         (9, b"\x00" * 11, "truncated piece"),
         (12, b"\x00" * 47, "announce payload must be 48 bytes"),

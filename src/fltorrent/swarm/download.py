@@ -30,7 +30,7 @@ from fltorrent.swarm.picker import PiecePicker
 from fltorrent.swarm.requests import MAX_REQUESTS_PER_BLOCK, Download, RequestPool
 from fltorrent.swarm.session import BlockKey, Session
 from fltorrent.swarm.store import Blob, BlockResult
-from fltorrent.wire import Cancel, NotInterested, Piece, Reject, Request
+from fltorrent.wire import Cancel, Haves, Interested, NotInterested, Piece, Reject, Request
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,25 @@ class Downloader:
                     session.send(Cancel(session.their_handle[key[0]], key[1], key[2], length))
 
     # ------------------------------------------------------------------ arrivals
+    def on_have(self, session: Session, handle: int, piece: int) -> None:
+        """The neighbour now holds ``piece`` of its blob ``handle``."""
+        rb = session.their[handle]
+        if rb.bits[piece]:
+            return
+        rb.bits[piece] = 1
+        if rb.known:
+            self.picker.add_piece(rb.blob_id, piece)
+            blob = self.blobs[rb.blob_id]
+            if not blob.has(piece) and self.wanted(blob):
+                if not session.wire.am_interested:
+                    session.send(Interested())
+                session.wants_fill = True
+
+    def on_haves(self, session: Session, msg: Haves) -> None:
+        """Several ``Have`` in one message."""
+        for handle, piece in msg.pairs:
+            self.on_have(session, handle, piece)
+
     def on_piece(self, session: Session, msg: Piece) -> None:
         """A block arrived from ``session``."""
         rb = session.their[msg.handle]

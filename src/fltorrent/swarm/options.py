@@ -35,6 +35,9 @@ class SwarmOptions:
     max_unsolicited: int = 256  # blocks sent to us unasked before the neighbour is dropped
     max_handshaking: int = 64  # accepted connections still in their handshake
     tick_interval: float = 0.1
+    # Seconds a Have waits to leave with the others as one Haves frame; 0: the next pass of
+    # the event loop (the pieces a burst of reads completes still go together).
+    have_delay: float = 0.0
     upload_slots: int = 0  # neighbours sent piece data at once (0: all); see slots.py
     upload_quantum: int = 256 * 1024  # bytes per turn when others wait
     super_seeding: bool = False  # show neighbours few pieces of our own new blobs (seeding.py)
@@ -45,6 +48,8 @@ class SwarmOptions:
     def __post_init__(self) -> None:
         if not 0 < self.block_size <= self.max_block_size:
             raise SwarmError("block_size must be positive and at most max_block_size")
+        if not 0 <= self.have_delay <= 1:
+            raise SwarmError("have_delay must be between 0 and 1 second")
 
     def session_options(self) -> SessionOptions:
         """The limits and timers every session of this swarm runs with."""
@@ -60,4 +65,5 @@ class SwarmOptions:
             idle_timeout=self.idle_timeout,
             keepalive_interval=self.keepalive_interval,
             write_timeout=self.idle_timeout,
+            have_delay=self.have_delay,
         )

@@ -29,6 +29,8 @@ from fltorrent.wire import (
     NEED_DATA,
     ConnectionClosed,
     Handshake,
+    Have,
+    Haves,
     KeepAlive,
     Message,
     Piece,
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 RECEIVE_SIZE = 1 << 20
 WRITE_BATCH = 512 * 1024  # bytes of piece data written per send_all, between control flushes
 
+_HAVE_PAIR = 8  # bytes one more (handle, piece) adds to a Haves frame
+MAX_HAVES_PER_FRAME = 4096  # 32 KiB frames: far below any sane max_frame_size
 BlockKey = tuple[bytes, int, int]  # blob id, piece, block offset
 
 
@@ -120,12 +124,16 @@ class SessionOptions:
     write_timeout: float = 120.0
     max_upload_queue: int = 4096
     max_control_bytes: int = 4 << 20
+    have_delay: float = 0.0
 
 
 @dataclass
 class _Outbox:
     control: list[bytes] = field(default_factory=list)
     control_bytes: int = 0
+    haves: list[tuple[int, int]] = field(default_factory=list)  # (handle, piece) to announce
+    have_timer: asyncio.TimerHandle | None = None  # wakes the writer for the haves
+    haves_due: bool = False
     # Requests to serve, in arrival order; a dict so that a Cancel removes one in O(1).
     uploads: dict[Request, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -191,13 +199,34 @@ class Session:
         if self.closed or self.overflow is not None:
             return
         data = self.wire.send(msg)
+        if self._queued(len(data)):
+            self._out.control.append(data)
+
+    def send_have(self, handle: int, piece: int) -> None:
+        """Queue a ``Have``. After ``have_delay`` seconds (0: the next pass of the event loop),
+        every Have queued by then leaves in one ``Haves`` frame: one frame to build, send,
+        decode and dispatch per neighbour and batch, where each piece used to cost one.
+        """
+        if self.closed or self.overflow is not None or not self._queued(_HAVE_PAIR, wake=False):
+            return
         out = self._out
-        out.control_bytes += len(data)
+        out.haves.append((handle, piece))
+        if out.have_timer is None:
+            out.have_timer = self._loop.call_later(self.options.have_delay, self._haves_due)
+
+    def _haves_due(self) -> None:
+        self._out.haves_due = True
+        self._out.wake.set()
+
+    def _queued(self, nbytes: int, *, wake: bool = True) -> bool:
+        out = self._out
+        out.control_bytes += nbytes
         if out.control_bytes > self.options.max_control_bytes:
             self.overflow = f"{out.control_bytes} bytes queued: the neighbour is not reading"
-            return
-        out.control.append(data)
-        out.wake.set()
+            return False
+        if wake:
+            out.wake.set()
+        return True
 
     def queue_upload(self, req: Request) -> None:
         """Queue a request to serve; more outstanding requests than the limit is abuse."""
@@ -328,7 +357,7 @@ class Session:
         counters = self.counters
         while True:
             budget = self.handler.may_upload(self) if out.uploads else 0
-            if not out.control and not budget:
+            if not out.control and not budget and not out.haves_due:
                 out.wake.clear()
                 await out.wake.wait()
                 continue
@@ -338,7 +367,16 @@ class Session:
             batch: list[Buffer] = []
             small = bytearray().join(out.control)
             out.control.clear()
-            out.control_bytes = 0
+            # Haves go after the control frames, which include the blobs' Announce.
+            pairs: list[tuple[int, int]] = []
+            if out.haves_due:
+                pairs, out.haves = out.haves, []
+                out.haves_due = False
+                out.have_timer = None
+            for i in range(0, len(pairs), MAX_HAVES_PER_FRAME):
+                part = pairs[i : i + MAX_HAVES_PER_FRAME]
+                small += self.wire.send(Have(*part[0]) if len(part) == 1 else Haves(tuple(part)))
+            out.control_bytes = len(out.haves) * _HAVE_PAIR  # those not due yet stay queued
             payload = 0
             while out.uploads and payload < min(budget, WRITE_BATCH):
                 req = next(iter(out.uploads))

@@ -43,6 +43,7 @@ from fltorrent.wire import (
     Cancel,
     Choke,
     Have,
+    Haves,
     Interested,
     ManifestData,
     ManifestRequest,
@@ -251,7 +252,8 @@ class Swarm:
         return {
             Piece: self._down.on_piece,
             Request: self._on_request,
-            Have: self._on_have,
+            Have: lambda s, m: self._down.on_have(s, m.handle, m.piece),
+            Haves: self._down.on_haves,
             Cancel: lambda s, m: s.cancel_upload(m.handle, m.piece, m.offset, m.length),
             Announce: self._on_announce,
             Bitfield: self._on_bitfield,
@@ -430,19 +432,6 @@ class Swarm:
             self._down.picker.add(rb.blob_id, rb.bits)
             self._interest(session, rb)
 
-    def _on_have(self, session: Session, msg: Have) -> None:
-        rb = session.their[msg.handle]
-        if rb.bits[msg.piece]:
-            return
-        rb.bits[msg.piece] = 1
-        if rb.known:
-            self._down.picker.add_piece(rb.blob_id, msg.piece)
-            blob = self.blobs[rb.blob_id]
-            if not blob.has(msg.piece) and self.wanted(blob):
-                if not session.wire.am_interested:
-                    session.send(Interested())
-                session.wants_fill = True
-
     def _interest(self, session: Session, rb: RemoteBlob) -> None:
         blob = self.blobs[rb.blob_id]
         if not self.wanted(blob):
@@ -461,7 +450,7 @@ class Swarm:
             theirs = session.their_handle.get(blob.blob_id)
             if theirs is not None and session.their[theirs].bits[piece]:
                 continue  # they hold it already: a Have would tell them nothing
-            session.send(Have(handle, piece))
+            session.send_have(handle, piece)
         self.notify()
 
     # ------------------------------------------------------------------ serving

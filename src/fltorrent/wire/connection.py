@@ -51,6 +51,7 @@ from fltorrent.wire.messages import (
     Choke,
     Handshake,
     Have,
+    Haves,
     Interested,
     ManifestData,
     ManifestRequest,
@@ -377,6 +378,11 @@ def _rule_have(msg: Have, sender: Handles, _r: Handles, _l: WireConnection, err:
     _check_piece("Have", msg.handle, msg.piece, sender, err)
 
 
+def _rule_haves(msg: Haves, sender: Handles, _r: Handles, _l: WireConnection, err: Err) -> None:
+    for handle, piece in msg.pairs:
+        _check_piece("Haves", handle, piece, sender, err)
+
+
 def _rule_piece(msg: Piece, sender: Handles, _r: Handles, lim: WireConnection, err: Err) -> None:
     _check_piece("Piece", msg.handle, msg.piece, sender, err)
     if not 0 < len(msg.data) <= lim.max_block_size:
@@ -422,6 +428,7 @@ def _rule_manifest_request(
 _RULES: dict[type[Message], Callable[[Any, Handles, Handles, WireConnection, Err], None]] = {
     Announce: _rule_announce,
     Have: _rule_have,
+    Haves: _rule_haves,
     Piece: _rule_piece,
     Reject: _rule_reject,
     Bitfield: _rule_bitfield,
