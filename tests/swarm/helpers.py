@@ -18,6 +18,8 @@ from fltorrent.wire import (
     Bitfield,
     ConnectionClosed,
     Handshake,
+    ManifestData,
+    ManifestRequest,
     Message,
     Unchoke,
     WireConnection,
@@ -172,6 +174,12 @@ class RawPeer:
             Announce(0, manifest.blob_id, manifest.round, manifest.author, manifest.num_pieces)
         )
         await self.send(Bitfield(0, pack_bits([True] * manifest.num_pieces)))
+
+    async def offer_with_manifest(self, manifest: Manifest) -> None:
+        """Offer every piece of a blob, and answer the request for its manifest."""
+        await self.offer(manifest)
+        await self.pump(ManifestRequest)
+        await self.send(ManifestData(0, manifest.encoded))
 
 
 def _victim(net: MemoryNetwork, **kw: object) -> Swarm:

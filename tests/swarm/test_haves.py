@@ -50,9 +50,7 @@ async def test_pieces_completed_together_leave_as_one_haves_frame() -> None:
         listener = await net.listen("victim-2", 0, victim.accept)
         other = RawPeer(await net.connect(*listener.address, timeout=1))
         await other.send(Handshake(FED, 67, 1))
-        await seeder.offer(manifest)
-        await seeder.pump(ManifestRequest)
-        await seeder.send(ManifestData(0, manifest.encoded))
+        await seeder.offer_with_manifest(manifest)
         await other.pump(Announce)  # the victim passes the blob on, with no piece yet
         requests: list[Request] = []
         while len(requests) < 2:
