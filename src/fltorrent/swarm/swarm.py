@@ -9,9 +9,10 @@ held so far), runs one :class:`Session` per neighbour, and decides what to reque
 * **pieces**: the :class:`~fltorrent.swarm.download.Downloader` keeps a pipeline of block
   requests per neighbour (rarity and importance, critical mode near a deadline, endgame);
 * **verification and relay**: a piece is hashed when its last block arrives; a good piece is
-  stored and announced with ``Have`` (to neighbours that lack it), a bad one is discarded,
-  counted and its senders penalized (dropped after ``max_corrupt``). Only verified pieces are
-  served, which is what lets pieces cross several hops safely.
+  stored and announced to the neighbours that lack it (``Have``, or several in one ``Haves``
+  per event-loop pass), a bad one is discarded, counted and its senders penalized (dropped
+  after ``max_corrupt``). Only verified pieces are served, which is what lets pieces cross
+  several hops safely.
 
 Which blobs are wanted is a parameter (``want``), so the round plan (all authors, neighbours
 only, chunk owners) lives with the caller. The swarm is driven by session events plus a ticker
