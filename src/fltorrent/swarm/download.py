@@ -333,7 +333,7 @@ class Downloader:
                 return d, d.pending.pop()
         picked = self.picker.pick(
             self._candidates(session),
-            self.pool.downloads.__contains__,
+            self.pool.busy,
             count=room,
             critical_round=self.critical_round if now >= self.critical_from else None,
         )
@@ -389,7 +389,7 @@ class Downloader:
         # Checked last because it scans every wanted piece: endgame only once nothing that a
         # neighbour holds is left unstarted.
         wanted = [b for b in self.blobs.values() if self.wanted(b)]
-        if self.picker.available_unstarted(wanted, self.pool.downloads.__contains__):
+        if self.picker.available_unstarted(wanted, self.pool.busy):
             return None
         _, d, offset = best
         self.counters.duplicate_requests += 1

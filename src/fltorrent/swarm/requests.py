@@ -10,7 +10,7 @@ arrives first wins and the other request is cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -46,12 +46,11 @@ class RequestPool:
 
     def __init__(self) -> None:
         self.downloads: dict[tuple[bytes, int], Download] = {}
+        # Whether a piece is being downloaded: the picker asks this of every candidate piece,
+        # so it is the dict's own method (no Python-level call per piece).
+        self.busy: Callable[[tuple[bytes, int]], bool] = self.downloads.__contains__
 
     def __contains__(self, key: tuple[bytes, int]) -> bool:
-        return key in self.downloads
-
-    def busy(self, key: tuple[bytes, int]) -> bool:
-        """Whether a piece is being downloaded (for the picker)."""
         return key in self.downloads
 
     def get(self, key: tuple[bytes, int]) -> Download | None:

@@ -132,8 +132,8 @@ class _Outbox:
     control: list[bytes] = field(default_factory=list)
     control_bytes: int = 0
     haves: list[tuple[int, int]] = field(default_factory=list)  # (handle, piece) to announce
-    have_timer: asyncio.TimerHandle | None = None  # wakes the writer for the haves
-    haves_due: bool = False
+    # Armed while haves wait; once it has fired (None again), the queued haves are due.
+    have_timer: asyncio.TimerHandle | None = None
     # Requests to serve, in arrival order; a dict so that a Cancel removes one in O(1).
     uploads: dict[Request, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -215,7 +215,7 @@ class Session:
             out.have_timer = self._loop.call_later(self.options.have_delay, self._haves_due)
 
     def _haves_due(self) -> None:
-        self._out.haves_due = True
+        self._out.have_timer = None
         self._out.wake.set()
 
     def _queued(self, nbytes: int, *, wake: bool = True) -> bool:
@@ -357,7 +357,8 @@ class Session:
         counters = self.counters
         while True:
             budget = self.handler.may_upload(self) if out.uploads else 0
-            if not out.control and not budget and not out.haves_due:
+            haves_due = bool(out.haves) and out.have_timer is None
+            if not out.control and not budget and not haves_due:
                 out.wake.clear()
                 await out.wake.wait()
                 continue
@@ -369,10 +370,8 @@ class Session:
             out.control.clear()
             # Haves go after the control frames, which include the blobs' Announce.
             pairs: list[tuple[int, int]] = []
-            if out.haves_due:
+            if haves_due:
                 pairs, out.haves = out.haves, []
-                out.haves_due = False
-                out.have_timer = None
             for i in range(0, len(pairs), MAX_HAVES_PER_FRAME):
                 part = pairs[i : i + MAX_HAVES_PER_FRAME]
                 small += self.wire.send(Have(*part[0]) if len(part) == 1 else Haves(tuple(part)))
