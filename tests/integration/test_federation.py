@@ -195,3 +195,34 @@ def test_churn_over_real_sockets(tmp_path: Path) -> None:
     assert absent == [[], [2], [], []]
     assert not any(r["deadline_hit"] for r in result.metrics)
     assert s["wall_time_s"] < 30  # nobody waited for a deadline
+
+
+@pytest.mark.parametrize("level", ["info", "warning"])
+def test_log_level_applies_to_the_python_api(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, level: str
+) -> None:
+    import logging
+
+    from fltorrent import Federation
+
+    logger = logging.getLogger("fltorrent")
+    before = logger.level
+    caplog.set_level(logging.DEBUG, logger="tests")  # a handler that takes every level
+    Federation(
+        {
+            "federate": {"client_num": 2, "total_round_num": 1},
+            "data": {"num_samples": 500},
+            "bittorrent": {"seed_grace": 0.5},
+            "output": {"log_level": level, "save_model": False},
+        },
+        output_dir=tmp_path / "run",
+        progress="none",
+    ).run()
+    opened = [
+        r for r in caplog.records if "session with" in r.getMessage() and "open" in r.getMessage()
+    ]
+    if level == "info":
+        assert opened and all(r.name.startswith("fltorrent.") for r in opened)
+    else:
+        assert not opened
+    assert logger.level == before  # the run does not leave its level behind

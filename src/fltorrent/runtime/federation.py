@@ -8,11 +8,12 @@ safetensors) and keeps a live status board for :meth:`Federation.get_training_st
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +47,17 @@ class FederationResult:
     summary: dict[str, Any]
     metrics: list[dict[str, Any]] = field(default_factory=list)
     failed_peers: list[int] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _logger_level(level: str) -> Iterator[None]:
+    logger = logging.getLogger("fltorrent")
+    before = logger.level
+    logger.setLevel(level.upper())
+    try:
+        yield
+    finally:
+        logger.setLevel(before)
 
 
 def default_output_dir() -> Path:
@@ -88,7 +100,16 @@ class Federation:
         return self.board.snapshot()
 
     async def arun(self) -> FederationResult:
-        """Run to completion."""
+        """Run to completion.
+
+        ``output.log_level`` is the level of the ``fltorrent`` logger for the run (restored
+        afterwards); where the records go is the application's choice (e.g.
+        ``logging.basicConfig()``), as for any library.
+        """
+        with _logger_level(self.config.output.log_level):
+            return await self._arun()
+
+    async def _arun(self) -> FederationResult:
         cfg = self.config
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
