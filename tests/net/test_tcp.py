@@ -70,3 +70,76 @@ async def test_errors_are_typed() -> None:
     with pytest.raises(ClosedResourceError):
         await conn.receive()
     await listener.aclose()
+
+
+@aio(timeout=60)
+async def test_send_all_is_vectored_and_keeps_every_byte_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Several buffers go out in one writev when nothing is queued; what the socket does not
+    # take is queued by the transport, and a send_all made while bytes are still queued goes
+    # behind them, even when the socket has room again by then.
+    calls: list[int] = []
+    real_writev = tcp_module.os.writev
+
+    def counting_writev(fd: int, buffers: list[bytes]) -> int:
+        n = real_writev(fd, buffers)
+        calls.append(n)
+        return n
+
+    monkeypatch.setattr(tcp_module.os, "writev", counting_writev)
+    got = bytearray()
+    total = 0
+    reading = asyncio.Event()
+    draining = asyncio.Event()  # the reader took 1 MiB: the socket has room again
+    done = asyncio.Event()
+
+    async def slow_reader(conn: Connection) -> None:
+        await reading.wait()
+        while len(got) < total:
+            data = await conn.receive(16384)
+            if not data:
+                break
+            got.extend(data)
+            if len(got) >= 1 << 20:
+                draining.set()
+            await asyncio.sleep(0.0005)  # slower than the sender: its transport keeps a queue
+        done.set()
+
+    transport = TcpTransport()
+    listener = await transport.listen("127.0.0.1", 0, slow_reader)
+    conn = await transport.connect(*listener.address, timeout=2)
+    assert isinstance(conn, tcp_module.TcpConnection)
+    big = bytes(range(256)) * (16 << 12)  # 16 MiB
+    first: list[bytes | bytearray | memoryview] = [b"head-1", big, bytearray(b"tail-1")]
+    later: list[bytes | bytearray | memoryview] = [memoryview(big)[5:1000], b"x" * 7000, b"z"]
+    expected = b"".join(bytes(b) for b in [*first, *later])
+    total = len(expected)
+    sending = asyncio.create_task(conn.send_all(first))
+    await asyncio.sleep(0.05)
+    assert calls and 0 < calls[0] < len(big)  # vectored, and the socket took only part
+    reading.set()
+    await draining.wait()
+    assert conn._transport.get_write_buffer_size() > 0  # ... while bytes are still queued
+    await conn.send_all(later)
+    await sending
+    await asyncio.wait_for(done.wait(), 30)
+    assert bytes(got) == expected
+    await conn.aclose()
+    await listener.aclose()
+
+
+@aio()
+async def test_send_all_to_a_closed_peer_raises_broken() -> None:
+    async def close_at_once(conn: Connection) -> None:
+        await conn.aclose()
+
+    transport = TcpTransport()
+    listener = await transport.listen("127.0.0.1", 0, close_at_once)
+    conn = await transport.connect(*listener.address, timeout=2)
+    assert await conn.receive() == b""
+    with pytest.raises(BrokenResourceError):
+        for _ in range(100):  # the reset may take a write or two to surface
+            await conn.send_all([b"h" * 13, b"y" * 65536])
+    await conn.aclose()
+    await listener.aclose()

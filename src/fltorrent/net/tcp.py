@@ -3,13 +3,16 @@
 asyncio's StreamReader copies every received byte twice (into its buffer, then out of it);
 here the bytes objects that the event loop reads from the socket are handed over as they are.
 Flow control is the usual one: reading pauses when unread bytes exceed ``READ_HIGH_WATER``,
-writers wait while the transport's buffer is above ``WRITE_HIGH_WATER``.
+writers wait while the transport's buffer is above ``WRITE_HIGH_WATER``. Several buffers sent
+together leave in one ``writev`` (a block header and its data, a run of small blocks) when the
+transport has nothing queued; whatever the socket does not take is queued by the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -21,6 +24,7 @@ WRITE_HIGH_WATER = 1 << 20
 READ_HIGH_WATER = 4 << 20
 RECV_SIZE = 1 << 20
 CLOSE_TIMEOUT = 2.0
+_IOV_MAX = 512  # buffers per writev (Linux allows 1024)
 
 _BROKEN = (ConnectionError, OSError)
 
@@ -138,6 +142,8 @@ class TcpConnection:
         self._closed = False
         peer = transport.get_extra_info("peername")
         self._remote: Address = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
+        sock = transport.get_extra_info("socket")
+        self._fd = sock.fileno() if sock is not None and hasattr(os, "writev") else -1
 
     @property
     def remote_address(self) -> Address:
@@ -152,13 +158,29 @@ class TcpConnection:
         if self._transport.is_closing() or self._protocol.closed.done():
             raise BrokenResourceError("connection is closing")
         try:
-            # One write per buffer: on Python 3.11 writelines() joins them first, an extra
-            # copy of every block sent.
-            for buf in buffers:
-                self._transport.write(buf)
+            self._write(buffers)
         except _BROKEN as exc:
             raise BrokenResourceError(f"send failed: {exc}") from exc
         await self._protocol.drain()
+
+    def _write(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
+        transport = self._transport
+        sent = 0
+        if len(buffers) > 1 and self._fd >= 0 and not transport.get_write_buffer_size():
+            # Nothing is queued, so the socket is ours to write now (transport.write does the
+            # same for one buffer): one vectored system call for all the frames, no copy (on
+            # Python 3.11 writelines() joins them first). The transport queues the rest.
+            try:
+                sent = os.writev(self._fd, buffers[:_IOV_MAX])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+        for buf in buffers:
+            size = len(buf)
+            if sent >= size:
+                sent -= size
+                continue
+            transport.write(memoryview(buf)[sent:] if sent else buf)
+            sent = 0
 
     async def receive(self, max_bytes: int = 65536) -> bytes:
         if self._closed:
