@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ async def test_training_status_while_running(tmp_path: Path) -> None:
         output_dir=tmp_path / "run",
         progress="none",
     )
-    seen: list[dict[str, object]] = []
+    seen: list[dict[str, Any]] = []
     task = asyncio.create_task(fed.arun())
     while not task.done():
         seen.append(fed.get_training_status())
@@ -129,7 +130,7 @@ async def test_training_status_while_running(tmp_path: Path) -> None:
     assert result.summary["finished_peers"] == [1, 2, 3]
     rounds = [s["round"] for s in seen]
     assert rounds == sorted(rounds) and rounds[-1] == 3  # monotone, reaches the last round
-    phases = {p["phase"] for s in seen for p in s["peers"].values()}  # type: ignore[attr-defined]
+    phases = {p["phase"] for s in seen for p in s["peers"].values()}
     assert {"training", "exchanging"} & phases
     final = fed.get_training_status()
     assert all(p["phase"] == "done" for p in final["peers"].values())

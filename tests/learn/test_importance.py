@@ -38,7 +38,8 @@ class Branchy(nn.Module):
         self.head = nn.Linear(3, 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.a(x) + self.b(x) + 0.0 * self.dead(x))
+        out: torch.Tensor = self.head(self.a(x) + self.b(x) + 0.0 * self.dead(x))
+        return out
 
 
 A, B, DEAD, HEAD = range(4)

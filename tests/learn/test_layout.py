@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import pytest
 import torch
@@ -47,7 +49,7 @@ def _randomized(model: nn.Module) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(("name", "shape"), ZOO)
 @pytest.mark.parametrize("size", [{"num_chunks": 1}, {"num_chunks": 20}, {"chunk_bytes": 512}])
 def test_every_zoo_plan_round_trips(
-    name: str, shape: tuple[int, ...], size: dict[str, int]
+    name: str, shape: tuple[int, ...], size: dict[str, Any]
 ) -> None:
     model = build_model(name, input_shape=shape, num_classes=10, hidden=8)
     plan = plan_for_model(model, **size)
@@ -89,7 +91,7 @@ def test_conv_filters_travel_with_their_bias_and_batch_norm(shape: tuple[int, ..
     split = 0
     for conv, bn in pairs:
         w = owner[f"{conv}.weight"]
-        out = w.size and model.get_submodule(conv).weight.shape[0]
+        out = w.size and cast(torch.Tensor, model.get_submodule(conv).weight).shape[0]
         filters = w.reshape(out, -1)
         assert (filters == filters[:, :1]).all(), f"{conv}: a filter was cut"
         per_filter = filters[:, 0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -80,14 +81,14 @@ async def test_send_all_is_vectored_and_keeps_every_byte_in_order(
     # take is queued by the transport, and a send_all made while bytes are still queued goes
     # behind them, even when the socket has room again by then.
     calls: list[int] = []
-    real_writev = tcp_module.os.writev
+    real_writev = os.writev
 
     def counting_writev(fd: int, buffers: list[bytes]) -> int:
         n = real_writev(fd, buffers)
         calls.append(n)
         return n
 
-    monkeypatch.setattr(tcp_module.os, "writev", counting_writev)
+    monkeypatch.setattr(os, "writev", counting_writev)  # tcp.py calls os.writev
     got = bytearray()
     total = 0
     reading = asyncio.Event()

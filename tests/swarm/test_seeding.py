@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from fltorrent.net import MemoryNetwork
 from fltorrent.net.shaping import LinkProfile, PeerLink, ShapedTransport
-from fltorrent.swarm import SwarmOptions
+from fltorrent.swarm import Swarm, SwarmOptions
 from fltorrent.swarm.slots import UploadSlots
 from tests.aio import aio
 from tests.swarm.helpers import FED, random_blob, swarm_graph, wait_all
 
 MB = 1_000_000
+
+
+def _all_connected(swarm: Swarm, count: int) -> Callable[[], bool]:
+    return lambda: len(swarm.sessions) == count
 
 
 async def broadcast(n: int, *, super_seeding: bool) -> tuple[float, int]:
@@ -29,7 +34,7 @@ async def broadcast(n: int, *, super_seeding: bool) -> tuple[float, int]:
         }
         async with swarm_graph(shaped, n, edges, options=opts) as nodes:
             for node in nodes.values():
-                assert await node.swarm.wait_for(lambda s=node.swarm: len(s.sessions) == n - 1, 5)
+                assert await node.swarm.wait_for(_all_connected(node.swarm, n - 1), 5)
             manifest, chunks = random_blob(1, MB, 50)
             loop = asyncio.get_running_loop()
             t0 = loop.time()
@@ -63,7 +68,7 @@ async def test_initial_seeding_shows_the_most_important_pieces_first() -> None:
         }
         async with swarm_graph(shaped, n, edges, options=opts) as nodes:
             for node in nodes.values():
-                assert await node.swarm.wait_for(lambda s=node.swarm: len(s.sessions) == n - 1, 5)
+                assert await node.swarm.wait_for(_all_connected(node.swarm, n - 1), 5)
             manifest, chunks = random_blob(1, MB, 50)  # importance = piece index
             nodes[1].swarm.publish(manifest, chunks)
             first_seen: list[int] = []
