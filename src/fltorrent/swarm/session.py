@@ -133,7 +133,7 @@ class _Outbox:
     control_bytes: int = 0
     haves: list[tuple[int, int]] = field(default_factory=list)  # (handle, piece) to announce
     # Armed while haves wait; once it has fired (None again), the queued haves are due.
-    have_timer: asyncio.TimerHandle | None = None
+    have_timer: asyncio.Handle | None = None
     # Requests to serve, in arrival order; a dict so that a Cancel removes one in O(1).
     uploads: dict[Request, None] = field(default_factory=dict)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -184,6 +184,7 @@ class Session:
         self.remote_pieces = 0  # pieces announced by the remote, over all its blobs
         self._loop = asyncio.get_running_loop()
         self.last_rx = self.last_tx = self._loop.time()
+        self.sending = False  # a write batch started at last_tx is not through yet
         self._out = _Outbox()
 
     def __repr__(self) -> str:
@@ -212,7 +213,14 @@ class Session:
         out = self._out
         out.haves.append((handle, piece))
         if out.have_timer is None:
-            out.have_timer = self._loop.call_later(self.options.have_delay, self._haves_due)
+            delay = self.options.have_delay
+            loop = self._loop
+            # call_soon, not call_later(0): the same next pass, without a timer in the heap.
+            out.have_timer = (
+                loop.call_later(delay, self._haves_due)
+                if delay
+                else loop.call_soon(self._haves_due)
+            )
 
     def _haves_due(self) -> None:
         self._out.have_timer = None
@@ -324,9 +332,13 @@ class Session:
             self.wire.receive_data(chunk)
 
     def check_timers(self, now: float) -> str | None:
-        """Send a keepalive when we were quiet too long; returns a reason to close if idle."""
+        """Send a keepalive when we were quiet too long; returns a reason to close if idle, or
+        if a write has been stalled for ``write_timeout`` (a neighbour that stopped reading must
+        not hold this session and our memory forever)."""
         if not self.open or self.closed:
             return None
+        if self.sending and now - self.last_tx > self.options.write_timeout:
+            return f"sending stalled for {self.options.write_timeout:g}s"
         if now - self.last_rx > self.options.idle_timeout:
             return f"nothing received for {self.options.idle_timeout:g}s"
         if now - self.last_tx > self.options.keepalive_interval:
@@ -395,14 +407,11 @@ class Session:
             counters.bytes_up += size
             counters.payload_up += payload
             counters.control_up += size - payload
-            # A neighbour that stops reading must not hold this session (and our memory) forever.
-            try:
-                async with asyncio.timeout(self.options.write_timeout):
-                    await self.conn.send_all(batch)
-            except TimeoutError:
-                raise BrokenResourceError(
-                    f"sending stalled for {self.options.write_timeout:g}s"
-                ) from None
+            # The write deadline is enforced by the owner's ticker (check_timers), not by a timer
+            # per batch.
+            self.sending = True
+            await self.conn.send_all(batch)
+            self.sending = False
             if budget:
                 self.handler.uploaded(self, payload)
 
