@@ -1,18 +1,26 @@
 """All-to-all exchange of large blobs among peer processes over loopback, against raw asyncio.
 
-Each of N peer processes holds one blob of M bytes and must end with everyone's blob. Two runs
-move the same useful bytes between the same processes:
+Each of N peer processes holds one blob of M bytes per round and must end the round with
+everyone's blob. Two runs move the same useful bytes between the same processes:
 
 * **raw**: every process writes its blob straight to every other over plain asyncio streams
-  (no protocol, no hashing, no relaying): the ceiling for Python on this machine;
+  (no protocol, no hashing, no relaying, nothing kept): the ceiling for Python on this machine;
 * **swarm**: every process runs a fltorrent :class:`Swarm` over TCP (handshake, manifests,
   requests, pieces, SHA-256 verification, haves, relaying) on the chosen topology.
 
-Reported: ``goodput_ratio`` = raw time / swarm time (1.0 would mean no protocol cost),
-``duplicate_ratio`` = duplicate payload / useful payload, ``control_ratio`` = control bytes sent
-/ useful payload, ``peak_rss_mb`` = the largest peak resident set of one peer process.
-Timing starts when every process passed a barrier with its connections open, and ends when the
-last process holds every blob.
+Both run ``--rounds`` exchanges back to back over the same connections, as a federation does.
+Before round r the swarm drops the blobs of rounds before r - 1, as the peer round loop does
+(``fltorrent.peer``), so from round 3 on a peer receives into memory that round r - 2 gave
+back. Round 1 is reported apart: its peers grow their heaps by every byte they keep (page
+faults that raw asyncio, which keeps nothing, never pays), which later rounds do not.
+
+Reported per block size: ``goodput_ratio`` = raw time / swarm time over rounds >= 3 (the
+steady state; round 1 when fewer rounds run), ``goodput_ratio_first_round`` = the same for
+round 1, ``duplicate_ratio`` = duplicate payload / useful payload and ``control_ratio`` =
+control bytes sent / useful payload (the worst round), ``peak_rss_mb`` = the largest peak
+resident set of one peer process, CPU-seconds and minor page faults summed over the peers.
+A round's clock starts when every process passed a barrier and ends when the last process
+holds every blob of that round.
 
     python benchmarks/exchange.py --json bench-results/exchange.json   # sweep of block sizes
     python benchmarks/exchange.py --block-sizes 16384 --repeats 1       # one quick case
@@ -29,6 +37,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -49,7 +58,7 @@ PEER_DEADLINE = 120.0
 
 @dataclass
 class PeerReport:
-    """What one peer process measured."""
+    """What one peer process measured in one round."""
 
     start: float
     end: float
@@ -59,6 +68,7 @@ class PeerReport:
     bytes_up: int = 0
     peak_rss_mb: float = 0.0
     cpu_s: float = 0.0
+    faults: int = 0
 
 
 def _blob(peer: int, size: int) -> bytes:
@@ -70,29 +80,55 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _cpu_s() -> float:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return ru.ru_utime + ru.ru_stime
+class _Meter:
+    """Wall clock, CPU time and minor page faults of this process over one round."""
+
+    def __init__(self) -> None:
+        self.start = time.time()
+        self._cpu, self._faults = self._read()
+
+    @staticmethod
+    def _read() -> tuple[float, int]:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return ru.ru_utime + ru.ru_stime, ru.ru_minflt
+
+    def report(self, **counts: int) -> PeerReport:
+        end = time.time()
+        cpu, faults = self._read()
+        return PeerReport(
+            self.start,
+            end,
+            peak_rss_mb=_rss_mb(),
+            cpu_s=cpu - self._cpu,
+            faults=faults - self._faults,
+            **counts,
+        )
+
+
+async def _barrier(barrier: Barrier) -> None:
+    await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
 
 
 # ---------------------------------------------------------------------------- raw baseline
 async def _raw_peer(
-    peer: int, n: int, size: int, ports: Any, barrier: Barrier, ready: Any
-) -> PeerReport:
+    peer: int, n: int, size: int, rounds: int, ports: Any, barrier: Barrier, ready: Any
+) -> list[PeerReport]:
     data = _blob(peer, size)
     received = {i: 0 for i in range(1, n + 1) if i != peer}
-    all_in = asyncio.Event()
+    all_in = [asyncio.Event() for _ in range(rounds)]
 
     async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readexactly(4)
         sender = int.from_bytes(head, "big")
-        while received[sender] < size:
+        while received[sender] < size * rounds:
             chunk = await reader.read(RAW_CHUNK)
             if not chunk:
                 break
+            before = received[sender]
             received[sender] += len(chunk)
-        if all(v >= size for v in received.values()):
-            all_in.set()
+            if received[sender] // size > before // size:  # this sender finished a round
+                for r in range(min(received.values()) // size):
+                    all_in[r].set()
         writer.close()
 
     server = await asyncio.start_server(on_conn, HOST, 0)
@@ -101,54 +137,46 @@ async def _raw_peer(
     writers = []
     for other in received:
         _, w = await asyncio.open_connection(HOST, ports[other])
+        w.write(peer.to_bytes(4, "big"))
         writers.append(w)
-    await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
-    start = time.time()
-    cpu0 = _cpu_s()
 
     async def send(w: asyncio.StreamWriter) -> None:
-        w.write(peer.to_bytes(4, "big"))
         view = memoryview(data)
         for off in range(0, size, RAW_CHUNK):
             w.write(view[off : off + RAW_CHUNK])
             await w.drain()
 
-    await asyncio.gather(*(send(w) for w in writers))
-    await all_in.wait()
-    end = time.time()
-    cpu = _cpu_s() - cpu0
+    reports = []
+    for r in range(rounds):
+        await _barrier(barrier)
+        meter = _Meter()
+        await asyncio.gather(*(send(w) for w in writers))
+        await all_in[r].wait()
+        reports.append(meter.report(payload_down=size * (n - 1)))
     for w in writers:
         w.close()
-    await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)  # keep serving until everyone is done
+    await _barrier(barrier)  # keep serving until everyone is done
     server.close()
-    return PeerReport(start, end, payload_down=size * (n - 1), peak_rss_mb=_rss_mb(), cpu_s=cpu)
+    return reports
 
 
 # ---------------------------------------------------------------------------- swarm
 async def _swarm_peer(
-    peer: int,
-    n: int,
-    size: int,
-    pieces: int,
-    block_size: int,
-    topology: str,
-    ports: Any,
-    barrier: Barrier,
-    ready: Any,
-    length_only: bool = False,
-) -> PeerReport:
-    if length_only:
+    peer: int, n: int, args: dict[str, Any], ports: Any, barrier: Barrier, ready: Any
+) -> list[PeerReport]:
+    size, pieces, rounds = args["size"], args["pieces"], args.get("rounds", 1)
+    if args.get("length_only", False):
         # Diagnostic only (--diagnose): check piece sizes but not their SHA-256, to measure
         # what hashing costs. Never a valid configuration, so it is patched in here only.
         Manifest.verify = lambda self, i, d: len(d) == self.piece_sizes[i]  # type: ignore[method-assign,assignment]
     data = _blob(peer, size)
     step = -(-size // pieces)
     chunks = [data[i : i + step] for i in range(0, size, step)]
-    manifest = Manifest.build(author=peer, round=1, pieces=chunks, num_samples=1)
     del data
-    graph = build_topology(topology, n, connections=3, seed=0)
+    graph = build_topology(args["topology"], n, connections=3, seed=0)
     mine = set(neighbours(graph, peer))
     transport = TcpTransport()
+    block_size = args["block_size"]
     opts = SwarmOptions(
         federation="bench",
         peer_id=peer,
@@ -159,6 +187,7 @@ async def _swarm_peer(
     swarm = Swarm(
         opts, transport=transport, want=lambda _r, a: a != peer, allow_peer=mine.__contains__
     )
+    reports = []
     async with swarm:
         listener = await transport.listen(HOST, 0, swarm.accept)
         ports[peer] = listener.address[1]
@@ -167,25 +196,32 @@ async def _swarm_peer(
             if other > peer:
                 swarm.connect(other, (HOST, ports[other]))
         assert await swarm.wait_for(lambda: set(swarm.sessions) == mine, 30)
-        await asyncio.to_thread(barrier.wait, BARRIER_TIMEOUT)
-        start = time.time()
-        cpu0 = _cpu_s()
-        swarm.publish(manifest, chunks, verify=False)
-
-        def done() -> bool:
-            return sum(b.complete for b in swarm.blobs.values()) == n
-
-        assert await swarm.wait_for(done, 600), "swarm exchange did not finish"
-        end = time.time()
-        cpu = _cpu_s() - cpu0
-        await asyncio.to_thread(
-            barrier.wait, BARRIER_TIMEOUT
-        )  # keep serving until everyone is done
-        await listener.aclose()
         c = swarm.counters
-        return PeerReport(
-            start, end, c.payload_down, c.duplicate_bytes, c.control_up, c.bytes_up, _rss_mb(), cpu
-        )
+        for rnd in range(1, rounds + 1):
+            # Built outside the clock, as a peer builds it after training.
+            manifest = Manifest.build(author=peer, round=rnd, pieces=chunks, num_samples=1)
+            before = (c.payload_down, c.duplicate_bytes, c.control_up, c.bytes_up)
+            swarm.drop_blobs(_older_than(rnd - 1))  # as the peer round loop does
+            await _barrier(barrier)
+            meter = _Meter()
+            swarm.publish(manifest, chunks, verify=False)
+
+            def done(r: int = rnd) -> bool:
+                return sum(b.complete for b in swarm.blobs.values() if b.manifest.round == r) == n
+
+            assert await swarm.wait_for(done, 600), "swarm exchange did not finish"
+            after = (c.payload_down, c.duplicate_bytes, c.control_up, c.bytes_up)
+            down, dup, ctrl, up = (a - b for a, b in zip(after, before, strict=True))
+            reports.append(
+                meter.report(payload_down=down, duplicate=dup, control_up=ctrl, bytes_up=up)
+            )
+        await _barrier(barrier)  # keep serving until everyone is done
+        await listener.aclose()
+    return reports
+
+
+def _older_than(round_: int) -> Callable[[Manifest], bool]:
+    return lambda m: m.round < round_
 
 
 def _child(
@@ -205,25 +241,16 @@ def _child(
 def _run_child(
     kind: str, peer: int, args: dict[str, Any], ports: Any, barrier: Barrier, ready: Any, out: Any
 ) -> None:
+    n = args["n"]
     if kind == "raw":
-        coro = _raw_peer(peer, args["n"], args["size"], ports, barrier, ready)
+        coro = _raw_peer(peer, n, args["size"], args.get("rounds", 1), ports, barrier, ready)
     else:
-        coro = _swarm_peer(
-            peer,
-            args["n"],
-            args["size"],
-            args["pieces"],
-            args["block_size"],
-            args["topology"],
-            ports,
-            barrier,
-            ready,
-            args.get("length_only", False),
-        )
-    out.put((peer, asdict(asyncio.run(_with_deadline(coro, peer)))))
+        coro = _swarm_peer(peer, n, args, ports, barrier, ready)
+    reports = asyncio.run(_with_deadline(coro, peer))
+    out.put((peer, [asdict(r) for r in reports]))
 
 
-async def _with_deadline(coro: Any, peer: int) -> PeerReport:
+async def _with_deadline(coro: Any, peer: int) -> list[PeerReport]:
     """Run one peer; past the deadline, print where every task is and fail."""
     task = asyncio.ensure_future(coro)
     done, _ = await asyncio.wait({task}, timeout=PEER_DEADLINE)
@@ -233,12 +260,15 @@ async def _with_deadline(coro: Any, peer: int) -> PeerReport:
             t.print_stack(file=sys.stderr)
         task.cancel()
         raise TimeoutError(f"peer {peer} did not finish within {PEER_DEADLINE}s")
-    result: PeerReport = task.result()
+    result: list[PeerReport] = task.result()
     return result
 
 
-def run_case(kind: str, args: dict[str, Any]) -> list[PeerReport]:
-    """Run one exchange with ``n`` peer processes; returns their reports."""
+def run_rounds(kind: str, args: dict[str, Any]) -> list[list[PeerReport]]:
+    """Run ``args["rounds"]`` exchanges (default 1) with ``n`` peer processes.
+
+    Returns, per round, the reports of every peer.
+    """
     ctx = mp.get_context("spawn")
     n = args["n"]
     with ctx.Manager() as manager:
@@ -261,12 +291,88 @@ def run_case(kind: str, args: dict[str, Any]) -> list[PeerReport]:
         reports = dict(out.get(timeout=900) for _ in procs)
         for p in procs:
             p.join(timeout=30)
-    return [PeerReport(**reports[i]) for i in sorted(reports)]
+    per_peer = [[PeerReport(**r) for r in reports[i]] for i in sorted(reports)]
+    return [list(peers) for peers in zip(*per_peer, strict=True)]
+
+
+def run_case(kind: str, args: dict[str, Any]) -> list[PeerReport]:
+    """The reports of the last round of :func:`run_rounds` (``benchmarks/ab.py`` uses this)."""
+    return run_rounds(kind, args)[-1]
 
 
 def elapsed(reports: list[PeerReport]) -> float:
     """From the first start to the last finish."""
     return max(r.end for r in reports) - min(r.start for r in reports)
+
+
+def _steady(runs: list[list[list[PeerReport]]]) -> list[list[PeerReport]]:
+    """The steady-state rounds (3 and later) of every run; round 1 when fewer ran."""
+    return [rnd for run in runs for rnd in (run[2:] or run[:1])]
+
+
+def _summary(rounds: list[list[PeerReport]]) -> tuple[float, float, int]:
+    """Median elapsed time, CPU-seconds and page faults (summed over peers) of rounds."""
+    return (
+        statistics.median(elapsed(r) for r in rounds),
+        statistics.median(sum(p.cpu_s for p in r) for r in rounds),
+        int(statistics.median(sum(p.faults for p in r) for r in rounds)),
+    )
+
+
+def _row(
+    bs: int,
+    length_only: bool,
+    runs: list[list[list[PeerReport]]],
+    raw: dict[str, float],
+    useful: int,
+) -> dict[str, Any]:
+    every = [rnd for run in runs for rnd in run]
+    t, cpu, faults = _summary(_steady(runs))
+    t1, cpu1, faults1 = _summary([run[0] for run in runs])
+    return {
+        "block_size": bs,
+        "hashes_checked": not length_only,
+        "swarm_s": round(t, 3),
+        "raw_s": round(raw["s"], 3),
+        "goodput_ratio": round(raw["s"] / t, 3),
+        "goodput_mb_s": round(useful / t / 1e6, 1),
+        "first_round_s": round(t1, 3),
+        "goodput_ratio_first_round": round(raw["first_s"] / t1, 3),
+        "duplicate_ratio": max(sum(p.duplicate for p in r) / useful for r in every),
+        "control_ratio": max(sum(p.control_up for p in r) / useful for r in every),
+        "peak_rss_mb": round(max(p.peak_rss_mb for r in every for p in r), 1),
+        "cpu_s": round(cpu, 2),
+        "first_round_cpu_s": round(cpu1, 2),
+        "faults": faults,
+        "first_round_faults": faults1,
+    }
+
+
+def _print(ns: argparse.Namespace, raw: dict[str, float], rows: list[dict[str, Any]]) -> None:
+    steady = "rounds >= 3" if ns.rounds >= 3 else "round 1"
+    print(
+        f"{ns.peers} peers x {ns.size_mb:g} MB all-to-all, {ns.pieces} pieces, "
+        f"topology {ns.topology}, {ns.rounds} rounds, median of {ns.repeats}; steady state = "
+        f"{steady}; raw asyncio {raw['s']:.3f}s ({raw['cpu_s']:.2f} CPU-s, "
+        f"{raw['faults']:.0f} faults), round 1 {raw['first_s']:.3f}s"
+    )
+    print(
+        f"{'block':>9} {'swarm s':>8} {'ratio':>6} {'MB/s':>7} {'dup %':>7} {'ctrl %':>7} "
+        f"{'RSS MB':>7} {'CPU s':>6} {'faults':>7} | {'round 1 s':>9} {'ratio':>6} "
+        f"{'CPU s':>6} {'faults':>7}"
+    )
+    for r in rows:
+        label = f"{r['block_size']}{'' if r['hashes_checked'] else '*'}"
+        print(
+            f"{label:>9} {r['swarm_s']:>8.3f} {r['goodput_ratio']:>6.3f} "
+            f"{r['goodput_mb_s']:>7.1f} {100 * r['duplicate_ratio']:>7.3f} "
+            f"{100 * r['control_ratio']:>7.3f} {r['peak_rss_mb']:>7.1f} {r['cpu_s']:>6.2f} "
+            f"{r['faults']:>7} | {r['first_round_s']:>9.3f} "
+            f"{r['goodput_ratio_first_round']:>6.3f} {r['first_round_cpu_s']:>6.2f} "
+            f"{r['first_round_faults']:>7}"
+        )
+    if ns.diagnose:
+        print("* diagnostic: piece sizes checked, SHA-256 not (not a valid configuration)")
 
 
 def main() -> None:
@@ -280,6 +386,7 @@ def main() -> None:
         help="comma-separated block sizes; the first is the headline",
     )
     parser.add_argument("--topology", default="full")
+    parser.add_argument("--rounds", type=int, default=3, help="exchanges per run (>= 1)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
@@ -288,77 +395,54 @@ def main() -> None:
         help="add a row for the first block size with piece hashes unchecked (what SHA-256 costs)",
     )
     ns = parser.parse_args()
+    if ns.rounds < 1 or ns.repeats < 1:
+        parser.error("--rounds and --repeats must be at least 1")
     size = int(ns.size_mb * 1_000_000)
-    base = {"n": ns.peers, "size": size, "pieces": ns.pieces, "topology": ns.topology}
-    useful = size * (ns.peers - 1) * ns.peers
+    base = {
+        "n": ns.peers,
+        "size": size,
+        "pieces": ns.pieces,
+        "topology": ns.topology,
+        "rounds": ns.rounds,
+    }
+    useful = size * (ns.peers - 1) * ns.peers  # per round
 
     cases = [(int(x), False) for x in ns.block_sizes.split(",")]
     if ns.diagnose:
         cases.append((cases[0][0], True))
     # Repeats are interleaved (raw, every case, raw, every case, ...) so that the VM's speed
     # drifting over the minutes of a run weighs on the baseline and the swarm alike.
-    raw_runs: list[list[PeerReport]] = []
-    swarm_runs: dict[tuple[int, bool], list[list[PeerReport]]] = {c: [] for c in cases}
+    raw_runs: list[list[list[PeerReport]]] = []
+    swarm_runs: dict[tuple[int, bool], list[list[list[PeerReport]]]] = {c: [] for c in cases}
     for _ in range(ns.repeats):
-        raw_runs.append(run_case("raw", base))
+        raw_runs.append(run_rounds("raw", base))
         for bs, length_only in cases:
-            reps = run_case("swarm", {**base, "block_size": bs, "length_only": length_only})
-            assert sum(r.payload_down for r in reps) == useful, "useful bytes mismatch"
-            swarm_runs[bs, length_only].append(reps)
-    raw_times = [elapsed(r) for r in raw_runs]
-    raw = statistics.median(raw_times)
-    raw_cpu = statistics.median(sum(p.cpu_s for p in r) for r in raw_runs)
-    rows = []
-    for (bs, length_only), runs in swarm_runs.items():
-        times = [elapsed(reps) for reps in runs]
-        dup = [sum(r.duplicate for r in reps) / useful for reps in runs]
-        ctrl = [sum(r.control_up for r in reps) / useful for reps in runs]
-        rss = [max(r.peak_rss_mb for r in reps) for reps in runs]
-        cpu = [sum(r.cpu_s for r in reps) for reps in runs]
-        t = statistics.median(times)
-        rows.append(
-            {
-                "block_size": bs,
-                "hashes_checked": not length_only,
-                "swarm_s": round(t, 3),
-                "raw_s": round(raw, 3),
-                "goodput_ratio": round(raw / t, 3),
-                "goodput_mb_s": round(useful / t / 1e6, 1),
-                "duplicate_ratio": max(dup),
-                "control_ratio": max(ctrl),
-                "peak_rss_mb": round(max(rss), 1),
-                "cpu_s": round(statistics.median(cpu), 2),
-            }
-        )
-    print(
-        f"{ns.peers} peers x {ns.size_mb:g} MB all-to-all, {ns.pieces} pieces, "
-        f"topology {ns.topology}, median of {ns.repeats}; raw asyncio {raw:.3f}s "
-        f"({useful / raw / 1e6:.0f} MB/s useful, {raw_cpu:.2f} CPU-s)"
-    )
-    head = (
-        f"{'block':>9} {'swarm s':>8} {'ratio':>6} {'MB/s':>7} {'dup %':>7} {'ctrl %':>7} "
-        f"{'RSS MB':>7} {'CPU s':>6}"
-    )
-    print(head)
-    for r in rows:
-        label = f"{r['block_size']}{'' if r['hashes_checked'] else '*'}"
-        print(
-            f"{label:>9} {r['swarm_s']:>8.3f} {r['goodput_ratio']:>6.3f} "
-            f"{r['goodput_mb_s']:>7.1f} {100 * r['duplicate_ratio']:>7.3f} "
-            f"{100 * r['control_ratio']:>7.3f} {r['peak_rss_mb']:>7.1f} {r['cpu_s']:>6.2f}"
-        )
-    if ns.diagnose:
-        print("* diagnostic: piece sizes checked, SHA-256 not (not a valid configuration)")
+            run = run_rounds("swarm", {**base, "block_size": bs, "length_only": length_only})
+            for rnd in run:
+                assert sum(r.payload_down for r in rnd) == useful, "useful bytes mismatch"
+            swarm_runs[bs, length_only].append(run)
+    raw_s, raw_cpu, raw_faults = _summary(_steady(raw_runs))
+    raw = {
+        "s": raw_s,
+        "cpu_s": raw_cpu,
+        "faults": raw_faults,
+        "first_s": _summary([run[0] for run in raw_runs])[0],
+    }
+    rows = [_row(bs, lo, runs, raw, useful) for (bs, lo), runs in swarm_runs.items()]
+    _print(ns, raw, rows)
     if ns.json is not None:
         headline = rows[0]
         result = {
             "goodput_ratio": headline["goodput_ratio"],
+            "goodput_ratio_first_round": headline["goodput_ratio_first_round"],
             "duplicate_ratio": headline["duplicate_ratio"],
             "control_ratio": headline["control_ratio"],
             "peak_rss_mb": headline["peak_rss_mb"],
-            "raw_s": round(raw, 3),
+            "raw_s": round(raw_s, 3),
+            "raw_first_round_s": round(raw["first_s"], 3),
             "raw_cpu_s": round(raw_cpu, 2),
-            "raw_times_s": [round(x, 3) for x in raw_times],
+            "raw_faults": raw_faults,
+            "raw_times_s": [[round(elapsed(r), 3) for r in run] for run in raw_runs],
             "setting": {**base, "repeats": ns.repeats},
             "rows": rows,
         }
