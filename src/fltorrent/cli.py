@@ -228,7 +228,7 @@ def peer(
             hooks=NodeHooks(on_metrics=on_metrics),
         )
         if not outcome.finished:
-            typer.echo(f"error: peer {outcome.peer_id} did not finish: {outcome.error}", err=True)
+            typer.echo(f"error: {outcome.label} did not finish: {outcome.error}", err=True)
             return 1
         return 0
 

@@ -69,6 +69,11 @@ class NodeOutcome:
     metrics: list[RoundMetrics] = field(default_factory=list)
     counters: Counters | None = None
 
+    @property
+    def label(self) -> str:
+        """``peer N``, or what it was before the tracker assigned an id (0 is no id)."""
+        return f"peer {self.peer_id}" if self.peer_id else "peer (no id assigned yet)"
+
 
 @dataclass
 class PeerState:
@@ -145,16 +150,16 @@ async def run_node(
     except* PeerCrash as eg:
         outcome.crashed = True
         outcome.error = f"crashed: {eg.exceptions[0]}"
-        log.warning("peer %d crashed (fault injection): %s", outcome.peer_id, eg.exceptions[0])
+        log.warning("%s crashed (fault injection): %s", outcome.label, eg.exceptions[0])
     except* FltorrentError as eg:
         exc = eg.exceptions[0]
         outcome.error = f"{type(exc).__name__}: {exc}"
-        log.error("peer %d failed: %s", outcome.peer_id, exc)
+        log.error("%s failed: %s", outcome.label, exc)
     except* Exception as eg:
         # A fault boundary: a bug in one peer must not cancel the other peers of this process.
         bug = eg.exceptions[0]
         outcome.error = f"{type(bug).__name__}: {bug}"
-        log.error("peer %d crashed: %s", outcome.peer_id, bug, exc_info=bug)
+        log.error("%s crashed: %s", outcome.label, bug, exc_info=bug)
     finally:
         if client is not None:
             await client.aclose()
