@@ -1,0 +1,27 @@
+"""The default plan keeps the old behaviour: every metric of every peer and round, field by field,
+equals what the code recorded before the round became stages over a plan (golden_cases.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.plans.golden_cases import CASES, GOLDEN, run_case
+
+_GOLDEN = json.loads(GOLDEN.read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_all_to_all_matches_recorded_run(tmp_path: Path, name: str) -> None:
+    expected = _GOLDEN[name]
+    got = run_case(name, tmp_path)
+    assert len(got) == len(expected)
+    for old, new in zip(expected, got, strict=True):
+        key = (old["round"], old["peer"])
+        assert (new["round"], new["peer"]) == key
+        diff = {f: (old[f], new.get(f)) for f in old if old[f] != new.get(f)}
+        assert not diff, f"{name} round/peer {key}: {diff}"
+        assert set(new) == set(old), f"{name}: fields changed {set(new) ^ set(old)}"
