@@ -43,7 +43,7 @@ from fltorrent.net import MemoryNetwork, TcpTransport  # noqa: E402
 from fltorrent.net.base import Transport  # noqa: E402
 from fltorrent.net.clock import run_virtual  # noqa: E402
 from fltorrent.net.shaping import LinkProfile, PeerLink, ShapedTransport  # noqa: E402
-from fltorrent.swarm import Manifest, Swarm, SwarmOptions  # noqa: E402
+from fltorrent.swarm import Manifest, Swarm, SwarmOptions, Topic  # noqa: E402
 
 HOST = "127.0.0.1"
 DEADLINE = 3600.0  # loop seconds (virtual in simulation)
@@ -118,7 +118,7 @@ async def run_exchange(ex: Exchange, *, tcp: bool = False, seed: int = 0) -> Out
         return await _drive(ex, peers, shaped, swarms, loop)
 
 
-def _wants(ex: Exchange, peer: int, _round: int, author: int) -> bool:
+def _wants(ex: Exchange, peer: int, _round: int, author: int, _topic: Topic) -> bool:
     return author != peer and ex.wants(peer, author)
 
 

@@ -185,7 +185,7 @@ async def _swarm_peer(
         max_frame_size=(1 << 20) + 4096,
     )
     swarm = Swarm(
-        opts, transport=transport, want=lambda _r, a: a != peer, allow_peer=mine.__contains__
+        opts, transport=transport, want=lambda _r, a, _t: a != peer, allow_peer=mine.__contains__
     )
     reports = []
     async with swarm:

@@ -340,6 +340,16 @@ class OutputConfig(_Section):
     )
 
 
+class ExchangeConfig(_Section):
+    """Who sends what to whom each round (the round plan, ``fltorrent.plans``)."""
+
+    plan: Literal["all_to_all", "neighbours"] = Field(
+        "all_to_all",
+        description="'all_to_all': every peer aggregates every update; 'neighbours': every "
+        "peer averages with its overlay neighbours only (Metropolis-Hastings weights)",
+    )
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -347,6 +357,7 @@ class Config(_Section):
     topology: TopologyConfig = TopologyConfig()
     bittorrent: BitTorrentConfig = BitTorrentConfig()
     chunk: ChunkConfig = ChunkConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()

@@ -66,6 +66,7 @@ class Welcome(ControlMessage):
     config: dict[str, Any]
     round: int = 0  # the highest round a live member reported; a rejoining peer starts there
     departed: list[int] = Field(default_factory=list)  # members gone when this was sent
+    degrees: dict[int, int] = Field(default_factory=dict)  # each member's degree, as built
 
 
 class Left(ControlMessage):

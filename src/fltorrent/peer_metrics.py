@@ -27,6 +27,7 @@ def round_metrics(
     sim_time_s: float | None,
     device: Device | None,
     attacker: bool,
+    consensus_distance: float | None = None,
 ) -> RoundMetrics:
     """``times``: train, exchange, aggregate, evaluate seconds; ``progress``: authors expected,
     pieces received, pieces expected."""
@@ -74,4 +75,5 @@ def round_metrics(
         flagged=report.flagged,
         excluded=report.excluded,
         robust_fallbacks=report.fallbacks,
+        consensus_distance=consensus_distance,
     )

@@ -223,6 +223,7 @@ class Tracker:
                     config=self.config,
                     round=member.round,
                     departed=[p for p, m in self.members.items() if not m.alive],
+                    degrees=self._degree,
                 )
             )
         joined = Joined(peer_id=old.peer_id, host=host, port=msg.port, round=max(1, member.round))
@@ -262,6 +263,7 @@ class Tracker:
                 members=addresses,
                 neighbours=neighbours(graph, pid),
                 config=self.config,
+                degrees=self._degree,
             )
             with contextlib.suppress(TransportError):
                 await member.channel.send(welcome)

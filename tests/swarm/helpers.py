@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 from fltorrent.errors import BrokenResourceError
 from fltorrent.net import MemoryNetwork
 from fltorrent.net.base import Connection, Listener, Transport
-from fltorrent.swarm import Manifest, Swarm, SwarmOptions
+from fltorrent.swarm import Manifest, Swarm, SwarmOptions, Topic
 from fltorrent.wire import (
     NEED_DATA,
     Announce,
@@ -70,7 +70,7 @@ async def swarm_graph(
         for pid in range(1, n + 1):
             neighbours = {b for a, b in edges if a == pid} | {a for a, b in edges if b == pid}
 
-            def want(_round: int, author: int, me: int = pid) -> bool:
+            def want(_round: int, author: int, _topic: Topic, me: int = pid) -> bool:
                 return author != me
 
             own = transport[pid] if isinstance(transport, Mapping) else transport
@@ -185,7 +185,7 @@ class RawPeer:
 def _victim(net: MemoryNetwork, **kw: object) -> Swarm:
     """A swarm (peer 1) that wants every blob but its own."""
     opts = replace(SwarmOptions(federation=FED, peer_id=1), **kw)  # type: ignore[arg-type]
-    return Swarm(opts, transport=net, want=lambda _r, author: author != 1)
+    return Swarm(opts, transport=net, want=lambda _r, author, _t: author != 1)
 
 
 async def _raw(net: MemoryNetwork, swarm: Swarm) -> RawPeer:

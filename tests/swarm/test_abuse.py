@@ -167,7 +167,7 @@ async def test_a_round_that_moves_on_stops_its_downloads() -> None:
         await raw.pump(ManifestRequest)
         await raw.send(ManifestData(0, manifest.encoded))
         await raw.pump(Request)
-        victim.set_want(lambda rnd, author: rnd >= 2 and author != 1)  # round 1 is over
+        victim.set_want(lambda rnd, author, _t: rnd >= 2 and author != 1)  # round 1 is over
         assert not victim._down.pool.downloads
         later = await raw.collect(0.2)
         asked = {(m.piece, m.offset) for m in later if isinstance(m, Request)}

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from fltorrent.attacks.publishing import poison_block
 from fltorrent.net import MemoryNetwork
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions
-from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.wire import (
     Announce,
     Cancel,
@@ -47,7 +47,7 @@ async def test_corrupt_pieces_are_rejected_not_served_and_the_sender_dropped() -
         assert blob.num_have == 0  # nothing unverified is ever held (so never served onward)
         # An honest seeder connects afterwards: the victim completes the blob from it.
         honest = Swarm(
-            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a: False
+            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a, _t: False
         )
         async with honest:
             honest.publish(manifest, pieces)
@@ -102,7 +102,7 @@ async def test_endgame_routes_around_a_silent_seeder_and_cancels() -> None:
         await silent.send(ManifestData(0, manifest.encoded))
         await silent.pump(Request)  # requests arrive and are never answered
         seeder = Swarm(
-            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a: False
+            SwarmOptions(federation=FED, peer_id=5), transport=net, want=lambda _r, _a, _t: False
         )
         async with seeder:
             seeder.publish(manifest, pieces)
@@ -129,7 +129,7 @@ def _connected_to(swarm: Swarm, peer: int) -> Callable[[], bool]:
     return lambda: peer in swarm.sessions
 
 
-async def _pair_with(net: MemoryNetwork, bad: AdversarialSwarm, victims: list[Swarm]) -> None:
+async def _pair_with(net: MemoryNetwork, bad: Swarm, victims: list[Swarm]) -> None:
     listener = await net.listen("bad", 0, bad.accept)
     for v in victims:
         v.connect(bad.options.peer_id, listener.address)
@@ -140,14 +140,16 @@ async def _pair_with(net: MemoryNetwork, bad: AdversarialSwarm, victims: list[Sw
 @aio()
 async def test_a_poisoning_swarm_is_caught_banned_and_its_blob_never_held() -> None:
     async with MemoryNetwork() as net:
-        bad = AdversarialSwarm(
-            SwarmOptions(federation=FED, peer_id=9), transport=net, want=lambda _r, _a: False
+        bad = Swarm(
+            SwarmOptions(federation=FED, peer_id=9),
+            transport=net,
+            want=lambda _r, _a, _t: False,
+            serve_hook=poison_block,
         )
-        bad.poison = True
         victim = Swarm(
             SwarmOptions(federation=FED, peer_id=1, max_corrupt=2),
             transport=net,
-            want=lambda _r, a: a == 9,
+            want=lambda _r, a, _t: a == 9,
         )
         async with bad, victim:
             manifest, pieces = random_blob(9, 40_000, 8)
@@ -167,8 +169,8 @@ async def test_a_poisoning_swarm_is_caught_banned_and_its_blob_never_held() -> N
 @aio()
 async def test_an_equivocating_swarm_shows_each_neighbour_one_version() -> None:
     async with MemoryNetwork() as net:
-        bad = AdversarialSwarm(
-            SwarmOptions(federation=FED, peer_id=9), transport=net, want=lambda _r, _a: False
+        bad = Swarm(
+            SwarmOptions(federation=FED, peer_id=9), transport=net, want=lambda _r, _a, _t: False
         )
         even = Swarm(SwarmOptions(federation=FED, peer_id=2), transport=net, want=lambda *_: True)
         odd = Swarm(SwarmOptions(federation=FED, peer_id=3), transport=net, want=lambda *_: True)
@@ -176,8 +178,8 @@ async def test_an_equivocating_swarm_shows_each_neighbour_one_version() -> None:
             first, a = random_blob(9, 4000, 2)
             second, b = random_blob(9, 4000, 2)
             assert first.blob_id != second.blob_id and first.round == second.round
-            bad.publish_to(first, a, lambda rid: rid % 2 == 0)
-            bad.publish_to(second, b, lambda rid: rid % 2 == 1)
+            bad.publish(first, a, audience=lambda rid: rid % 2 == 0)
+            bad.publish(second, b, audience=lambda rid: rid % 2 == 1)
             await _pair_with(net, bad, [even, odd])
             assert await even.wait_for(lambda: first.blob_id in even.blobs, 5)
             assert await odd.wait_for(lambda: second.blob_id in odd.blobs, 5)

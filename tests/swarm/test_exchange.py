@@ -88,7 +88,7 @@ async def test_exchange_over_loopback_tcp() -> None:
 async def test_want_filter_and_dropping_blobs() -> None:
     async with MemoryNetwork() as net, swarm_graph(net, 2, [(1, 2)]) as nodes:
         s2 = nodes[2].swarm
-        s2.set_want(lambda round_, author: round_ >= 2 and author != 2)
+        s2.set_want(lambda round_, author, _t: round_ >= 2 and author != 2)
         old, old_pieces = random_blob(1, 10_000, 2, round_=1)
         new, new_pieces = random_blob(1, 10_000, 2, round_=2)
         nodes[1].swarm.publish(old, old_pieces)
@@ -108,7 +108,7 @@ async def test_publish_checks_pieces_against_the_manifest() -> None:
 
     async with MemoryNetwork() as net:
         swarm = Swarm(
-            SwarmOptions(federation=FED, peer_id=1), transport=net, want=lambda _r, _a: True
+            SwarmOptions(federation=FED, peer_id=1), transport=net, want=lambda _r, _a, _t: True
         )
         async with swarm:
             m, pieces = random_blob(1, 1000, 2)

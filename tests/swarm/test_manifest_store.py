@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fltorrent.errors import ManifestError
-from fltorrent.swarm import Blob, BlockResult, Manifest, sha256
+from fltorrent.swarm import UPDATE, Blob, BlockResult, Manifest, Topic, TopicKind, sha256
 
 
 def _manifest() -> tuple[Manifest, list[bytes]]:
@@ -48,6 +48,25 @@ def test_bad_manifests_name_the_problem(mutate: object, match: str) -> None:
     m, _ = _manifest()
     with pytest.raises(ManifestError, match=match):
         Manifest.decode(mutate(m.encoded))  # type: ignore[operator]
+
+
+def test_a_topic_is_part_of_the_manifest_and_of_the_blob_id() -> None:
+    pieces = [b"a" * 10, b"b" * 20]
+    update = Manifest.build(author=3, round=7, pieces=pieces, num_samples=5)
+    agg = Manifest.build(
+        author=3, round=7, pieces=pieces, num_samples=5, topic=Topic(TopicKind.AGGREGATE, 4, 6)
+    )
+    assert update.topic == UPDATE and update.encoded[4] == 1  # an update stays version 1
+    assert agg.encoded[4] == 2 and len(agg.encoded) == len(update.encoded) + 9
+    assert agg.blob_id != update.blob_id  # same pieces, another topic: another blob
+    assert Manifest.decode(agg.encoded) == agg
+    # An update written as version 2 is not canonical, and an unknown topic kind is refused.
+    as_v2 = agg.encoded[:4] + b"\x02" + agg.encoded[5:29] + UPDATE.encode() + agg.encoded[38:]
+    with pytest.raises(ManifestError, match="canonical"):
+        Manifest.decode(as_v2)
+    bad_kind = agg.encoded[:29] + b"\x09" + agg.encoded[30:]
+    with pytest.raises(ManifestError, match="bad topic"):
+        Manifest.decode(bad_kind)
 
 
 def test_manifest_rejects_inconsistent_fields() -> None:

@@ -22,6 +22,8 @@ from fltorrent.wire import (
     Piece,
     Reject,
     Request,
+    Topic,
+    TopicKind,
     Unchoke,
     decode_message,
     pack_bits,
@@ -64,6 +66,15 @@ EXACT: list[tuple[Message, bytes]] = [
         + BLOB
         + b"\x00\x00\x00\x04\x00\x00\x00\x02\x00\x00\x00\x14",
     ),
+    (
+        # Any topic but an update goes as ANNOUNCE_TOPIC (16): kind u8, first u32, last u32.
+        Announce(7, BLOB, 4, 2, 3, Topic(TopicKind.AGGREGATE, 5, 8)),
+        b"\x00\x00\x00\x3a\x10"
+        + b"\x00\x00\x00\x07"
+        + BLOB
+        + b"\x00\x00\x00\x04\x00\x00\x00\x02\x00\x00\x00\x03"
+        + b"\x01\x00\x00\x00\x05\x00\x00\x00\x08",
+    ),
     (ManifestRequest(7), b"\x00\x00\x00\x05\x0d\x00\x00\x00\x07"),
     (ManifestData(7, b"MF"), b"\x00\x00\x00\x07\x0e\x00\x00\x00\x07MF"),
     (
@@ -76,7 +87,7 @@ EXACT: list[tuple[Message, bytes]] = [
         Handshake("fed", 5, 7000),
         b"\x00\x00\x00\x1f\x01"
         + b"\x09fltorrent"  # name length, name
-        + b"\x00\x02"  # version 2
+        + b"\x00\x03"  # version 3
         + b"\x00" * 8  # reserved flags
         + b"\x03fed"  # federation id
         + b"\x00\x00\x00\x05"  # peer id
@@ -111,6 +122,10 @@ def test_bits_pack_msb_first_with_zero_spare_bits() -> None:
         (8, b"\x00" * 15, "request payload must be 16 bytes"),
         (9, b"\x00" * 11, "truncated piece"),
         (12, b"\x00" * 47, "announce payload must be 48 bytes"),
+        (16, b"\x00" * 48, "announce topic payload must be 57 bytes"),
+        (16, b"\x00" * 48 + b"\x07" + b"\x00" * 8, "bad topic: 7 is not a valid TopicKind"),
+        (16, b"\x00" * 48 + b"\x01\x00\x00\x00\x05" + b"\x00" * 4, "is not a range"),
+        (16, b"\x00" * 57, "an update is announced with ANNOUNCE"),
         (1, b"\x09fltor", "truncated handshake"),
         (
             1,

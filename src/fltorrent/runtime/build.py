@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from fltorrent.learn.learner import Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
 from fltorrent.net.shaping import LinkProfile
-from fltorrent.peer import RoundPolicy
+from fltorrent.phases import RoundPolicy
+from fltorrent.plans import RoundPlan, make_plan
 from fltorrent.swarm import SwarmOptions
 from fltorrent.tracker import MemberState, TopologySpec, Tracker
 
@@ -164,6 +165,14 @@ def round_policy(config: Config) -> RoundPolicy:
         seed_grace=bt.seed_grace,
         critical_window=bt.critical_window,
     )
+
+
+def build_plan(
+    config: Config, *, neighbours: Collection[int], degrees: Mapping[int, int]
+) -> RoundPlan:
+    """One peer's round plan (``exchange.plan``), given its live neighbour set and every
+    member's degree in the overlay as built."""
+    return make_plan(config.exchange.plan, neighbours=neighbours, degrees=degrees)
 
 
 def make_tracker(

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from fltorrent.attacks.behaviour import SWARM_ATTACKS, Adversary
+from fltorrent.attacks.behaviour import Adversary
+from fltorrent.attacks.publishing import AttackPublisher, poison_block
 from fltorrent.config import Config, parse_config
 from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.defense import Defense
@@ -41,14 +42,15 @@ from fltorrent.runtime.build import (
     build_defense,
     build_device,
     build_learner,
+    build_plan,
     device_profiles,
     link_profile,
     load_federation_data,
     round_policy,
     swarm_options,
 )
+from fltorrent.stages import HonestPublisher, Publisher
 from fltorrent.swarm import Counters, Swarm
-from fltorrent.swarm.adversary import AdversarialSwarm
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker import TrackerClient
 
@@ -216,15 +218,14 @@ async def _run_registered(
                 transport, PeerLink(link, seed=config.federate.seed * 7919 + peer_id)
             )
             swarm_transport = await stack.enter_async_context(shaper)
-        adversarial = state.adversary is not None and state.adversary.kind in SWARM_ATTACKS
-        swarm = (AdversarialSwarm if adversarial else Swarm)(
+        poisoner = state.adversary is not None and state.adversary.kind == "chunk_poison"
+        swarm = Swarm(
             swarm_options(config, federation=welcome.federation, peer_id=peer_id, listen_port=port),
             transport=swarm_transport,
-            want=lambda _round, _author: False,
+            want=lambda _round, _author, _topic: False,
             allow_peer=neighbours.__contains__,
+            serve_hook=poison_block if poisoner else None,
         )
-        if isinstance(swarm, AdversarialSwarm):
-            swarm.poison = state.adversary is not None and state.adversary.kind == "chunk_poison"
         await stack.enter_async_context(swarm)
         tg = await stack.enter_async_context(asyncio.TaskGroup())
         accept = swarm.accept if link is None else shaper.shaped_handler(swarm.accept)
@@ -236,6 +237,7 @@ async def _run_registered(
             accept=accept,
             neighbours=neighbours,
             policy=policy,
+            config=config,
             swarm_holder=swarm_holder,
             hooks=hooks,
             tg=tg,
@@ -254,6 +256,7 @@ async def _run_peer(
     accept: ConnectionHandler,
     neighbours: set[int],
     policy: RoundPolicy,
+    config: Config,
     swarm_holder: list[ConnectionHandler],
     hooks: NodeHooks,
     tg: asyncio.TaskGroup,
@@ -280,9 +283,12 @@ async def _run_peer(
         encoder=state.encoder,
         clock_origin=hooks.clock_origin,
         defense=state.defense,
-        adversary=state.adversary,
+        plan=build_plan(config, neighbours=neighbours, degrees=welcome.degrees),
+        publisher=_publisher(state.adversary),
+        neighbours=neighbours,
     )
-    peer.departed |= client.left | set(welcome.departed)
+    for gone in client.left | set(welcome.departed):
+        peer.membership.left(gone)
     swarm.set_manifest_check(peer.check_manifest)
     swarm_holder.append(accept)
     if hooks.on_peer is not None:
@@ -322,6 +328,11 @@ async def _run_peer(
     finally:
         listen_task.cancel()
         await client.aclose()
+
+
+def _publisher(adversary: Adversary | None) -> Publisher:
+    """The publishing stage: honest, or the configured attack (experiments)."""
+    return HonestPublisher() if adversary is None else AttackPublisher(adversary)
 
 
 def _save_model(learner: Learner, model_dir: Path, peer_id: int, rounds: int) -> None:

@@ -5,17 +5,24 @@ from fltorrent.swarm.manifest import Manifest, sha256
 from fltorrent.swarm.manifests import ManifestCheck
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.store import Blob, BlockResult, Buffer
-from fltorrent.swarm.swarm import Swarm, WantFn
+from fltorrent.swarm.swarm import Audience, PieceFilter, ServeHook, Swarm, WantFn
+from fltorrent.wire import UPDATE, Topic, TopicKind
 
 __all__ = [
+    "UPDATE",
+    "Audience",
     "Blob",
     "BlockResult",
     "Buffer",
     "Counters",
     "Manifest",
     "ManifestCheck",
+    "PieceFilter",
+    "ServeHook",
     "Swarm",
     "SwarmOptions",
+    "Topic",
+    "TopicKind",
     "WantFn",
     "sha256",
 ]

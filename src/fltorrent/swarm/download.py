@@ -46,6 +46,7 @@ class Downloader:
         sessions: dict[int, Session],
         counters: Counters,
         wanted: Callable[[Blob], bool],
+        subset: Callable[[bytes], frozenset[int] | None],
         on_verified: Callable[[Blob, int], None],
         on_bad_peer: Callable[[Session], None],
         clock: Callable[[], float],
@@ -55,6 +56,7 @@ class Downloader:
         self.sessions = sessions
         self.counters = counters
         self.wanted = wanted
+        self.subset = subset  # the wanted pieces of a blob, None: all
         self.on_verified = on_verified
         self.on_bad_peer = on_bad_peer
         self.now = clock
@@ -79,6 +81,9 @@ class Downloader:
         avail = self.picker.availability.get(blob.blob_id)
         if avail is None:
             return False
+        subset = self.subset(blob.blob_id)
+        if subset is not None:
+            return any(not blob.has(i) and avail[i] > 0 for i in subset)
         return any(data is None and avail[i] > 0 for i, data in enumerate(blob.pieces))
 
     def prune(self) -> None:
@@ -103,6 +108,22 @@ class Downloader:
             d = self.pool.finish((blob.blob_id, piece))
             if d is not None:
                 self._cancel_all(d)
+
+    def stop_unwanted(self, blob: Blob) -> None:
+        """Stop downloading the pieces of ``blob`` outside its wanted subset."""
+        subset = self.subset(blob.blob_id)
+        if subset is None:
+            return
+        for piece in range(blob.manifest.num_pieces):
+            if piece not in subset:
+                d = self.pool.finish((blob.blob_id, piece))
+                if d is not None:
+                    self._cancel_all(d)
+
+    def wants_piece(self, blob: Blob, piece: int) -> bool:
+        """Whether ``piece`` of ``blob`` is wanted (whether or not we hold it)."""
+        subset = self.subset(blob.blob_id)
+        return (subset is None or piece in subset) and self.wanted(blob)
 
     def release(self, session: Session, key: BlockKey) -> None:
         """``session`` will not deliver ``key`` (rejected, timed out)."""
@@ -163,7 +184,7 @@ class Downloader:
         if rb.known:
             self.picker.add_piece(rb.blob_id, piece)
             blob = self.blobs[rb.blob_id]
-            if not blob.has(piece) and self.wanted(blob):
+            if not blob.has(piece) and self.wants_piece(blob, piece):
                 if not session.wire.am_interested:
                     session.send(Interested())
                 session.wants_fill = True
@@ -195,7 +216,7 @@ class Downloader:
                     f"more than {self.options.max_unsolicited} blocks sent unasked"
                 )
             return
-        if blob is None or d is None or not self.wanted(blob):
+        if blob is None or d is None or not self.wants_piece(blob, msg.piece):
             self.pool.arrived(key)
             session.inflight.pop(key, None)
             self.counters.duplicate_bytes += n
@@ -336,6 +357,7 @@ class Downloader:
             self.pool.busy,
             count=room,
             critical_round=self.critical_round if now >= self.critical_from else None,
+            subsets=self.subset,
         )
         if picked:
             first: Download | None = None
@@ -389,7 +411,7 @@ class Downloader:
         # Checked last because it scans every wanted piece: endgame only once nothing that a
         # neighbour holds is left unstarted.
         wanted = [b for b in self.blobs.values() if self.wanted(b)]
-        if self.picker.available_unstarted(wanted, self.pool.busy):
+        if self.picker.available_unstarted(wanted, self.pool.busy, subsets=self.subset):
             return None
         _, d, offset = best
         self.counters.duplicate_requests += 1

@@ -1,15 +1,20 @@
-"""Manifests: the signed-later description of one blob (one author's update for one round).
+"""Manifests: the signed-later description of one blob (one author's topic for one round).
 
 A manifest lists, per piece, its size, its SHA-256 and an importance score, plus the author,
-the round, the author's sample count and opaque metadata (the learn layer puts its chunk-plan
-digest there). The blob id is the SHA-256 of the encoded manifest, as a torrent's info-hash is
-the hash of its info dictionary: whoever holds the id can check both manifest and pieces.
+the round, the topic (an update, an aggregated chunk range, a model), the author's sample
+count and opaque metadata (the learn layer puts its chunk-plan digest there). The blob id is
+the SHA-256 of the encoded manifest, as a torrent's info-hash is the hash of its info
+dictionary: whoever holds the id can check both manifest and pieces.
 
 Encoding (all integers big-endian)::
 
     magic "FLTM" | version u8 | author u32 | round u32 | num_samples u64
     | num_pieces u32 | meta_len u32 | meta
     | num_pieces x (size u32 | importance f32 | sha256 32 bytes)
+
+Version 1 is an update (the topic every plan exchanges); version 2 inserts the topic
+(``kind u8 | first u32 | last u32``) after ``meta_len`` and is used for every other topic. The
+encoding stays canonical: an update in version 2 is refused.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from fltorrent.errors import ManifestError
+from fltorrent.errors import ManifestError, RemoteProtocolError
+from fltorrent.wire import TOPIC_SIZE, UPDATE, Topic
 
 MAGIC = b"FLTM"
-VERSION = 1
+VERSION = 1  # an update
+VERSION_TOPIC = 2  # any other topic, which follows the header
 MAX_PIECES = 1 << 20
 MAX_META = 1 << 16
 MAX_PIECE_SIZE = 1 << 30
@@ -48,6 +55,7 @@ class Manifest:
     piece_hashes: tuple[bytes, ...]
     importance: tuple[float, ...]
     meta: bytes = b""
+    topic: Topic = UPDATE
 
     def __post_init__(self) -> None:
         n = len(self.piece_sizes)
@@ -84,6 +92,7 @@ class Manifest:
         num_samples: int,
         importance: Sequence[float] | None = None,
         meta: bytes = b"",
+        topic: Topic = UPDATE,
     ) -> Manifest:
         """Describe ``pieces``; importance defaults to zero."""
         scores = tuple(float(x) for x in importance) if importance is not None else None
@@ -95,6 +104,7 @@ class Manifest:
             piece_hashes=tuple(sha256(p) for p in pieces),
             importance=scores if scores is not None else (0.0,) * len(pieces),
             meta=meta,
+            topic=topic,
         )
 
     @property
@@ -110,15 +120,18 @@ class Manifest:
     @cached_property
     def encoded(self) -> bytes:
         """The canonical bytes; the blob id is their hash."""
+        update = self.topic == UPDATE
         head = _HEAD.pack(
             MAGIC,
-            VERSION,
+            VERSION if update else VERSION_TOPIC,
             self.author,
             self.round,
             self.num_samples,
             self.num_pieces,
             len(self.meta),
         )
+        if not update:
+            head += self.topic.encode()
         entries = b"".join(
             _ENTRY.pack(s, i, h)
             for s, i, h in zip(self.piece_sizes, self.importance, self.piece_hashes, strict=True)
@@ -142,15 +155,22 @@ class Manifest:
         magic, version, author, rnd, samples, n, meta_len = _HEAD.unpack_from(data)
         if magic != MAGIC:
             raise ManifestError("not a manifest (bad magic)")
-        if version != VERSION:
+        if version not in (VERSION, VERSION_TOPIC):
             raise ManifestError(f"unsupported manifest version {version}")
         if n > MAX_PIECES or meta_len > MAX_META:
             raise ManifestError("manifest too large")
-        expected = _HEAD.size + meta_len + n * _ENTRY.size
+        head = _HEAD.size + (TOPIC_SIZE if version == VERSION_TOPIC else 0)
+        expected = head + meta_len + n * _ENTRY.size
         if len(data) != expected:
             raise ManifestError(f"manifest is {len(data)} bytes, its header implies {expected}")
-        meta = bytes(data[_HEAD.size : _HEAD.size + meta_len])
-        entries = list(_ENTRY.iter_unpack(data[_HEAD.size + meta_len :]))
+        topic = UPDATE
+        if version == VERSION_TOPIC:
+            try:
+                topic = Topic.decode(data[_HEAD.size : head])
+            except RemoteProtocolError as exc:
+                raise ManifestError(str(exc)) from None
+        meta = bytes(data[head : head + meta_len])
+        entries = list(_ENTRY.iter_unpack(data[head + meta_len :]))
         manifest = cls(
             author=author,
             round=rnd,
@@ -159,6 +179,7 @@ class Manifest:
             piece_hashes=tuple(e[2] for e in entries),
             importance=tuple(e[1] for e in entries),
             meta=meta,
+            topic=topic,
         )
         if manifest.encoded != data:  # e.g. a NaN payload that re-encodes differently
             raise ManifestError("manifest is not in canonical form")

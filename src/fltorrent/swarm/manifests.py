@@ -75,8 +75,8 @@ class ManifestFetcher:
             manifest = Manifest.decode(msg.body)
         except ManifestError as exc:
             raise RemoteProtocolError(f"bad manifest: {exc}") from exc
-        hints = (rb.round, rb.author, len(rb.bits))
-        if (manifest.round, manifest.author, manifest.num_pieces) != hints:
+        hints = (rb.round, rb.author, len(rb.bits), rb.topic)
+        if (manifest.round, manifest.author, manifest.num_pieces, manifest.topic) != hints:
             raise RemoteProtocolError("manifest contradicts its announce")
         refusal = None
         if max(manifest.piece_sizes) > self.max_piece_size:

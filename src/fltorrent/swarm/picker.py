@@ -26,7 +26,7 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from fltorrent.swarm.store import Blob
 
@@ -50,6 +50,10 @@ def importance_levels(scores: Sequence[float]) -> tuple[list[int], list[float]]:
     levels = [max(0, LEVELS - 1 - LEVELS * (n - bisect_right(order, s)) // n) for s in scores]
     shares = [s / top if top else 0.0 for s in scores]
     return levels, shares
+
+
+def _missing_of(blob: Blob, subset: Collection[int]) -> list[int]:
+    return [i for i in subset if not blob.has(i)]
 
 
 class PiecePicker:
@@ -99,12 +103,14 @@ class PiecePicker:
         count: int = 1,
         *,
         critical_round: int | None = None,
+        subsets: Callable[[bytes], Collection[int] | None] | None = None,
     ) -> list[PieceKey]:
         """The best ``count`` pieces to start among ``(blob, neighbour's bits)``, best first.
 
         ``busy`` says whether a piece is already being downloaded; top-level pieces of blobs
         of rounds up to ``critical_round`` go first regardless of availability (critical mode,
-        see the module docstring).
+        see the module docstring). ``subsets`` names, per blob, the only pieces wanted
+        (``None``: all).
         """
         top = LEVELS - 1
         # A flat list, not a generator: this runs on every pipeline top-up.
@@ -118,7 +124,8 @@ class PiecePicker:
             shuffle = self._shuffle[blob_id]
             levels, shares = self._levels_of(blob)
             critical = critical_round is not None and blob.manifest.round <= critical_round
-            for i in blob.missing:
+            subset = subsets(blob_id) if subsets is not None else None
+            for i in blob.missing if subset is None else _missing_of(blob, subset):
                 if bits[i] and not busy((blob_id, i)):
                     level = levels[i]
                     if critical and level == top:
@@ -137,13 +144,20 @@ class PiecePicker:
             cached = self._levels[blob.blob_id] = importance_levels(blob.manifest.importance)
         return cached
 
-    def available_unstarted(self, blobs: Iterable[Blob], busy: Callable[[PieceKey], bool]) -> bool:
+    def available_unstarted(
+        self,
+        blobs: Iterable[Blob],
+        busy: Callable[[PieceKey], bool],
+        *,
+        subsets: Callable[[bytes], Collection[int] | None] | None = None,
+    ) -> bool:
         """Whether some wanted piece is held by a neighbour and nobody downloads it yet."""
         for blob in blobs:
             avail = self.availability.get(blob.blob_id)
             if avail is None:
                 continue
-            for i in blob.missing:
+            subset = subsets(blob.blob_id) if subsets is not None else None
+            for i in blob.missing if subset is None else _missing_of(blob, subset):
                 if avail[i] > 0 and not busy((blob.blob_id, i)):
                     return True
         return False

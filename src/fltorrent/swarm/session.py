@@ -27,6 +27,7 @@ from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.store import Buffer
 from fltorrent.wire import (
     NEED_DATA,
+    UPDATE,
     ConnectionClosed,
     Handshake,
     Have,
@@ -36,6 +37,7 @@ from fltorrent.wire import (
     Piece,
     Reject,
     Request,
+    Topic,
     WireConnection,
 )
 
@@ -58,6 +60,7 @@ class RemoteBlob:
     author: int
     bits: bytearray  # one byte (0 or 1) per piece: compact, and cheap to test and set
     known: bool = False  # whether its pieces are counted in our availability
+    topic: Topic = UPDATE
 
 
 @dataclass

@@ -14,16 +14,19 @@ held so far), runs one :class:`Session` per neighbour, and decides what to reque
   after ``max_corrupt``). Only verified pieces are served, which is what lets pieces cross
   several hops safely.
 
-Which blobs are wanted is a parameter (``want``), so the round plan (all authors, neighbours
-only, chunk owners) lives with the caller. The swarm is driven by session events plus a ticker
-that handles request timeouts and endgame.
+Which blobs are wanted is a parameter (``want(round, author, topic)``), and so is which of their
+pieces (``pieces(manifest)``: a subset, or ``None`` for all), so the round plan (all authors,
+neighbours only, chunk owners) lives with the caller. Two more hooks let experiments lie with
+the same code: ``serve_hook`` rewrites the blocks we serve, and :meth:`Swarm.publish` takes an
+``audience`` that limits which neighbours a blob is announced to. The swarm is driven by
+session events plus a ticker that handles request timeouts and endgame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from fltorrent.errors import RemoteProtocolError, SwarmError
@@ -52,6 +55,7 @@ from fltorrent.wire import (
     Piece,
     Reject,
     Request,
+    Topic,
     Unchoke,
     pack_bits,
     unpack_bits,
@@ -59,7 +63,18 @@ from fltorrent.wire import (
 
 log = logging.getLogger(__name__)
 
-WantFn = Callable[[int, int], bool]
+WantFn = Callable[[int, int, Topic], bool]
+"""``want(round, author, topic)``: whether we want a blob (its manifest, then its pieces)."""
+PieceFilter = Callable[[Manifest], Collection[int] | None]
+"""Which pieces of a wanted blob we want: a subset of indices, or ``None`` for all."""
+ServeHook = Callable[[Buffer], Buffer]
+"""Rewrites a block before it is served (experiments: chunk poisoning)."""
+Audience = Callable[[int], bool]
+"""Which neighbours (by peer id) a blob is announced to."""
+
+
+def _all_pieces(_manifest: Manifest) -> None:
+    return None
 
 
 class Swarm:
@@ -73,6 +88,7 @@ class Swarm:
         want: WantFn,
         check_manifest: ManifestCheck | None = None,
         allow_peer: Callable[[int], bool] | None = None,
+        serve_hook: ServeHook | None = None,
     ) -> None:
         self.options = options
         self.transport = transport
@@ -80,6 +96,11 @@ class Swarm:
         self.blobs: dict[bytes, Blob] = {}
         self.sessions: dict[int, Session] = {}
         self._want = want
+        self._pieces: PieceFilter = _all_pieces
+        # Per blob with a piece filter, the wanted pieces (blobs wanted whole are not here).
+        self._subsets: dict[bytes, frozenset[int]] = {}
+        self._audience: dict[bytes, Audience] = {}
+        self._serve_hook = serve_hook
         self._allow_peer = allow_peer
         self._down = Downloader(
             options,
@@ -87,6 +108,7 @@ class Swarm:
             sessions=self.sessions,
             counters=self.counters,
             wanted=self.wanted,
+            subset=self._subsets.get,
             on_verified=self._piece_verified,
             on_bad_peer=lambda s: self._conns.drop(s),  # noqa: PLW0108 - _conns comes below
             clock=self._now,
@@ -228,7 +250,10 @@ class Swarm:
         if blob is None:
             return None
         self._seeder.on_served(session, blob.blob_id, req.piece, req.length)
-        return blob.read(req.piece, req.offset, req.length)
+        data = blob.read(req.piece, req.offset, req.length)
+        if self._serve_hook is not None and data is not None:
+            return self._serve_hook(data)
+        return data
 
     def may_upload(self, session: Session) -> int:
         return self._slots.budget(session) if self._slots.may_send(session) else 0
@@ -267,7 +292,8 @@ class Swarm:
 
     def _on_manifest_data(self, session: Session, msg: ManifestData) -> None:
         rb = session.their[msg.handle]
-        manifest = self._manifests.receive(session, msg, wanted=self._want(rb.round, rb.author))
+        wanted = self._want(rb.round, rb.author, rb.topic)
+        manifest = self._manifests.receive(session, msg, wanted=wanted)
         if manifest is not None:
             self._add_blob(Blob(manifest, self.options.block_size))
 
@@ -279,12 +305,22 @@ class Swarm:
         session.wants_fill = True
 
     # ------------------------------------------------------------------ blobs
-    def publish(self, manifest: Manifest, pieces: list[bytes], *, verify: bool = True) -> Blob:
-        """Add one of our own complete blobs and announce it to every neighbour.
+    def publish(
+        self,
+        manifest: Manifest,
+        pieces: list[bytes],
+        *,
+        verify: bool = True,
+        audience: Audience | None = None,
+    ) -> Blob:
+        """Add one of our own complete blobs and announce it to every neighbour (or only to
+        those ``audience`` admits, even when they connect later).
 
         ``verify=False`` skips re-hashing when the manifest was just built from these very
         pieces (:meth:`Manifest.build`); sizes are still checked.
         """
+        if audience is not None:
+            self._audience[manifest.blob_id] = audience
         blob = self.blobs.get(manifest.blob_id)
         if blob is None:
             blob = Blob(manifest, self.options.block_size)
@@ -304,6 +340,7 @@ class Swarm:
         if blob.blob_id in self.blobs:
             return
         self.blobs[blob.blob_id] = blob
+        self._track_subset(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
         for session in self.sessions.values():
             handle = session.their_handle.get(blob.blob_id)
@@ -320,6 +357,8 @@ class Swarm:
         doomed = [b for b in self.blobs.values() if predicate(b.manifest)]
         for blob in doomed:
             del self.blobs[blob.blob_id]
+            self._subsets.pop(blob.blob_id, None)
+            self._audience.pop(blob.blob_id, None)
             self._seeder.forget(blob.blob_id)
             self._down.forget(blob)
             for session in self.sessions.values():
@@ -338,30 +377,59 @@ class Swarm:
         """Install the hook that may refuse manifests (e.g. of another model)."""
         self._manifests.check = check
 
-    def set_want(self, want: WantFn) -> None:
-        """Change which blobs are wanted (e.g. a new round): fetch, stop and refill to match."""
+    def set_want(self, want: WantFn, pieces: PieceFilter | None = None) -> None:
+        """Change which blobs (and which of their pieces) are wanted, e.g. for a new round or
+        phase: fetch, stop and refill to match."""
         self._want = want
+        self._pieces = pieces or _all_pieces
+        self._subsets.clear()
+        for blob in self.blobs.values():
+            self._track_subset(blob)
         for session in self.sessions.values():
             for rb in session.their.values():
-                if rb.blob_id not in self.blobs and self._want(rb.round, rb.author):
+                if rb.blob_id not in self.blobs and self._want(rb.round, rb.author, rb.topic):
                     self._manifests.fetch(rb.blob_id)
         for blob in self.blobs.values():
             if not self.wanted(blob):
                 self._down.stop(blob)  # e.g. a round that ended at its deadline
+            elif blob.blob_id in self._subsets:
+                self._down.stop_unwanted(blob)
         self._down.fill_all()
         self.notify()
+
+    def _track_subset(self, blob: Blob) -> None:
+        subset = self._pieces(blob.manifest)
+        if subset is not None:
+            self._subsets[blob.blob_id] = frozenset(subset)
 
     def set_critical(self, round_: int | None, at: float = 0.0) -> None:
         """Critical mode (picker.py) for rounds <= ``round_`` from loop time ``at`` (None: off)."""
         self._down.set_critical(round_, at)
 
     def obtainable(self, blob: Blob) -> bool:
-        """Whether some missing piece of ``blob`` is held by a neighbour or being fetched."""
+        """Whether some missing (wanted) piece of ``blob`` is held by a neighbour."""
         return self._down.obtainable(blob)
 
     def wanted(self, blob: Blob) -> bool:
         """Whether we still want pieces of ``blob``."""
-        return not blob.complete and self._want(blob.manifest.round, blob.manifest.author)
+        m = blob.manifest
+        if not self._want(m.round, m.author, m.topic):
+            return False
+        subset = self._subsets.get(blob.blob_id)
+        if subset is None:
+            return not blob.complete
+        return any(not blob.has(i) for i in subset)
+
+    def wanted_pieces(self, blob: Blob) -> frozenset[int] | None:
+        """The pieces of ``blob`` the piece filter wants (``None``: all of them)."""
+        return self._subsets.get(blob.blob_id)
+
+    def done(self, blob: Blob) -> bool:
+        """Whether we hold every piece of ``blob`` that we want."""
+        subset = self._subsets.get(blob.blob_id)
+        if subset is None:
+            return blob.complete
+        return all(blob.has(i) for i in subset)
 
     # ------------------------------------------------------------------ waiting
     def notify(self) -> None:
@@ -387,11 +455,14 @@ class Swarm:
     def _announce(self, session: Session, blob: Blob) -> None:
         if blob.blob_id in session.our_handle:
             return
+        audience = self._audience.get(blob.blob_id)
+        if audience is not None and not audience(session.remote_id):
+            return
         handle = len(session.our_handle)
         session.our_handle[blob.blob_id] = handle
         session.our_blob[handle] = blob.blob_id
         m = blob.manifest
-        session.send(Announce(handle, blob.blob_id, m.round, m.author, m.num_pieces))
+        session.send(Announce(handle, blob.blob_id, m.round, m.author, m.num_pieces, m.topic))
         if self._seeder.seeding(blob.blob_id):
             session.send(Bitfield(handle, self._seeder.initial_bits(session, blob)))
         elif blob.num_have:
@@ -405,16 +476,19 @@ class Swarm:
             )
         if msg.blob_id in session.their_handle:
             raise RemoteProtocolError("blob announced twice under different handles")
-        rb = RemoteBlob(msg.blob_id, msg.round, msg.author, bytearray(msg.num_pieces))
+        rb = RemoteBlob(
+            msg.blob_id, msg.round, msg.author, bytearray(msg.num_pieces), topic=msg.topic
+        )
         session.their[msg.handle] = rb
         session.their_handle[msg.blob_id] = msg.handle
         blob = self.blobs.get(msg.blob_id)
         if blob is not None:
             m = blob.manifest
-            if (m.round, m.author, m.num_pieces) != (msg.round, msg.author, msg.num_pieces):
+            hints = (msg.round, msg.author, msg.num_pieces, msg.topic)
+            if (m.round, m.author, m.num_pieces, m.topic) != hints:
                 raise RemoteProtocolError("announce contradicts the blob's manifest")
             rb.known = True
-        elif self._want(msg.round, msg.author):
+        elif self._want(msg.round, msg.author, msg.topic):
             self._manifests.fetch(msg.blob_id)
 
     def _on_manifest_request(self, session: Session, msg: ManifestRequest) -> None:
@@ -437,7 +511,10 @@ class Swarm:
         blob = self.blobs[rb.blob_id]
         if not self.wanted(blob):
             return
-        if any(b and not blob.has(i) for i, b in enumerate(rb.bits)):
+        subset = self._subsets.get(rb.blob_id)
+        if any(
+            b and not blob.has(i) and (subset is None or i in subset) for i, b in enumerate(rb.bits)
+        ):
             if not session.wire.am_interested:
                 session.send(Interested())
             session.wants_fill = True

@@ -58,6 +58,8 @@ class RoundMetrics:
     flagged: list[int] = field(default_factory=list)  # ... and flagged this round
     excluded: list[int] = field(default_factory=list)  # authors left out of the aggregate
     robust_fallbacks: int = 0  # chunks aggregated by the median for lack of contributors
+    # Plan ``neighbours``: RMS distance of the models this peer averaged from their mean.
+    consensus_distance: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

@@ -21,7 +21,7 @@ from typing import ClassVar, Self
 from fltorrent.errors import RemoteProtocolError
 
 PROTOCOL_NAME = b"fltorrent"
-PROTOCOL_VERSION = 2  # 2: adds Haves
+PROTOCOL_VERSION = 3  # 2: adds Haves; 3: adds topics (ANNOUNCE_TOPIC, manifest version 2)
 BLOB_ID_SIZE = 32
 HEADER = struct.Struct(">IB")  # frame length, message id
 HEADER_SIZE = HEADER.size
@@ -36,6 +36,7 @@ _BLOCK = struct.Struct(">IIII")
 _BLOCK_FRAME = struct.Struct(">IBIIII")
 _PIECE_HEAD = struct.Struct(">III")
 _ANNOUNCE = struct.Struct(f">I{BLOB_ID_SIZE}sIII")
+_TOPIC = struct.Struct(">BII")  # kind, first, last
 _HS_FIXED = struct.Struct(">HQ")  # version, reserved flags
 _HS_TAIL = struct.Struct(">IH")  # peer id, listen port
 
@@ -59,6 +60,50 @@ class MessageId(IntEnum):
     MANIFEST_REQUEST = 13
     MANIFEST = 14
     HAVES = 15
+    ANNOUNCE_TOPIC = 16
+
+
+class TopicKind(IntEnum):
+    """What a blob is, besides whose and of which round (see :class:`Topic`)."""
+
+    UPDATE = 0  # an author's own update for the round (the whole model, chunked)
+    AGGREGATE = 1  # chunks [first, last) of the model, aggregated by their owner
+    MODEL = 2  # a whole aggregated model (e.g. a cluster head's)
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """What a blob carries: an author's update (the default), an aggregated range of chunks
+    ``[first, last)``, or a model. Part of a blob's identity: one author may publish one blob
+    per (round, topic); two for the same is equivocation."""
+
+    kind: TopicKind = TopicKind.UPDATE
+    first: int = 0
+    last: int = 0
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.first <= self.last < 1 << 32):
+            raise ValueError(f"topic range [{self.first}, {self.last}) is not a range")
+        if self.kind is TopicKind.UPDATE and (self.first or self.last):
+            raise ValueError("an update topic has no chunk range")
+
+    def encode(self) -> bytes:
+        """``kind u8 | first u32 | last u32``."""
+        return _TOPIC.pack(self.kind, self.first, self.last)
+
+    @classmethod
+    def decode(cls, data: Payload) -> Topic:
+        """Parse :meth:`encode` bytes; a :class:`RemoteProtocolError` names what is wrong."""
+        kind, first, last = _TOPIC.unpack(data)
+        try:
+            return cls(TopicKind(kind), first, last)
+        except ValueError as exc:  # an unknown kind, or a bad range
+            raise RemoteProtocolError(f"bad topic: {exc}") from None
+
+
+UPDATE = Topic()
+"""The topic of an author's own update: what every plan exchanges first."""
+TOPIC_SIZE = _TOPIC.size
 
 
 def frame(message_id: int, payload: bytes = b"") -> bytes:
@@ -346,7 +391,9 @@ def piece_head(handle: int, piece: int, offset: int, length: int) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Announce(Message):
-    """The sender knows blob ``blob_id`` (round, author and piece count as hints) as ``handle``."""
+    """The sender knows blob ``blob_id`` (round, author, piece count and topic as hints) as
+    ``handle``. An update is sent as ``ANNOUNCE`` (id 12), any other topic as
+    ``ANNOUNCE_TOPIC`` (id 16), which appends the topic: the common case costs nothing more."""
 
     ID = MessageId.ANNOUNCE
     handle: int
@@ -354,16 +401,32 @@ class Announce(Message):
     round: int
     author: int
     num_pieces: int
+    topic: Topic = UPDATE
 
     def payload(self) -> bytes:
         if len(self.blob_id) != BLOB_ID_SIZE:
             raise ValueError("blob id must be 32 bytes")
-        return _ANNOUNCE.pack(self.handle, self.blob_id, self.round, self.author, self.num_pieces)
+        head = _ANNOUNCE.pack(self.handle, self.blob_id, self.round, self.author, self.num_pieces)
+        return head if self.topic == UPDATE else head + self.topic.encode()
+
+    def encode(self) -> bytes:
+        kind = MessageId.ANNOUNCE if self.topic == UPDATE else MessageId.ANNOUNCE_TOPIC
+        return frame(kind, self.payload())
 
     @classmethod
     def decode(cls, payload: Payload) -> Self:
         _expect_len("announce", payload, _ANNOUNCE.size)
         return cls(*_ANNOUNCE.unpack(payload))
+
+    @classmethod
+    def decode_topic(cls, payload: Payload) -> Announce:
+        """Parse an ``ANNOUNCE_TOPIC`` payload (an update topic there is not canonical)."""
+        _expect_len("announce topic", payload, _ANNOUNCE.size + _TOPIC.size)
+        topic = Topic.decode(payload[_ANNOUNCE.size :])
+        if topic == UPDATE:
+            raise RemoteProtocolError("an update is announced with ANNOUNCE, not ANNOUNCE_TOPIC")
+        handle, blob_id, round_, author, num_pieces = _ANNOUNCE.unpack_from(payload)
+        return cls(handle, blob_id, round_, author, num_pieces, topic)
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,6 +488,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
 
 def decode_message(message_id: int, payload: Payload) -> Message:
     """Decode one frame's id and payload; unknown ids are a remote protocol error."""
+    if message_id == MessageId.ANNOUNCE_TOPIC:
+        return Announce.decode_topic(payload)
     cls = MESSAGE_TYPES.get(message_id)
     if cls is None:
         raise RemoteProtocolError(f"unknown message id {message_id}")

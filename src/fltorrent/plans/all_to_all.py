@@ -1,0 +1,149 @@
+"""``all_to_all``: every peer wants every other author's whole update (the FLTorrent way).
+
+One phase. Updates spread through the overlay hop by hop (a peer relays what it verified), so
+each peer downloads (N-1) x M per round: fine for tens of peers, worse than a server for
+hundreds (``reduce_scatter`` is the bandwidth optimum). The exchange ends
+
+* as soon as every expected author's update is complete; an author that left the federation
+  (or was banned for corrupt pieces) is not waited for once nothing more of its update can be
+  fetched from any neighbour;
+* otherwise at the soft deadline if ``min_completion_ratio`` of the expected pieces arrived, or
+  at the hard deadline in any case.
+
+Then each chunk is aggregated over the authors whose chunk arrived (partial aggregation), through
+the peer's defence; with complete delivery every peer computes centralized FedAvg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fltorrent.defense import DefenseReport
+from fltorrent.learn.update_codec import Decoded
+from fltorrent.membership import Membership
+from fltorrent.phases import Phase
+from fltorrent.plans.base import (
+    RoundContext,
+    RoundOutcome,
+    RoundPlan,
+    aggregate_flops,
+    aggregate_updates,
+    held_pieces,
+    round_blobs,
+    wait_exchange,
+)
+from fltorrent.swarm import UPDATE, Blob, Swarm, Topic
+
+
+class UpdatesFrom:
+    """The swarm's want function for the updates of one round (and the next: a faster peer may
+    publish it early) from the authors ``admits`` admits."""
+
+    def __init__(self, round_: int, admits: Callable[[int], bool]) -> None:
+        self.round = round_
+        self.admits = admits
+
+    def __call__(self, round_: int, author: int, topic: Topic) -> bool:
+        return topic == UPDATE and self.round <= round_ <= self.round + 1 and self.admits(author)
+
+
+def progress(ctx: RoundContext, blobs: dict[int, Blob], expected: set[int]) -> tuple[int, int]:
+    """Pieces received from and expected of the ``expected`` authors; sets ``ctx.completion``."""
+    per_blob = ctx.chunk_plan.num_chunks
+    received = sum(b.num_have for a, b in blobs.items() if a in expected)
+    total = len(expected) * per_blob
+    ctx.completion = received / total if total else 1.0
+    return received, total
+
+
+class AllToAll(RoundPlan):
+    """See the module docstring."""
+
+    name = "all_to_all"
+
+    def authors(self, membership: Membership) -> set[int] | None:
+        """Whose updates this peer aggregates (``None``: every member's)."""
+        return None
+
+    def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
+        swarm.drop_blobs(lambda m: not self.keep(m, round_))
+        me = membership.me
+        mine = self.authors(membership)
+        if mine is None:
+            swarm.set_want(UpdatesFrom(round_, lambda a: a != me))
+        else:
+            swarm.set_want(UpdatesFrom(round_, lambda a: a != me and a in mine))
+
+    def _blobs(self, ctx: RoundContext) -> dict[int, Blob]:
+        blobs = round_blobs(ctx.swarm, ctx.membership, ctx.round)
+        mine = self.authors(ctx.membership)
+        return blobs if mine is None else {a: b for a, b in blobs.items() if a in mine}
+
+    def _expected(self, ctx: RoundContext, blobs: dict[int, Blob]) -> set[int]:
+        expected = ctx.membership.expected(ctx.round, blobs)
+        mine = self.authors(ctx.membership)
+        return expected if mine is None else expected & mine
+
+    def _progress(self, ctx: RoundContext) -> tuple[set[int], int, int]:
+        blobs = self._blobs(ctx)
+        expected = self._expected(ctx, blobs)
+        received, total = progress(ctx, blobs, expected)
+        return expected, received, total
+
+    def _complete(self, ctx: RoundContext) -> bool:
+        blobs = self._blobs(ctx)
+        self._progress(ctx)
+        swarm, members, r = ctx.swarm, ctx.membership, ctx.round
+        for author in self._expected(ctx, blobs):
+            blob = blobs.get(author)
+            if blob is not None and blob.complete:
+                continue
+            away = members.away(author, r) or swarm.banned(author)  # banned: it poisoned chunks
+            if away and (blob is None or not swarm.obtainable(blob)):
+                continue
+            return False
+        return True
+
+    def weights(self, ctx: RoundContext, authors: set[int]) -> dict[int, float] | None:
+        """Aggregation weights by author (``None``: sample counts, i.e. FedAvg)."""
+        return None
+
+    async def exchange(self, ctx: RoundContext) -> RoundOutcome:
+        ctx.enter(Phase.EXCHANGING)
+        t1 = ctx.now()
+        deadline_hit = await wait_exchange(
+            ctx,
+            lambda: self._complete(ctx),
+            lambda: ctx.completion >= ctx.policy.min_completion_ratio,
+        )
+        exchange_s = ctx.now() - t1
+        # What arrived when the exchange ended is what gets aggregated and reported (pieces
+        # may keep arriving meanwhile).
+        expected, received, total = self._progress(ctx)
+        held = held_pieces(self._blobs(ctx))
+        weights = self.weights(ctx, set(held))
+        ctx.enter(Phase.AGGREGATING)
+
+        def aggregate() -> tuple[DefenseReport, float | None]:
+            vectors, report, decoded = aggregate_updates(ctx, held, weights)
+            ctx.load(vectors)
+            return report, self.consensus_distance(ctx, decoded)
+
+        (report, distance), aggregate_s = await ctx.compute(
+            aggregate, lambda: aggregate_flops(ctx.base, len(held))
+        )
+        return RoundOutcome(
+            report=report,
+            deadline_hit=deadline_hit,
+            exchange_s=exchange_s,
+            aggregate_s=aggregate_s,
+            authors_expected=len(expected),
+            pieces_received=received,
+            pieces_expected=total,
+            completion=ctx.completion,
+            consensus_distance=distance,
+        )
+
+    def consensus_distance(self, ctx: RoundContext, decoded: Decoded) -> float | None:
+        """How far apart the models this peer saw are (``None``: not measured by this plan)."""
+        return None

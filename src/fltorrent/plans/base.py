@@ -1,0 +1,225 @@
+"""What a round plan is, what it sees of the peer, and the pieces every plan is built from.
+
+A *round plan* decides who sends what to whom in one round: which topics peers publish (an
+update, an aggregated range of chunks, ...), which blobs and pieces this peer wants from which
+author, when each phase of the exchange is complete or may end at its deadline, what is kept
+and dropped, and how what arrived becomes the peer's next model. The peer trains and publishes
+its update (``fltorrent.stages``), then awaits :meth:`RoundPlan.exchange`, then evaluates.
+
+A plan never touches sockets (the swarm moves bytes; the plan only says what it wants) and holds
+no math of its own: aggregation goes through the peer's :class:`~fltorrent.defense.Defense`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from fltorrent.defense import Defense, DefenseReport
+from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.update_codec import Decoded, decode_updates, manifest_problem
+from fltorrent.membership import Membership
+from fltorrent.phases import Phase, RoundPolicy
+from fltorrent.swarm import UPDATE, Blob, Buffer, Manifest, Swarm, Topic
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+Vectors = list[np.ndarray]
+Held = dict[int, tuple[float, bytes, list[Buffer | None]]]
+"""Per author: its weight, its manifest metadata and its pieces (``None`` where missing)."""
+
+
+@dataclass
+class RoundContext:
+    """What a plan works with in one round; built by the peer after it published."""
+
+    round: int
+    me: int
+    swarm: Swarm
+    membership: Membership
+    neighbours: Collection[int]
+    chunk_plan: ChunkPlan
+    defense: Defense
+    policy: RoundPolicy
+    base: Vectors  # the round-start model
+    own: Vectors  # this peer's contribution, and the value kept where nothing arrived
+    own_weight: float | None  # None: it published nothing this round
+    judge_mask: Sequence[np.ndarray]  # per chunk, the coordinates the outlier filter judges
+    compute: Callable[[Callable[[], Any], Callable[[], float]], Awaitable[tuple[Any, float]]]
+    """Runs local compute (in the worker, or charged to the virtual clock): (fn, flops)."""
+    enter: Callable[[Phase], None]  # the peer enters a phase (status, fault hooks)
+    now: Callable[[], float]
+    load: Callable[[Vectors], None]  # replace the peer's model
+    observe: Callable[[Sequence[np.ndarray], Mapping[int, Mapping[int, np.ndarray]]], None]
+    completion: float = 0.0  # share of the expected pieces held (status, metrics)
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    """What the exchange and aggregation of one round did (for the round's metrics)."""
+
+    report: DefenseReport
+    deadline_hit: bool
+    exchange_s: float
+    aggregate_s: float
+    authors_expected: int
+    pieces_received: int
+    pieces_expected: int
+    completion: float
+    consensus_distance: float | None = None  # neighbours: spread of the models this peer saw
+
+
+class RoundPlan(ABC):
+    """Who sends what to whom, per round (see the module docstring)."""
+
+    name: str = ""
+
+    def keep(self, manifest: Manifest, round_: int) -> bool:
+        """Whether a blob is still kept (served) during ``round_``: this round and the one
+        before it, whose late peers may still be fetching."""
+        return manifest.round >= round_ - 1
+
+    @abstractmethod
+    def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
+        """Before training: drop what is no longer kept and say what is wanted, so that blobs
+        of fast peers arrive while this one trains."""
+
+    @abstractmethod
+    async def exchange(self, ctx: RoundContext) -> RoundOutcome:
+        """After publishing: exchange by the plan's phases, aggregate, load the next model."""
+
+    def check(self, manifest: Manifest, chunk_plan: ChunkPlan) -> str | None:
+        """Why a manifest's topic and shape cannot be used by this plan (``None``: fine)."""
+        if manifest.topic != UPDATE:
+            return f"topic {manifest.topic} is not part of plan {self.name}"
+        return manifest_problem(chunk_plan, manifest.meta, manifest.piece_sizes)
+
+
+# ---------------------------------------------------------------------- shared pieces
+def round_blobs(
+    swarm: Swarm, membership: Membership, round_: int, topic: Topic = UPDATE
+) -> dict[int, Blob]:
+    """The other authors' blobs of ``round_`` and ``topic``; an author with two different ones
+    (manifests told apart by their hashes, which neighbours relay) is caught equivocating: both
+    are ignored and it is not waited for in this round."""
+    found: dict[int, Blob] = {}
+    twice: set[int] = set()
+    me = membership.me
+    for b in swarm.blobs.values():
+        m = b.manifest
+        if m.round != round_ or m.author == me or m.topic != topic:
+            continue
+        if m.author in found:
+            twice.add(m.author)
+        found[m.author] = b
+    caught = membership.caught(round_)
+    for author in twice - caught:
+        log.warning(
+            "peer %d round %d: author %d published two different updates; both ignored",
+            me,
+            round_,
+            author,
+        )
+    caught |= twice
+    for author in caught:
+        found.pop(author, None)
+    return found
+
+
+async def wait_exchange(
+    ctx: RoundContext, complete: Callable[[], bool], enough: Callable[[], bool]
+) -> bool:
+    """Wait until ``complete()``; after the soft deadline (``timeout``) also until ``enough()``
+    (``min_completion_ratio`` met), and at the hard deadline in any case. Returns whether a
+    deadline ended the wait. The picker is critical in the last ``critical_window`` share of
+    the soft deadline."""
+    policy, swarm = ctx.policy, ctx.swarm
+    if policy.critical_window > 0:
+        critical = (1 - policy.critical_window) * policy.timeout
+        swarm.set_critical(ctx.round, ctx.now() + critical)
+    try:
+        if await swarm.wait_for(complete, policy.timeout):
+            return False
+        enough_now = await swarm.wait_for(
+            lambda: complete() or enough(), max(0.0, policy.hard_timeout - policy.timeout)
+        )
+    finally:
+        swarm.set_critical(None)
+    if not enough_now:
+        log.warning(
+            "peer %d round %d: hard deadline with completion %.2f < %.2f",
+            ctx.me,
+            ctx.round,
+            ctx.completion,
+            policy.min_completion_ratio,
+        )
+    return True
+
+
+def held_pieces(blobs: Mapping[int, Blob]) -> Held:
+    """Snapshot of what arrived, per author (in the loop thread: pieces keep arriving while the
+    worker aggregates; stored pieces are never modified)."""
+    return {
+        a: (float(b.manifest.num_samples), b.manifest.meta, list(b.pieces))
+        for a, b in blobs.items()
+    }
+
+
+def aggregate_updates(
+    ctx: RoundContext, held: Held, weights: Mapping[int, float] | None = None
+) -> tuple[Vectors, DefenseReport, Decoded]:
+    """Decode the held updates and aggregate them through the defence, chunk by chunk.
+
+    ``weights`` replaces the authors' sample counts where given, e.g. by gossip mixing weights;
+    under this peer's own id it is the weight of ``ctx.own``, which then takes part even when
+    the peer published nothing (gossip mixes the current model). Authors caught by the protocol (two
+    manifests, corrupt pieces) count as flagged and excluded.
+    """
+    plan = ctx.chunk_plan
+    decoded, dropped = decode_updates(plan, ctx.base, held)
+    for a, reason in dropped.items():
+        log.warning("peer %d: author %d's update dropped: %s", ctx.me, a, reason)
+    ctx.observe(ctx.base, {a: v for a, (_, v) in decoded.items()})
+    own_weight = ctx.own_weight
+    if weights is not None:
+        decoded = reweighted(decoded, weights)
+        own_weight = weights.get(ctx.me, own_weight)
+    members = ctx.membership
+    caught = members.equivocated.get(ctx.round, set()) | {
+        a for a in members.members if ctx.swarm.banned(a)
+    }
+    result, report = ctx.defense.aggregate(
+        ctx.round,
+        me=ctx.me,
+        base=ctx.base,
+        own=ctx.own,
+        own_weight=own_weight,
+        others=decoded,
+        judge_mask=ctx.judge_mask,
+    )
+    if caught:
+        report = dataclasses.replace(
+            report,
+            judged=sorted(set(report.judged) | caught),
+            flagged=sorted(set(report.flagged) | caught),
+            excluded=sorted(set(report.excluded) | caught),
+        )
+    if report.flagged or report.excluded:
+        log.info("peer %d round %d: excluded %s", ctx.me, ctx.round, report.excluded)
+    return result, report, decoded
+
+
+def reweighted(decoded: Decoded, weights: Mapping[int, float]) -> Decoded:
+    """``decoded`` with each author's weight replaced where ``weights`` has one."""
+    return {a: (weights.get(a, w), v) for a, (w, v) in decoded.items()}
+
+
+def aggregate_flops(base: Sequence[np.ndarray], contributors: int) -> float:
+    """The modelled cost of aggregating ``contributors`` updates (simulated compute)."""
+    return float(sum(len(v) for v in base) * 2 * (contributors + 1))

@@ -1,0 +1,131 @@
+"""The stages of a round that come before the exchange: train, privatize, encode and publish.
+
+The peer runs them in this order each round, then hands the exchange to its round plan
+(:mod:`fltorrent.plans`) and evaluates:
+
+1. *train* (:meth:`Peer._train`): local training, or nothing when the device sits the round out
+   or the publisher does not train (a free rider);
+2. *privatize* (:data:`Privatizer`): rewrites what was trained before it leaves the peer
+   (differential privacy, masking for secure aggregation will go here); the identity now;
+3. *publish* (:class:`Publisher`): encodes the update (compression by device tier) into pieces,
+   builds the manifest and hands both to the swarm. The honest publisher is
+   :class:`HonestPublisher`; an attack is another publisher (``fltorrent.attacks.publishing``),
+   injected by the runtime, so the honest path holds no attack code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.compress import Codec
+from fltorrent.learn.learner import LocalUpdate
+from fltorrent.learn.update_codec import UpdateEncoder
+from fltorrent.swarm import Manifest, Swarm
+
+Vectors = list[np.ndarray]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the train stage produced for publishing."""
+
+    update: LocalUpdate | None  # None: no local training this round (e.g. a free rider)
+    vectors: Vectors  # the model to publish, one vector per chunk
+    raw: list[bytes]  # the same as raw chunk pieces (empty: the publisher builds them)
+    importance: list[float]
+    num_samples: int
+
+
+Privatizer = Callable[[Trained], Trained]
+"""Rewrites an update before it is published (the identity by default)."""
+
+
+def no_privacy(trained: Trained) -> Trained:
+    """The default privatize stage: publish what was trained."""
+    return trained
+
+
+@dataclass(frozen=True)
+class PublishContext:
+    """What a publisher needs to publish one round's update."""
+
+    round: int
+    me: int
+    before: Vectors  # the round-start model
+    compression: Codec
+    swarm: Swarm
+    encoder: UpdateEncoder
+    chunk_plan: ChunkPlan
+
+
+@dataclass(frozen=True)
+class Published:
+    """What publishing left for the peer: its own contribution to aggregate, bytes saved."""
+
+    own: Vectors
+    bytes_saved: int
+
+
+class Publisher(Protocol):
+    """Turns a trained update into a published blob (see the module docstring)."""
+
+    @property
+    def trains(self) -> bool:
+        """Whether the peer trains before publishing."""
+        ...
+
+    @property
+    def attacker(self) -> bool:
+        """Whether this publisher lies (experiments; recorded in the metrics)."""
+        ...
+
+    def publish(self, ctx: PublishContext, trained: Trained) -> Published:
+        """Encode and publish ``trained``; returns the peer's own contribution."""
+        ...
+
+    def observe(
+        self, base: Sequence[np.ndarray], others: Mapping[int, Mapping[int, np.ndarray]]
+    ) -> None:
+        """Sees the updates the peer received this round (author -> chunk -> vector)."""
+        ...
+
+
+def publish_update(
+    ctx: PublishContext, trained: Trained, vectors: Vectors, raw: list[bytes]
+) -> tuple[Manifest, list[bytes], Vectors, int]:
+    """Encode ``vectors`` (raw pieces ``raw``) with the round's codec and build its manifest;
+    returns the manifest, the pieces, the decoded vectors and the bytes compression saved."""
+    encoded = ctx.encoder.encode(ctx.compression, before=ctx.before, after=vectors, raw_pieces=raw)
+    manifest = Manifest.build(
+        author=ctx.me,
+        round=ctx.round,
+        pieces=encoded.pieces,
+        num_samples=trained.num_samples,
+        importance=trained.importance,
+        meta=encoded.meta,
+    )
+    return manifest, encoded.pieces, encoded.vectors, encoded.bytes_saved
+
+
+class HonestPublisher:
+    """Publishes what was trained, as it is (encoded by the device's codec)."""
+
+    trains = True
+    attacker = False
+
+    def publish(self, ctx: PublishContext, trained: Trained) -> Published:
+        manifest, pieces, vectors, saved = publish_update(
+            ctx, trained, trained.vectors, trained.raw
+        )
+        ctx.swarm.publish(manifest, pieces, verify=False)  # built from them just now
+        return Published(own=vectors, bytes_saved=saved)
+
+    def observe(
+        self, base: Sequence[np.ndarray], others: Mapping[int, Mapping[int, np.ndarray]]
+    ) -> None:
+        """An honest peer keeps nothing of what it received."""
