@@ -343,10 +343,14 @@ class OutputConfig(_Section):
 class ExchangeConfig(_Section):
     """Who sends what to whom each round (the round plan, ``fltorrent.plans``)."""
 
-    plan: Literal["all_to_all", "neighbours"] = Field(
+    plan: Literal["all_to_all", "neighbours", "reduce_scatter"] = Field(
         "all_to_all",
         description="'all_to_all': every peer aggregates every update; 'neighbours': every "
-        "peer averages with its overlay neighbours only (Metropolis-Hastings weights)",
+        "peer averages with its overlay neighbours only (Metropolis-Hastings weights); "
+        "'reduce_scatter': chunk owners aggregate, every peer gathers the aggregated chunks",
+    )
+    owners: int = Field(
+        2, ge=1, le=16, description="reduce_scatter: owners per chunk (checked against each other)"
     )
 
 

@@ -10,15 +10,20 @@ the swarm's findings feed, and every round plan reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+
+from fltorrent.net.base import Address
 
 
 class Membership:
-    """One peer's view of the federation's members, round by round."""
+    """One peer's view of the federation's members, round by round (and where they listen)."""
 
-    def __init__(self, me: int, members: Iterable[int]) -> None:
+    def __init__(
+        self, me: int, members: Iterable[int], addresses: Mapping[int, Address] | None = None
+    ) -> None:
         self.me = me
         self.members = set(members)
+        self.addresses: dict[int, Address] = dict(addresses or {})
         self.departed: set[int] = set()
         self.skipped: dict[int, set[int]] = {}  # round -> members sitting it out
         self.back_from: dict[int, int] = {}  # rejoined member -> first round it takes part in
@@ -34,10 +39,12 @@ class Membership:
         self.departed.add(peer_id)
         return True
 
-    def joined(self, peer_id: int, first_round: int) -> bool:
-        """The member is back, taking part from ``first_round`` on."""
+    def joined(self, peer_id: int, first_round: int, address: Address | None = None) -> bool:
+        """The member is back, taking part from ``first_round`` on (listening at ``address``)."""
         if not self._other(peer_id):
             return False
+        if address is not None:
+            self.addresses[peer_id] = address
         self.departed.discard(peer_id)
         self.back_from[peer_id] = first_round
         return True

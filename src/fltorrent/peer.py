@@ -38,6 +38,7 @@ from fltorrent.devices.device import Device, Participation
 from fltorrent.learn.learner import Learner, LocalUpdate
 from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.membership import Membership
+from fltorrent.net.base import Address
 from fltorrent.peer_metrics import round_metrics
 from fltorrent.phases import FaultHook, PeerCrash, Phase, RoundPolicy
 from fltorrent.plans.all_to_all import AllToAll
@@ -96,11 +97,12 @@ class Peer:
         publisher: Publisher | None = None,
         privatizer: Privatizer = no_privacy,
         neighbours: Collection[int] = (),
+        addresses: Mapping[int, Address] | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.learner = learner
         self.swarm = swarm
-        self.membership = Membership(peer_id, members)
+        self.membership = Membership(peer_id, members, addresses)
         self.neighbours = neighbours
         self.policy = policy
         self.executor = executor
@@ -149,18 +151,23 @@ class Peer:
         # Only the round's waiting changes: the tracker is not in the data path, so a session
         # with that peer (if it is in fact alive) is left alone.
         if self.membership.left(peer_id):
-            self.swarm.notify()
+            self._membership_changed()
 
-    def member_joined(self, peer_id: int, first_round: int) -> None:
-        """``peer_id`` is back (it rejoined after a crash): expect its updates again from
-        ``first_round`` on (it skips the rounds it missed)."""
-        if self.membership.joined(peer_id, first_round):
-            self.swarm.notify()
+    def member_joined(self, peer_id: int, first_round: int, address: Address | None = None) -> None:
+        """``peer_id`` is back (it rejoined after a crash, listening at ``address``): expect its
+        updates again from ``first_round`` on (it skips the rounds it missed)."""
+        if self.membership.joined(peer_id, first_round, address):
+            self._membership_changed()
 
     def member_skipped(self, peer_id: int, round_: int) -> None:
         """``peer_id`` publishes no update in ``round_`` (its device policy said no)."""
         if self.membership.sits_out(peer_id, round_):
-            self.swarm.notify()
+            self._membership_changed()
+
+    def _membership_changed(self) -> None:
+        if self.round:
+            self.plan.membership_changed(self.swarm, self.membership)
+        self.swarm.notify()
 
     def check_manifest(self, manifest: Manifest) -> str | None:
         """Swarm hook: refuse blobs that cannot be used in our model by our plan."""
@@ -292,17 +299,14 @@ class Peer:
             update=update,
             decision=decision,
             counters=self.swarm.counters.minus(start_counters),
-            times=(train_s, outcome.exchange_s, outcome.aggregate_s, eval_s),
-            progress=(outcome.authors_expected, outcome.pieces_received, outcome.pieces_expected),
-            completion=outcome.completion,
-            report=outcome.report,
-            deadline_hit=outcome.deadline_hit,
+            outcome=outcome,
+            train_s=train_s,
+            eval_s=eval_s,
             bytes_saved=bytes_saved,
             wall_s=now - self._start,
             sim_time_s=now - self._origin if self.simulated else None,
             device=self.device,
             attacker=self.publisher.attacker,
-            consensus_distance=outcome.consensus_distance,
         )
         self.history.append(metrics)
         if self.on_metrics is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from fltorrent.defense import DefenseReport
 from fltorrent.devices.device import Device, Participation
 from fltorrent.learn.learner import Evaluation, LocalUpdate
+from fltorrent.plans.base import RoundOutcome
 from fltorrent.swarm import Counters
 from fltorrent.telemetry.events import RoundMetrics
 
@@ -17,22 +17,19 @@ def round_metrics(
     update: LocalUpdate | None,
     decision: Participation,
     counters: Counters,
-    times: tuple[float, float, float, float],
-    progress: tuple[int, int, int],
-    completion: float,
-    report: DefenseReport,
-    deadline_hit: bool,
+    outcome: RoundOutcome,
+    train_s: float,
+    eval_s: float,
     bytes_saved: int,
     wall_s: float,
     sim_time_s: float | None,
     device: Device | None,
     attacker: bool,
-    consensus_distance: float | None = None,
 ) -> RoundMetrics:
-    """``times``: train, exchange, aggregate, evaluate seconds; ``progress``: authors expected,
-    pieces received, pieces expected."""
+    """One round's record; ``outcome`` is what the round plan's exchange did."""
     c = counters
     dev = device
+    report = outcome.report
     return RoundMetrics(
         round=r,
         peer=peer_id,
@@ -41,10 +38,10 @@ def round_metrics(
         local_accuracy=ev.local_accuracy,
         train_loss=update.train.loss if update is not None else None,
         num_samples=update.num_samples if update is not None else 0,
-        train_s=times[0],
-        exchange_s=times[1],
-        aggregate_s=times[2],
-        eval_s=times[3],
+        train_s=train_s,
+        exchange_s=outcome.exchange_s,
+        aggregate_s=outcome.aggregate_s,
+        eval_s=eval_s,
         bytes_up=c.bytes_up,
         bytes_down=c.bytes_down,
         payload_bytes_up=c.payload_up,
@@ -52,13 +49,13 @@ def round_metrics(
         duplicate_bytes=c.duplicate_bytes,
         control_bytes=c.control_up + c.control_down,
         corrupt_pieces=c.corrupt_pieces,
-        pieces_expected=progress[2],
-        pieces_received=progress[1],
-        completion=completion,
-        authors_expected=progress[0],
+        pieces_expected=outcome.pieces_expected,
+        pieces_received=outcome.pieces_received,
+        completion=outcome.completion,
+        authors_expected=outcome.authors_expected,
         authors_aggregated=report.authors,
         partial_chunks=report.chunks_limited,
-        deadline_hit=deadline_hit,
+        deadline_hit=outcome.deadline_hit,
         wall_s=wall_s,
         sim_time_s=sim_time_s,
         trained=update is not None,
@@ -75,5 +72,8 @@ def round_metrics(
         flagged=report.flagged,
         excluded=report.excluded,
         robust_fallbacks=report.fallbacks,
-        consensus_distance=consensus_distance,
+        consensus_distance=outcome.consensus_distance,
+        owned_chunks=outcome.owned_chunks,
+        owner_disagreements=outcome.owner_disagreements,
+        fallback_chunks=outcome.fallback_chunks,
     )

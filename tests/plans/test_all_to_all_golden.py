@@ -12,7 +12,12 @@ from tests.plans.golden_cases import CASES, GOLDEN, run_case
 
 _GOLDEN = json.loads(GOLDEN.read_text())
 # Fields added to the metrics since the recording, with the value all_to_all must give them.
-NEW_FIELDS = {"consensus_distance": None}
+NEW_FIELDS = {
+    "consensus_distance": None,
+    "owned_chunks": 0,
+    "owner_disagreements": 0,
+    "fallback_chunks": 0,
+}
 
 
 @pytest.mark.slow

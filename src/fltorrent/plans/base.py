@@ -73,6 +73,9 @@ class RoundOutcome:
     pieces_expected: int
     completion: float
     consensus_distance: float | None = None  # neighbours: spread of the models this peer saw
+    owned_chunks: int = 0  # reduce_scatter: chunks this peer owned (aggregated for everyone)
+    owner_disagreements: int = 0  # reduce_scatter: chunks whose owners published two values
+    fallback_chunks: int = 0  # reduce_scatter: chunks this peer aggregated itself
 
 
 class RoundPlan(ABC):
@@ -84,6 +87,14 @@ class RoundPlan(ABC):
         """Whether a blob is still kept (served) during ``round_``: this round and the one
         before it, whose late peers may still be fetching."""
         return manifest.round >= round_ - 1
+
+    def allows(self, peer: int) -> bool:
+        """Whether a peer that is not an overlay neighbour may open a session with us."""
+        return False
+
+    def membership_changed(self, swarm: Swarm, membership: Membership) -> None:
+        """A member left, rejoined or sits a round out (the plan may re-plan the round)."""
+        return
 
     @abstractmethod
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
@@ -172,14 +183,19 @@ def held_pieces(blobs: Mapping[int, Blob]) -> Held:
 
 
 def aggregate_updates(
-    ctx: RoundContext, held: Held, weights: Mapping[int, float] | None = None
+    ctx: RoundContext,
+    held: Held,
+    weights: Mapping[int, float] | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> tuple[Vectors, DefenseReport, Decoded]:
     """Decode the held updates and aggregate them through the defence, chunk by chunk.
 
     ``weights`` replaces the authors' sample counts where given, e.g. by gossip mixing weights;
     under this peer's own id it is the weight of ``ctx.own``, which then takes part even when
-    the peer published nothing (gossip mixes the current model). Authors caught by the protocol (two
-    manifests, corrupt pieces) count as flagged and excluded.
+    the peer published nothing (gossip mixes the current model). ``chunks`` restricts the
+    aggregation to those chunks (a chunk owner's): the result then holds one vector per listed
+    chunk, in that order. Authors caught by the protocol (two manifests, corrupt pieces) count
+    as flagged and excluded.
     """
     plan = ctx.chunk_plan
     decoded, dropped = decode_updates(plan, ctx.base, held)
@@ -190,6 +206,15 @@ def aggregate_updates(
     if weights is not None:
         decoded = reweighted(decoded, weights)
         own_weight = weights.get(ctx.me, own_weight)
+    base, own, mask, others = ctx.base, ctx.own, ctx.judge_mask, decoded
+    if chunks is not None:
+        base = [base[c] for c in chunks]
+        own = [own[c] for c in chunks]
+        mask = [mask[c] for c in chunks]
+        others = {
+            a: (w, {i: v[c] for i, c in enumerate(chunks) if c in v})
+            for a, (w, v) in decoded.items()
+        }
     members = ctx.membership
     caught = members.equivocated.get(ctx.round, set()) | {
         a for a in members.members if ctx.swarm.banned(a)
@@ -197,11 +222,11 @@ def aggregate_updates(
     result, report = ctx.defense.aggregate(
         ctx.round,
         me=ctx.me,
-        base=ctx.base,
-        own=ctx.own,
+        base=base,
+        own=own,
         own_weight=own_weight,
-        others=decoded,
-        judge_mask=ctx.judge_mask,
+        others=others,
+        judge_mask=mask,
     )
     if caught:
         report = dataclasses.replace(
@@ -213,6 +238,21 @@ def aggregate_updates(
     if report.flagged or report.excluded:
         log.info("peer %d round %d: excluded %s", ctx.me, ctx.round, report.excluded)
     return result, report, decoded
+
+
+def merge_reports(reports: Sequence[DefenseReport]) -> DefenseReport:
+    """One report for several aggregations of one round (e.g. chunks aggregated in batches)."""
+    if len(reports) == 1:
+        return reports[0]
+    union = [sorted({a for r in reports for a in getattr(r, f)}) for f in ("judged", "flagged")]
+    return DefenseReport(
+        judged=union[0],
+        flagged=union[1],
+        excluded=sorted({a for r in reports for a in r.excluded}),
+        fallbacks=sum(r.fallbacks for r in reports),
+        chunks_limited=sum(r.chunks_limited for r in reports),
+        authors=max((r.authors for r in reports), default=0),
+    )
 
 
 def reweighted(decoded: Decoded, weights: Mapping[int, float]) -> Decoded:

@@ -168,11 +168,19 @@ def round_policy(config: Config) -> RoundPolicy:
 
 
 def build_plan(
-    config: Config, *, neighbours: Collection[int], degrees: Mapping[int, int]
+    config: Config, *, neighbours: Collection[int], degrees: Mapping[int, int], chunks: int
 ) -> RoundPlan:
-    """One peer's round plan (``exchange.plan``), given its live neighbour set and every
-    member's degree in the overlay as built."""
-    return make_plan(config.exchange.plan, neighbours=neighbours, degrees=degrees)
+    """One peer's round plan (``exchange.plan``), given its live neighbour set, every member's
+    degree in the overlay as built, and the number of chunks of the model."""
+    ex = config.exchange
+    return make_plan(
+        ex.plan,
+        neighbours=neighbours,
+        degrees=degrees,
+        chunks=chunks,
+        replicas=ex.owners,
+        seed=config.federate.seed,
+    )
 
 
 def make_tracker(

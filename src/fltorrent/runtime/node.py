@@ -36,6 +36,7 @@ from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
 from fltorrent.net.clock import offload
 from fltorrent.net.shaping import PeerLink, ShapedTransport
 from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase, RoundPolicy
+from fltorrent.plans import RoundPlan
 from fltorrent.runtime.build import (
     FederationData,
     build_adversary,
@@ -209,6 +210,9 @@ async def _run_registered(
     state = await _peer_state(config, peer_id, profile, hooks)
     learner = state.learner
     neighbours = set(welcome.neighbours)
+    plan = build_plan(
+        config, neighbours=neighbours, degrees=welcome.degrees, chunks=learner.plan.num_chunks
+    )
     policy = round_policy(config)
     link = link_profile(config, profile)
     async with contextlib.AsyncExitStack() as stack:
@@ -223,7 +227,7 @@ async def _run_registered(
             swarm_options(config, federation=welcome.federation, peer_id=peer_id, listen_port=port),
             transport=swarm_transport,
             want=lambda _round, _author, _topic: False,
-            allow_peer=neighbours.__contains__,
+            allow_peer=lambda p: p in neighbours or plan.allows(p),
             serve_hook=poison_block if poisoner else None,
         )
         await stack.enter_async_context(swarm)
@@ -237,7 +241,7 @@ async def _run_registered(
             accept=accept,
             neighbours=neighbours,
             policy=policy,
-            config=config,
+            plan=plan,
             swarm_holder=swarm_holder,
             hooks=hooks,
             tg=tg,
@@ -256,7 +260,7 @@ async def _run_peer(
     accept: ConnectionHandler,
     neighbours: set[int],
     policy: RoundPolicy,
-    config: Config,
+    plan: RoundPlan,
     swarm_holder: list[ConnectionHandler],
     hooks: NodeHooks,
     tg: asyncio.TaskGroup,
@@ -283,9 +287,10 @@ async def _run_peer(
         encoder=state.encoder,
         clock_origin=hooks.clock_origin,
         defense=state.defense,
-        plan=build_plan(config, neighbours=neighbours, degrees=welcome.degrees),
+        plan=plan,
         publisher=_publisher(state.adversary),
         neighbours=neighbours,
+        addresses=welcome.members,
     )
     for gone in client.left | set(welcome.departed):
         peer.membership.left(gone)
@@ -297,7 +302,7 @@ async def _run_peer(
     client.on_skipped = peer.member_skipped
 
     def joined(other: int, address: Address, first_round: int) -> None:
-        peer.member_joined(other, first_round)
+        peer.member_joined(other, first_round, address)
         if other in neighbours and other > peer_id:  # we are the dialing side of this edge
             swarm.connect(other, address)
 

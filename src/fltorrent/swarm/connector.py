@@ -81,6 +81,18 @@ class Connector:
         self._addresses[peer_id] = address
         self._dialers[peer_id] = self.spawn(self._dial_loop(peer_id, address))
 
+    def disconnect(self, peer_id: int) -> None:
+        """Stop keeping a connection to ``peer_id``: no more redials (a session stays open
+        until either side closes it)."""
+        dialer = self._dialers.pop(peer_id, None)
+        if dialer is not None:
+            dialer.cancel()
+        self._addresses.pop(peer_id, None)
+
+    def keeps(self, peer_id: int) -> bool:
+        """Whether a connection to ``peer_id`` is being kept (dialed and redialed)."""
+        return peer_id in self._dialers
+
     def drop(self, session: Session) -> None:
         """Close a session's connection (its task then ends the session)."""
         self.spawn(session.conn.aclose())

@@ -180,6 +180,17 @@ class Swarm:
         """Keep a connection to ``peer_id`` open: dial, and redial when it breaks."""
         self._conns.connect(peer_id, address)
 
+    def disconnect(self, peer_id: int) -> None:
+        """Close the session with ``peer_id`` and stop redialing it (it is no longer needed)."""
+        self._conns.disconnect(peer_id)
+        session = self.sessions.get(peer_id)
+        if session is not None:
+            self._conns.drop(session)
+
+    def connected(self, peer_id: int) -> bool:
+        """Whether a session with ``peer_id`` is open or being kept (dialed)."""
+        return peer_id in self.sessions or self._conns.keeps(peer_id)
+
     def banned(self, peer_id: int) -> bool:
         """Whether ``peer_id`` sent ``max_corrupt`` corrupt pieces (it is refused for good)."""
         return self._down.corrupt.get(peer_id, 0) >= self.options.max_corrupt

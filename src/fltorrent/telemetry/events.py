@@ -60,6 +60,9 @@ class RoundMetrics:
     robust_fallbacks: int = 0  # chunks aggregated by the median for lack of contributors
     # Plan ``neighbours``: RMS distance of the models this peer averaged from their mean.
     consensus_distance: float | None = None
+    owned_chunks: int = 0  # reduce_scatter: chunks this peer aggregated for everyone
+    owner_disagreements: int = 0  # reduce_scatter: chunks whose owners published two values
+    fallback_chunks: int = 0  # reduce_scatter: chunks this peer aggregated itself
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""

@@ -1,0 +1,477 @@
+"""``reduce_scatter``: chunk owners aggregate, then everyone gathers the aggregated chunks.
+
+Each chunk has ``replicas`` owners this round (:mod:`fltorrent.plans.owners`: deterministic from
+the seed, the round and the membership). An author's update goes only to the owners of each of
+its chunks (a peer wants exactly the pieces of the chunks it owns, over direct connections the
+plan opens to its partners). An owner aggregates each chunk it owns through its defence (robust
+rule, detection and trust apply there) once every expected author's piece arrived (or at half
+the deadline), and publishes the aggregated chunks as ``AGGREGATE`` blobs (one per run of
+consecutive chunks). Every peer then gathers the aggregated chunks it does not own through the
+swarm. Per peer and round that is about ``(replicas + 1) x M`` of upload and download, against
+``(N - 1) x M`` for ``all_to_all``: the bandwidth-optimal exchange up to the replicas.
+
+Owners are checked against each other. A chunk's value is *settled* once a strict majority of
+its owners published the same piece hash; peers fetch it once, from one of them. Owners that
+disagree are counted (``owner_disagreements``); when no value has a majority (two owners, two
+values), or when no owner published anything by the soft deadline (dead or late owners), a peer
+aggregates that chunk itself from the authors' pieces (``fallback_chunks``): authors keep
+serving their updates for the whole round. A departed owner's chunks fall to the next member on
+the ring, which fetches the pieces and publishes in its place. At the deadline, partial
+aggregation holds per chunk: a chunk with no value keeps this peer's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fltorrent.defense import DefenseReport
+from fltorrent.learn.chunking import ChunkPlan
+from fltorrent.learn.update_codec import manifest_problem
+from fltorrent.membership import Membership
+from fltorrent.phases import Phase
+from fltorrent.plans.base import (
+    RoundContext,
+    RoundOutcome,
+    RoundPlan,
+    Vectors,
+    aggregate_flops,
+    aggregate_updates,
+    held_pieces,
+    merge_reports,
+    round_blobs,
+)
+from fltorrent.plans.owners import Ownership, ranges
+from fltorrent.swarm import UPDATE, Blob, Manifest, Swarm, Topic, TopicKind
+
+log = logging.getLogger(__name__)
+MAX_WEIGHT = 1 << 40  # as the peer's MAX_SAMPLES: an aggregate's weight is a sum of those
+Vote = tuple[int, Blob, int]  # owner's rank among the chunk's owners, its blob, piece index
+
+
+@dataclass
+class _Round:
+    """One round's progress."""
+
+    round: int
+    owned_since: dict[int, float] = field(default_factory=dict)  # owned chunk -> since when
+    published: dict[int, np.ndarray] = field(default_factory=dict)  # our aggregate per chunk
+    fallback: dict[int, float] = field(default_factory=dict)  # chunk -> since when
+    local: dict[int, np.ndarray] = field(default_factory=dict)  # fallback chunks aggregated
+    chosen: dict[int, Vote] = field(default_factory=dict)  # chunk -> the vote to fetch
+    settled: set[int] = field(default_factory=set)  # chunks a majority of owners agree on
+    disagreed: set[int] = field(default_factory=set)
+    reports: list[DefenseReport] = field(default_factory=list)
+    aggregate_s: float = 0.0
+    wants: tuple[frozenset[int], frozenset[bytes]] = (frozenset(), frozenset())
+
+
+class ReduceScatter(RoundPlan):
+    """See the module docstring."""
+
+    name = "reduce_scatter"
+
+    def __init__(
+        self,
+        *,
+        chunks: int,
+        replicas: int = 2,
+        seed: int = 0,
+        neighbours: Collection[int] = (),
+    ) -> None:
+        self.chunks = chunks
+        self.replicas = replicas
+        self.seed = seed
+        self.neighbours = neighbours  # the overlay's (live) neighbours: never disconnected
+        self._swarm: Swarm | None = None
+        self._members: Membership | None = None
+        self._own: Ownership | None = None
+        self._st = _Round(0)
+        self._dialed: set[int] = set()  # partners beyond the overlay that we dialed
+        self._previous: set[int] = set()  # last round's partners (late peers still fetch)
+
+    # ------------------------------------------------------------------ wiring
+    def allows(self, peer: int) -> bool:
+        """Any member may connect: partners change with the round's owners."""
+        return self._members is None or peer in self._members.members
+
+    def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
+        swarm.drop_blobs(lambda m: not self.keep(m, round_))
+        self._swarm, self._members = swarm, membership
+        if self._own is not None:
+            self._previous = self._own.partners(membership.me)
+        self._st = _Round(round_)
+        self._replan()
+
+    def membership_changed(self, swarm: Swarm, membership: Membership) -> None:
+        if self._swarm is not None and self._st.round:
+            self._replan()
+
+    def _replan(self) -> None:
+        """Owners and partners from the membership: connect, and say what we want."""
+        swarm, members, st = self._swarm, self._members, self._st
+        assert swarm is not None and members is not None
+        now = asyncio.get_running_loop().time()
+        own = Ownership.draw(
+            seed=self.seed,
+            round_=st.round,
+            members=members.members,
+            chunks=self.chunks,
+            replicas=self.replicas,
+            departed=members.departed,
+        )
+        self._own = own
+        for c in own.owned_by(members.me):
+            st.owned_since.setdefault(c, now)
+        self._connect(own.partners(members.me) | self._previous, members)
+        self._decide(now, float("inf"))
+        self._set_want(force=True)
+
+    def _connect(self, partners: set[int], members: Membership) -> None:
+        swarm = self._swarm
+        assert swarm is not None
+        me, overlay = members.me, set(self.neighbours)
+        for q in sorted(partners - overlay):
+            address = members.addresses.get(q)
+            if q > me and address is not None and not swarm.connected(q):
+                swarm.connect(q, address)  # the lower id dials: one connection per pair
+                self._dialed.add(q)
+        for q in sorted(self._dialed - partners - overlay):
+            swarm.disconnect(q)
+            self._dialed.discard(q)
+
+    # ------------------------------------------------------------------ wants
+    def _update_chunks(self) -> frozenset[int]:
+        """Chunks whose authors' pieces we still need: owned and not yet aggregated, or
+        aggregated here as a fallback."""
+        st = self._st
+        pending = {c for c in st.owned_since if c not in st.published}
+        return frozenset(pending | {c for c in st.fallback if c not in st.local})
+
+    def _set_want(self, *, force: bool = False) -> None:
+        """Tell the swarm, when it changed, which pieces we want."""
+        st, swarm = self._st, self._swarm
+        assert swarm is not None
+        wants = (self._update_chunks(), frozenset(v[1].blob_id for v in st.chosen.values()))
+        if force or wants != st.wants:
+            st.wants = wants
+            swarm.set_want(self._want, self._pieces)
+
+    def _want(self, round_: int, author: int, topic: Topic) -> bool:
+        members, own = self._members, self._own
+        if members is None or own is None or round_ != self._st.round or author == members.me:
+            return False
+        if topic == UPDATE:
+            return bool(self._st.wants[0])
+        if topic.kind is TopicKind.AGGREGATE and topic.last <= self.chunks:
+            return any(author in own.owners(c) for c in range(topic.first, topic.last))
+        return False
+
+    def _pieces(self, manifest: Manifest) -> frozenset[int] | None:
+        if manifest.topic == UPDATE:
+            return self._st.wants[0]
+        first = manifest.topic.first
+        chosen = self._st.chosen
+        return frozenset(
+            c - first
+            for c in range(first, manifest.topic.last)
+            if c in chosen and chosen[c][1].blob_id == manifest.blob_id
+        )
+
+    def check(self, manifest: Manifest, chunk_plan: ChunkPlan) -> str | None:
+        topic = manifest.topic
+        if topic == UPDATE:
+            return manifest_problem(chunk_plan, manifest.meta, manifest.piece_sizes)
+        if topic.kind is not TopicKind.AGGREGATE:
+            return f"topic {topic} is not part of plan {self.name}"
+        if not topic.first < topic.last <= chunk_plan.num_chunks:
+            return f"aggregated chunks [{topic.first}, {topic.last}) are not chunks of our plan"
+        sizes = tuple(chunk_plan.chunks[c].nbytes for c in range(topic.first, topic.last))
+        if manifest.meta != chunk_plan.digest() or manifest.piece_sizes != sizes:
+            return "aggregated chunks do not match our chunk plan"
+        return None
+
+    # ------------------------------------------------------------------ votes
+    def _votes(self) -> dict[int, list[Vote]]:
+        """Per chunk, the aggregates its current owners published (ours included)."""
+        swarm, members, own = self._swarm, self._members, self._own
+        assert swarm is not None and members is not None and own is not None
+        r = self._st.round
+        seen: dict[tuple[int, Topic], Blob | None] = {}
+        for b in swarm.blobs.values():
+            m = b.manifest
+            if m.round != r or m.topic.kind is not TopicKind.AGGREGATE:
+                continue
+            key = (m.author, m.topic)
+            if key in seen:  # two aggregates for one (author, round, topic): ignore both
+                if seen[key] is not None:
+                    log.warning("peer %d round %d: owner %d equivocated", members.me, r, m.author)
+                seen[key] = None
+            else:
+                seen[key] = b
+        votes: dict[int, list[Vote]] = {}
+        for (author, topic), blob in seen.items():
+            if blob is None or topic.last > self.chunks:
+                continue
+            for c in range(topic.first, topic.last):
+                owners = own.owners(c)
+                if author in owners:
+                    votes.setdefault(c, []).append((owners.index(author), blob, c - topic.first))
+        return votes
+
+    def _decide(self, now: float, soft: float) -> None:
+        """Per chunk: the value most owners agree on and where to fetch it; disagreements;
+        chunks to aggregate here (no majority among all owners, or nobody published by the
+        soft deadline)."""
+        st, own = self._st, self._own
+        assert own is not None
+        votes = self._votes()
+        st.chosen, st.settled = {}, set()
+        for c in range(self.chunks):
+            ballot = votes.get(c, [])
+            if not ballot:
+                if now >= soft and c not in st.owned_since:
+                    st.fallback.setdefault(c, now)  # its owners are late or dead
+                continue
+            by_hash: dict[bytes, list[Vote]] = {}
+            for vote in ballot:
+                by_hash.setdefault(vote[1].manifest.piece_hashes[vote[2]], []).append(vote)
+            groups = sorted(by_hash.values(), key=lambda g: (-len(g), min(v[0] for v in g)))
+            if len(groups) > 1 and c not in st.disagreed:
+                st.disagreed.add(c)
+                authors = sorted(v[1].manifest.author for v in ballot)
+                log.warning(
+                    "peer %d round %d: owners %s of chunk %d disagree",
+                    self._me(),
+                    st.round,
+                    authors,
+                    c,
+                )
+            best, owners = groups[0], len(own.owners(c))
+            if 2 * len(best) > owners:
+                st.settled.add(c)
+            elif len(ballot) >= owners and c not in st.owned_since:
+                st.fallback.setdefault(c, now)  # every owner voted, no majority
+            held = [v for v in best if v[1].has(v[2])]
+            st.chosen[c] = min(held or best, key=lambda v: v[0])
+
+    def _me(self) -> int:
+        assert self._members is not None
+        return self._members.me
+
+    # ------------------------------------------------------------------ progress
+    def _update_blobs(self, ctx: RoundContext) -> dict[int, Blob]:
+        return round_blobs(ctx.swarm, ctx.membership, ctx.round, UPDATE)
+
+    def _expected(self, ctx: RoundContext, blobs: dict[int, Blob]) -> set[int]:
+        return ctx.membership.expected(ctx.round, blobs)
+
+    def _arrived(self, ctx: RoundContext, blobs: dict[int, Blob], c: int) -> tuple[bool, float]:
+        """Whether every expected author's piece ``c`` is here (or will never come), and the
+        share of them that is here."""
+        expected = self._expected(ctx, blobs)
+        if not expected:
+            return True, 1.0
+        swarm, members, r = ctx.swarm, ctx.membership, ctx.round
+        here = complete = 0
+        for a in expected:
+            blob = blobs.get(a)
+            if blob is not None and blob.has(c):
+                here += 1
+                complete += 1
+            elif (members.away(a, r) or swarm.banned(a)) and (
+                blob is None or not swarm.obtainable(blob)
+            ):
+                complete += 1
+        return complete == len(expected), here / len(expected)
+
+    def _ready(self, ctx: RoundContext, now: float) -> list[int]:
+        """Owned chunks to aggregate now: all pieces here, or half the deadline passed."""
+        st, policy = self._st, ctx.policy
+        blobs = self._update_blobs(ctx)
+        ready = []
+        for c, since in st.owned_since.items():
+            if c in st.published:
+                continue
+            complete, share = self._arrived(ctx, blobs, c)
+            soft = now >= since + policy.timeout / 2 and share >= policy.min_completion_ratio
+            if complete or soft or now >= since + policy.hard_timeout / 2:
+                ready.append(c)
+        return sorted(ready)
+
+    def _fallback_ready(self, ctx: RoundContext) -> list[int]:
+        st = self._st
+        blobs = self._update_blobs(ctx)
+        return sorted(
+            c
+            for c in st.fallback
+            if c not in st.local and c not in st.settled and self._arrived(ctx, blobs, c)[0]
+        )
+
+    def _resolved(self, c: int) -> bool:
+        st = self._st
+        if c in st.local:
+            return True
+        vote = st.chosen.get(c)
+        return c in st.settled and vote is not None and vote[1].has(vote[2])
+
+    def _progress(self, ctx: RoundContext) -> tuple[int, int]:
+        """Pieces here and expected: the owned chunks' update pieces, then one aggregated
+        piece per chunk. Sets ``ctx.completion``."""
+        st = self._st
+        blobs = self._update_blobs(ctx)
+        authors = len(self._expected(ctx, blobs))
+        owned = list(st.owned_since)
+        expected = len(owned) * authors + self.chunks
+        received = sum(1 for c in range(self.chunks) if self._resolved(c))
+        for c in owned:
+            received += sum(1 for b in blobs.values() if b.has(c))
+        ctx.completion = min(1.0, received / expected) if expected else 1.0
+        return received, expected
+
+    def _timers(self, ctx: RoundContext, t0: float) -> list[float]:
+        policy, st = ctx.policy, self._st
+        times = [t0 + policy.timeout, t0 + policy.hard_timeout]
+        for c, since in st.owned_since.items():
+            if c not in st.published:
+                times += [since + policy.timeout / 2, since + policy.hard_timeout / 2]
+        return times
+
+    # ------------------------------------------------------------------ exchange
+    async def exchange(self, ctx: RoundContext) -> RoundOutcome:
+        ctx.enter(Phase.EXCHANGING)
+        swarm, policy, st = ctx.swarm, ctx.policy, self._st
+        t0 = ctx.now()
+        soft, hard = t0 + policy.timeout, t0 + policy.hard_timeout
+        if policy.critical_window > 0:
+            swarm.set_critical(ctx.round, t0 + (1 - policy.critical_window) * policy.timeout)
+        deadline_hit = False
+        try:
+            while True:
+                now = ctx.now()
+                self._decide(now, soft)
+                self._set_want()
+                if ready := self._ready(ctx, now):
+                    await self._aggregate(ctx, ready, publish=True)
+                    continue
+                if ready := self._fallback_ready(ctx):
+                    await self._aggregate(ctx, ready, publish=False)
+                    continue
+                self._progress(ctx)
+                if all(self._resolved(c) for c in range(self.chunks)):
+                    break
+                enough = ctx.completion >= policy.min_completion_ratio
+                if now >= hard or (now >= soft and enough):
+                    deadline_hit = True
+                    break
+                wake = min(t for t in self._timers(ctx, t0) if t > now)
+                await swarm.wait_for(lambda: self._actionable(ctx), wake - now)
+        finally:
+            swarm.set_critical(None)
+        exchange_s = ctx.now() - t0
+        received, expected = self._progress(ctx)
+        if deadline_hit:
+            log.warning(
+                "peer %d round %d: deadline with completion %.2f",
+                ctx.me,
+                ctx.round,
+                ctx.completion,
+            )
+        ctx.enter(Phase.AGGREGATING)
+        vectors = self._assemble(ctx)
+        _, load_s = await ctx.compute(lambda: ctx.load(vectors), lambda: 0.0)
+        return RoundOutcome(
+            report=merge_reports(st.reports) if st.reports else DefenseReport(),
+            deadline_hit=deadline_hit,
+            exchange_s=exchange_s,
+            aggregate_s=st.aggregate_s + load_s,
+            authors_expected=len(self._expected(ctx, self._update_blobs(ctx))),
+            pieces_received=received,
+            pieces_expected=expected,
+            completion=ctx.completion,
+            owned_chunks=len(st.owned_since),
+            owner_disagreements=len(st.disagreed),
+            fallback_chunks=len(st.fallback),
+        )
+
+    def _actionable(self, ctx: RoundContext) -> bool:
+        """Wake the exchange loop: something to aggregate, choose or finish."""
+        self._decide(ctx.now(), float("inf"))
+        if self._set_want_changed():
+            return True
+        now = ctx.now()
+        if self._ready(ctx, now) or self._fallback_ready(ctx):
+            return True
+        return all(self._resolved(c) for c in range(self.chunks))
+
+    def _set_want_changed(self) -> bool:
+        before = self._st.wants
+        self._set_want()
+        return self._st.wants != before
+
+    async def _aggregate(self, ctx: RoundContext, chunks: list[int], *, publish: bool) -> None:
+        """Aggregate ``chunks`` from the authors' pieces; publish them (owned) or keep them
+        (fallback)."""
+        st = self._st
+        held = held_pieces(self._update_blobs(ctx))
+
+        def work() -> tuple[Vectors, DefenseReport, float]:
+            vectors, report, decoded = aggregate_updates(ctx, held, chunks=chunks)
+            weight = sum(w for w, v in decoded.values() if any(c in v for c in chunks))
+            return vectors, report, weight + (ctx.own_weight or 0.0)
+
+        (vectors, report, weight), seconds = await ctx.compute(
+            work, lambda: aggregate_flops([ctx.base[c] for c in chunks], len(held))
+        )
+        st.aggregate_s += seconds
+        st.reports.append(report)
+        values = dict(zip(chunks, vectors, strict=True))
+        if not publish:
+            st.local.update(values)
+            return
+        st.published.update(values)
+        plan = ctx.chunk_plan
+        samples = int(min(max(weight, 1.0), MAX_WEIGHT))
+        for first, last in ranges(chunks):
+            pieces = [plan.vector_to_chunk(c, values[c]) for c in range(first, last)]
+            manifest = Manifest.build(
+                author=ctx.me,
+                round=ctx.round,
+                pieces=pieces,
+                num_samples=samples,
+                meta=plan.digest(),
+                topic=Topic(TopicKind.AGGREGATE, first, last),
+            )
+            ctx.swarm.publish(manifest, pieces, verify=False)
+        self._set_want()
+
+    def _assemble(self, ctx: RoundContext) -> Vectors:
+        """The next model, chunk by chunk: the agreed aggregate, else one aggregated here, else
+        the best-supported aggregate that arrived, else this peer's own."""
+        st, plan = self._st, ctx.chunk_plan
+        self._decide(ctx.now(), float("inf"))
+        out: Vectors = []
+        for c in range(self.chunks):
+            vote = st.chosen.get(c)
+            fetched = vote is not None and vote[1].has(vote[2])
+            if fetched and c in st.settled and vote is not None:
+                out.append(_value(plan, c, vote))
+            elif c in st.local:
+                out.append(st.local[c])
+            elif fetched and vote is not None:
+                out.append(_value(plan, c, vote))
+            elif c in st.published:
+                out.append(st.published[c])
+            else:
+                out.append(np.asarray(ctx.own[c], dtype=np.float64))
+        return out
+
+
+def _value(plan: ChunkPlan, chunk: int, vote: Vote) -> np.ndarray:
+    data = vote[1].pieces[vote[2]]
+    assert data is not None
+    return plan.chunk_to_vector(chunk, data)
