@@ -8,6 +8,11 @@ members from there on that have not departed. With every member present each one
 ``r * C / N`` chunks (contiguous, at most one more than any other). A departed owner's chunks
 fall to the next live member on the ring and nobody else's move (the successor takes a second
 share: the price of never reshuffling mid-round).
+
+A chunk's *electorate* is the ring from its position up to its last live owner: its owners plus
+the departed members passed over on the way. An aggregate a departed owner published before it
+left still counts as a vote (it was computed from the same updates; a peer that finished its
+last round and left is not wrong for having left).
 """
 
 from __future__ import annotations
@@ -45,20 +50,34 @@ class Ownership:
         ring = tuple(order[i] for i in rng.permutation(len(order)))
         return cls(ring, chunks, replicas, frozenset(departed))
 
-    def successors(self, chunk: int) -> list[int]:
-        """Every live member in the order it takes over ``chunk`` (owners first)."""
-        n = len(self.ring)
-        start = chunk * n // self.chunks
-        walk = (self.ring[(start + k) % n] for k in range(n))
-        return [p for p in walk if p not in self.departed]
+    def electorate(self, chunk: int) -> list[int]:
+        """The ring from ``chunk``'s position up to its last live owner (see the docstring)."""
+        return self._electorate[chunk]
 
     def owners(self, chunk: int) -> list[int]:
-        """The owners of ``chunk``, best ranked first (empty when every member departed)."""
+        """The live owners of ``chunk``, best ranked first (empty when every member departed)."""
         return self._owners[chunk]
 
     @cached_property
+    def _electorate(self) -> list[list[int]]:
+        n = len(self.ring)
+        out = []
+        for c in range(self.chunks):
+            start = c * n // self.chunks
+            voters: list[int] = []
+            live = 0
+            for k in range(n):
+                p = self.ring[(start + k) % n]
+                voters.append(p)
+                live += p not in self.departed
+                if live == self.replicas:
+                    break
+            out.append(voters)
+        return out
+
+    @cached_property
     def _owners(self) -> list[list[int]]:
-        return [self.successors(c)[: self.replicas] for c in range(self.chunks)]
+        return [[p for p in e if p not in self.departed] for e in self._electorate]
 
     def owned_by(self, peer: int) -> list[int]:
         """The chunks ``peer`` owns, in order."""

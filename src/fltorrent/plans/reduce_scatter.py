@@ -10,21 +10,24 @@ consecutive chunks). Every peer then gathers the aggregated chunks it does not o
 swarm. Per peer and round that is about ``(replicas + 1) x M`` of upload and download, against
 ``(N - 1) x M`` for ``all_to_all``: the bandwidth-optimal exchange up to the replicas.
 
-Owners are checked against each other. A chunk's value is *settled* once a strict majority of
-its owners published the same piece hash; peers fetch it once, from one of them. Owners that
-disagree are counted (``owner_disagreements``); when no value has a majority (two owners, two
-values), or when no owner published anything by the soft deadline (dead or late owners), a peer
+Owners are checked against each other. A chunk's value is *settled* once more than half of
+``replicas`` votes (aggregates published by its electorate: its owners, and owners that left
+after publishing) carry the same piece hash; peers fetch it once, from one of them. Owners that
+disagree are counted (``owner_disagreements``); an owner in a dispute keeps the value it
+computed itself. When every owner voted and no value has a majority (two owners, two values),
+or when no owner published anything by the soft deadline (dead or late owners), a peer
 aggregates that chunk itself from the authors' pieces (``fallback_chunks``): authors keep
-serving their updates for the whole round. A departed owner's chunks fall to the next member on
-the ring, which fetches the pieces and publishes in its place. At the deadline, partial
-aggregation holds per chunk: a chunk with no value keeps this peer's own.
+serving their updates for the whole round, and every chunk owner holds them. A departed owner's
+chunks fall to the next member on the ring, which fetches the pieces and publishes in its place
+unless the chunk is settled already. At the deadline, partial aggregation holds per chunk: a
+chunk with no value keeps this peer's own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -82,11 +85,15 @@ class ReduceScatter(RoundPlan):
         replicas: int = 2,
         seed: int = 0,
         neighbours: Collection[int] = (),
+        aggregate_hook: Callable[[int, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.chunks = chunks
         self.replicas = replicas
         self.seed = seed
         self.neighbours = neighbours  # the overlay's (live) neighbours: never disconnected
+        # Rewrites an aggregated chunk before it is published: a seam for faults (a Byzantine
+        # owner in tests and experiments), like the swarm's serve_hook.
+        self.aggregate_hook = aggregate_hook
         self._swarm: Swarm | None = None
         self._members: Membership | None = None
         self._own: Ownership | None = None
@@ -146,10 +153,10 @@ class ReduceScatter(RoundPlan):
 
     # ------------------------------------------------------------------ wants
     def _update_chunks(self) -> frozenset[int]:
-        """Chunks whose authors' pieces we still need: owned and not yet aggregated, or
-        aggregated here as a fallback."""
+        """Chunks whose authors' pieces we still need: owned and neither aggregated nor settled
+        by others, or aggregated here as a fallback."""
         st = self._st
-        pending = {c for c in st.owned_since if c not in st.published}
+        pending = {c for c in st.owned_since if c not in st.published and c not in st.settled}
         return frozenset(pending | {c for c in st.fallback if c not in st.local})
 
     def _set_want(self, *, force: bool = False) -> None:
@@ -168,7 +175,7 @@ class ReduceScatter(RoundPlan):
         if topic == UPDATE:
             return bool(self._st.wants[0])
         if topic.kind is TopicKind.AGGREGATE and topic.last <= self.chunks:
-            return any(author in own.owners(c) for c in range(topic.first, topic.last))
+            return any(author in own.electorate(c) for c in range(topic.first, topic.last))
         return False
 
     def _pieces(self, manifest: Manifest) -> frozenset[int] | None:
@@ -197,7 +204,7 @@ class ReduceScatter(RoundPlan):
 
     # ------------------------------------------------------------------ votes
     def _votes(self) -> dict[int, list[Vote]]:
-        """Per chunk, the aggregates its current owners published (ours included)."""
+        """Per chunk, the aggregates its electorate published (ours included)."""
         swarm, members, own = self._swarm, self._members, self._own
         assert swarm is not None and members is not None and own is not None
         r = self._st.round
@@ -218,9 +225,9 @@ class ReduceScatter(RoundPlan):
             if blob is None or topic.last > self.chunks:
                 continue
             for c in range(topic.first, topic.last):
-                owners = own.owners(c)
-                if author in owners:
-                    votes.setdefault(c, []).append((owners.index(author), blob, c - topic.first))
+                voters = own.electorate(c)
+                if author in voters:
+                    votes.setdefault(c, []).append((voters.index(author), blob, c - topic.first))
         return votes
 
     def _decide(self, now: float, soft: float) -> None:
@@ -251,13 +258,18 @@ class ReduceScatter(RoundPlan):
                     authors,
                     c,
                 )
-            best, owners = groups[0], len(own.owners(c))
-            if 2 * len(best) > owners:
+            best = groups[0]
+            if 2 * len(best) > self.replicas:
                 st.settled.add(c)
-            elif len(ballot) >= owners and c not in st.owned_since:
+            elif self._all_voted(c, ballot) and c not in st.owned_since:
                 st.fallback.setdefault(c, now)  # every owner voted, no majority
             held = [v for v in best if v[1].has(v[2])]
             st.chosen[c] = min(held or best, key=lambda v: v[0])
+
+    def _all_voted(self, c: int, ballot: list[Vote]) -> bool:
+        assert self._own is not None
+        voted = {v[1].manifest.author for v in ballot}
+        return all(p in voted for p in self._own.owners(c))
 
     def _me(self) -> int:
         assert self._members is not None
@@ -295,7 +307,7 @@ class ReduceScatter(RoundPlan):
         blobs = self._update_blobs(ctx)
         ready = []
         for c, since in st.owned_since.items():
-            if c in st.published:
+            if c in st.published or c in st.settled:  # settled: others aggregated it already
                 continue
             complete, share = self._arrived(ctx, blobs, c)
             soft = now >= since + policy.timeout / 2 and share >= policy.min_completion_ratio
@@ -313,11 +325,15 @@ class ReduceScatter(RoundPlan):
         )
 
     def _resolved(self, c: int) -> bool:
+        """Whether chunk ``c``'s value for the next model is here."""
         st = self._st
         if c in st.local:
             return True
         vote = st.chosen.get(c)
-        return c in st.settled and vote is not None and vote[1].has(vote[2])
+        if c in st.settled:
+            return vote is not None and vote[1].has(vote[2])
+        # An owner in a dispute (or with silent co-owners at the end) keeps its own value.
+        return c in st.published and c in st.disagreed
 
     def _progress(self, ctx: RoundContext) -> tuple[int, int]:
         """Pieces here and expected: the owned chunks' update pieces, then one aggregated
@@ -434,6 +450,8 @@ class ReduceScatter(RoundPlan):
             st.local.update(values)
             return
         st.published.update(values)
+        if self.aggregate_hook is not None:  # what others get; the owner keeps its own value
+            values = {c: self.aggregate_hook(c, v) for c, v in values.items()}
         plan = ctx.chunk_plan
         samples = int(min(max(weight, 1.0), MAX_WEIGHT))
         for first, last in ranges(chunks):
@@ -451,7 +469,8 @@ class ReduceScatter(RoundPlan):
 
     def _assemble(self, ctx: RoundContext) -> Vectors:
         """The next model, chunk by chunk: the agreed aggregate, else one aggregated here, else
-        the best-supported aggregate that arrived, else this peer's own."""
+        this peer's own unsettled aggregate, else the best-supported aggregate that arrived, else
+        this peer's own chunk."""
         st, plan = self._st, ctx.chunk_plan
         self._decide(ctx.now(), float("inf"))
         out: Vectors = []
@@ -462,10 +481,10 @@ class ReduceScatter(RoundPlan):
                 out.append(_value(plan, c, vote))
             elif c in st.local:
                 out.append(st.local[c])
+            elif c in st.published:  # unsettled: an owner trusts what it computed
+                out.append(st.published[c])
             elif fetched and vote is not None:
                 out.append(_value(plan, c, vote))
-            elif c in st.published:
-                out.append(st.published[c])
             else:
                 out.append(np.asarray(ctx.own[c], dtype=np.float64))
         return out
