@@ -162,8 +162,8 @@ async def test_reduce_scatter_survives_an_owner_dying_mid_exchange() -> None:
     chunks = peers[survivors[0]].learner.plan.num_chunks
     assert sum(m.owned_chunks for m in second) == 2 * chunks
     got = models(peers, survivors)
-    for m in got[1:]:
-        np.testing.assert_array_equal(m, got[0])
+    for model in got[1:]:
+        np.testing.assert_array_equal(model, got[0])
 
 
 @pytest.mark.slow
