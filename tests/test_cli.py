@@ -146,6 +146,26 @@ def test_processes_mode_matches_the_in_process_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("plan", ["neighbours", "reduce_scatter"])
+def test_every_plan_runs_in_processes_as_in_one_process(tmp_path: Path, plan: str) -> None:
+    args = ["--peers", "4", "--rounds", "2", "--set", "data.num_samples=2000"]
+    args += ["--set", f"exchange.plan={plan}"]
+    runs = {}
+    for name, extra in (("P", ["--processes"]), ("L", [])):
+        proc = _fltorrent("run", *extra, *args, "--output-dir", str(tmp_path / name))
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "summary.json").read_text())
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(x) for x in lines]
+        assert len(records) == 8 and all(r["completion"] == 1.0 for r in records)
+        if plan == "reduce_scatter":
+            assert all(r["owned_chunks"] > 0 for r in records)
+    assert [r["mean"] for r in runs["P"]["accuracy_per_round"]] == [
+        r["mean"] for r in runs["L"]["accuracy_per_round"]
+    ]
+
+
+@pytest.mark.slow
 def test_default_federation_reaches_the_accuracy_target(tmp_path: Path) -> None:
     # The README's run command: 8 peers, mesh of 3, mnist1d Dirichlet(0.5), 1-D CNN, 20 rounds.
     proc = _fltorrent("run", "--output-dir", str(tmp_path / "default"))

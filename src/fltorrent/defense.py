@@ -27,6 +27,7 @@ The peer calls :meth:`Defense.aggregate`; the math lives in :mod:`fltorrent.aggr
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,19 @@ class Defense:
         self._rng = np.random.default_rng(self.seed)
         self._history = UpdateMomentum(self.momentum)
 
+    def fresh(self, seed: int) -> Defense:
+        """The same settings with empty state (no trust scores, no detection history) and its
+        own random seed: the defence of another aggregation job (a chunk group's owners)."""
+        trust = self.trust
+        if trust is not None:
+            trust = TrustTable(
+                decay=trust.decay,
+                threshold=trust.threshold,
+                initial=trust.initial,
+                recovery=trust.recovery,
+            )
+        return dataclasses.replace(self, trust=trust, seed=seed)
+
     @property
     def plain(self) -> bool:
         """Plain sample-weighted partial FedAvg."""
@@ -103,6 +117,7 @@ class Defense:
         own_weight: float | None,
         others: Mapping[int, tuple[float, Mapping[int, Vector]]],
         judge_mask: Sequence[np.ndarray] | None = None,
+        chunk_ids: Sequence[int] | None = None,
     ) -> tuple[list[Vector], DefenseReport]:
         """The aggregated chunk vectors and a report.
 
@@ -111,6 +126,8 @@ class Defense:
         arrived; ``others`` maps each author to its weight and its delivered chunk vectors.
         ``judge_mask[c]`` selects the coordinates of chunk ``c`` the outlier filter looks at
         (e.g. weights, not integer step counters, which differ honestly between peers).
+        ``chunk_ids[c]`` is the model chunk that position ``c`` stands for, when the lists hold
+        a subset of the chunks (a chunk owner's): the detection history is kept per model chunk.
         """
         flagged_now: set[int] = set()
         excluded: set[int] = set()
@@ -124,6 +141,7 @@ class Defense:
                 own_weight=own_weight,
                 others=others,
                 mask=judge_mask,
+                chunk_ids=chunk_ids,
             )
         authors = sorted({me, *others} - excluded)
         per_chunk: list[list[tuple[int, Vector, float]]] = []
@@ -187,6 +205,7 @@ class Defense:
         own_weight: float | None,
         others: Mapping[int, tuple[float, Mapping[int, Vector]]],
         mask: Sequence[np.ndarray] | None,
+        chunk_ids: Sequence[int] | None = None,
     ) -> tuple[list[int], set[int], set[int]]:
         """Flag this round's outliers and update trust; returns (judged, flagged, excluded)."""
         per_chunk: dict[int, list[tuple[int, Vector]]] = {}
@@ -203,7 +222,8 @@ class Defense:
             ]
             per_chunk[c] = rows
             if averages is not None:
-                averages[c] = [(a, self._history.update(a, c, d)) for a, d in rows]
+                key = chunk_ids[c] if chunk_ids is not None else c
+                averages[c] = [(a, self._history.update(a, key, d)) for a, d in rows]
         flagged_now: set[int] = set()
         judged: list[int] = []
         if self.detection:

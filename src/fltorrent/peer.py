@@ -245,6 +245,7 @@ class Peer:
         train_s = 0.0
         bytes_saved = 0
         own = before
+        sent: list[np.ndarray] | None = None
         self.plan.begin(r, self.swarm, self.membership)
         if decision.train:
             trained, train_s = await self._train(r, before, decision)
@@ -261,7 +262,7 @@ class Peer:
                 ),
                 self.privatizer(trained),
             )
-            own, bytes_saved = published.own, published.bytes_saved
+            own, sent, bytes_saved = published.own, published.sent, published.bytes_saved
         else:
             log.info("peer %d round %d: sits out (%s)", self.peer_id, r, decision.reason)
             if self.on_skip is not None:
@@ -279,6 +280,7 @@ class Peer:
             base=before,
             own=own,
             own_weight=float(update.num_samples) if update is not None else None,
+            sent=sent,
             judge_mask=self._weights_mask,
             compute=self._work,
             enter=self._enter,

@@ -65,9 +65,11 @@ class PublishContext:
 
 @dataclass(frozen=True)
 class Published:
-    """What publishing left for the peer: its own contribution to aggregate, bytes saved."""
+    """What publishing left for the peer: its own contribution to aggregate, the update as
+    the others decode it, and the bytes compression saved."""
 
     own: Vectors
+    sent: Vectors
     bytes_saved: int
 
 
@@ -123,7 +125,7 @@ class HonestPublisher:
             ctx, trained, trained.vectors, trained.raw
         )
         ctx.swarm.publish(manifest, pieces, verify=False)  # built from them just now
-        return Published(own=vectors, bytes_saved=saved)
+        return Published(own=vectors, sent=vectors, bytes_saved=saved)
 
     def observe(
         self, base: Sequence[np.ndarray], others: Mapping[int, Mapping[int, np.ndarray]]

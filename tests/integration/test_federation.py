@@ -62,6 +62,26 @@ async def test_full_delivery_equals_centralized_fedavg() -> None:
         assert np.max(np.abs(first - central)) > 1e-3
 
 
+@pytest.mark.parametrize("plan", ["all_to_all", "reduce_scatter"])
+@aio(timeout=120)
+async def test_every_peer_ends_with_fedavg_over_tcp(plan: str) -> None:
+    # all_to_all on a ring relays; reduce_scatter opens the owner connections the ring lacks.
+    config = load_config(None, [*SMALL, "topology.type=ring", f"exchange.plan={plan}"])
+    peers: dict[int, Peer] = {}
+    outcomes = await run_local(
+        config,
+        model_dir=None,
+        on_metrics=lambda m: None,
+        on_phase=lambda s: None,
+        on_peer=lambda p: peers.__setitem__(p.peer_id, p),
+    )
+    assert all(o.finished for o in outcomes)
+    assert all(m.completion == 1.0 for o in outcomes for m in o.metrics)
+    models = [np.concatenate(p.learner.vectors()) for p in peers.values()]
+    for model in models[1:]:
+        np.testing.assert_array_equal(model, models[0])
+
+
 @pytest.mark.slow
 @aio(timeout=180)
 async def test_a_peer_killed_in_round_2_does_not_hang_the_rest() -> None:

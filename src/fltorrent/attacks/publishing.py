@@ -50,7 +50,9 @@ class AttackPublisher:
         plan = ctx.chunk_plan
         published = adversary.craft(ctx.before, trained.vectors)
         raw = [plan.vector_to_chunk(i, v) for i, v in enumerate(published)]
-        manifest, pieces, _, saved = publish_update(ctx, trained, published, raw)
+        manifest, pieces, sent, saved = publish_update(ctx, trained, published, raw)
+        if manifest.meta == plan.digest():  # raw: others decode the pieces, not our float64s
+            sent = [plan.chunk_to_vector(i, p) for i, p in enumerate(pieces)]
         if adversary.kind == "equivocate":
             twin = adversary.twin(ctx.before, published)
             other_pieces = [plan.vector_to_chunk(i, v) for i, v in enumerate(twin)]
@@ -67,7 +69,7 @@ class AttackPublisher:
         else:
             ctx.swarm.publish(manifest, pieces, verify=False)
         # The attacker keeps its honest update for itself (its attack does not compound).
-        return Published(own=trained.vectors, bytes_saved=saved)
+        return Published(own=trained.vectors, sent=sent, bytes_saved=saved)
 
     def observe(
         self, base: Sequence[np.ndarray], others: Mapping[int, Mapping[int, np.ndarray]]

@@ -65,14 +65,18 @@ class AllToAll(RoundPlan):
         """Whose updates this peer aggregates (``None``: every member's)."""
         return None
 
+    def admits(self, membership: Membership, author: int) -> bool:
+        """Whether ``author``'s update is aggregated here."""
+        mine = self.authors(membership)
+        return mine is None or author in mine
+
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
         me = membership.me
-        mine = self.authors(membership)
-        if mine is None:
+        if self.authors(membership) is None:
             swarm.set_want(UpdatesFrom(round_, lambda a: a != me))
-        else:
-            swarm.set_want(UpdatesFrom(round_, lambda a: a != me and a in mine))
+        else:  # asked at each announce: the overlay may gain a neighbour mid-round (repair)
+            swarm.set_want(UpdatesFrom(round_, lambda a: a != me and self.admits(membership, a)))
 
     def _blobs(self, ctx: RoundContext) -> dict[int, Blob]:
         blobs = round_blobs(ctx.swarm, ctx.membership, ctx.round)
@@ -125,7 +129,7 @@ class AllToAll(RoundPlan):
         ctx.enter(Phase.AGGREGATING)
 
         def aggregate() -> tuple[DefenseReport, float | None]:
-            vectors, report, decoded = aggregate_updates(ctx, held, weights)
+            vectors, report, decoded = aggregate_updates(ctx, held, weights=weights)
             ctx.load(vectors)
             return report, self.consensus_distance(ctx, decoded)
 

@@ -31,6 +31,7 @@ from fltorrent.swarm import UPDATE, Blob, Buffer, Manifest, Swarm, Topic
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 Vectors = list[np.ndarray]
+NOBODY = 0  # peer ids start at 1
 Held = dict[int, tuple[float, bytes, list[Buffer | None]]]
 """Per author: its weight, its manifest metadata and its pieces (``None`` where missing)."""
 
@@ -50,6 +51,7 @@ class RoundContext:
     base: Vectors  # the round-start model
     own: Vectors  # this peer's contribution, and the value kept where nothing arrived
     own_weight: float | None  # None: it published nothing this round
+    sent: Vectors | None  # its update as the others decode it (None: it published nothing)
     judge_mask: Sequence[np.ndarray]  # per chunk, the coordinates the outlier filter judges
     compute: Callable[[Callable[[], Any], Callable[[], float]], Awaitable[tuple[Any, float]]]
     """Runs local compute (in the worker, or charged to the virtual clock): (fn, flops)."""
@@ -185,8 +187,11 @@ def held_pieces(blobs: Mapping[int, Blob]) -> Held:
 def aggregate_updates(
     ctx: RoundContext,
     held: Held,
+    *,
     weights: Mapping[int, float] | None = None,
     chunks: Sequence[int] | None = None,
+    impartial: bool = False,
+    defense: Defense | None = None,
 ) -> tuple[Vectors, DefenseReport, Decoded]:
     """Decode the held updates and aggregate them through the defence, chunk by chunk.
 
@@ -196,6 +201,11 @@ def aggregate_updates(
     aggregation to those chunks (a chunk owner's): the result then holds one vector per listed
     chunk, in that order. Authors caught by the protocol (two manifests, corrupt pieces) count
     as flagged and excluded.
+
+    ``impartial``: this peer's own update is judged like any author's, itself included (an
+    aggregator for others: co-owners of a chunk then compute the same value from the same
+    updates, where a peer aggregating for itself never flags itself). ``defense`` replaces the
+    peer's own (its rule, detection and trust state).
     """
     plan = ctx.chunk_plan
     decoded, dropped = decode_updates(plan, ctx.base, held)
@@ -207,26 +217,32 @@ def aggregate_updates(
         decoded = reweighted(decoded, weights)
         own_weight = weights.get(ctx.me, own_weight)
     base, own, mask, others = ctx.base, ctx.own, ctx.judge_mask, decoded
+    me = ctx.me
+    if impartial:
+        if own_weight is not None and ctx.sent is not None:
+            others = {**decoded, me: (own_weight, dict(enumerate(ctx.sent)))}
+        me, own, own_weight = NOBODY, base, None
     if chunks is not None:
         base = [base[c] for c in chunks]
         own = [own[c] for c in chunks]
         mask = [mask[c] for c in chunks]
         others = {
             a: (w, {i: v[c] for i, c in enumerate(chunks) if c in v})
-            for a, (w, v) in decoded.items()
+            for a, (w, v) in others.items()
         }
     members = ctx.membership
     caught = members.equivocated.get(ctx.round, set()) | {
         a for a in members.members if ctx.swarm.banned(a)
     }
-    result, report = ctx.defense.aggregate(
+    result, report = (defense or ctx.defense).aggregate(
         ctx.round,
-        me=ctx.me,
+        me=me,
         base=base,
         own=own,
         own_weight=own_weight,
         others=others,
         judge_mask=mask,
+        chunk_ids=chunks,
     )
     if caught:
         report = dataclasses.replace(

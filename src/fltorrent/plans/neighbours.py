@@ -55,6 +55,9 @@ class Neighbours(AllToAll):
     def authors(self, membership: Membership) -> set[int] | None:
         return set(self.neighbours)
 
+    def admits(self, membership: Membership, author: int) -> bool:
+        return author in self.neighbours
+
     def weights(self, ctx: RoundContext, authors: set[int]) -> dict[int, float] | None:
         mh = metropolis_weights(ctx.me, self.neighbours, self.degrees)
         weights = {a: mh[a] for a in authors if a in mh}

@@ -1,9 +1,12 @@
 """Who owns which chunk in a round of ``reduce_scatter``: a pure function of the seed, the round,
 the members and who has departed, so that every peer computes the same owners without talking.
 
-The members are laid on a ring in an order drawn from ``(seed, round)``, so owners change from
-round to round (one member does not keep the same chunks, nor the same share of the work).
-Chunk ``c`` of ``C`` sits at ring position ``c * N // C``; its owners are the first ``r``
+The members are laid on a ring in an order drawn from the seed. The ring does not turn from round
+to round: chunks with the same owners form a *group* whose owners keep the group's defence state
+(trust scores, detection history) from round to round, and co-owners that saw the same updates
+keep the same state, so they agree (a rotating ring would give each round's owners a different
+history and make honest owners disagree). Chunk ``c`` of ``C`` sits at ring position
+``c * N // C``; its owners are the first ``r``
 members from there on that have not departed. With every member present each one owns about
 ``r * C / N`` chunks (contiguous, at most one more than any other). A departed owner's chunks
 fall to the next live member on the ring and nobody else's move (the successor takes a second
@@ -26,7 +29,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Ownership:
-    """The owners of every chunk in one round."""
+    """The owners of every chunk, for one membership."""
 
     ring: tuple[int, ...]  # every member, in this round's order
     chunks: int
@@ -38,15 +41,14 @@ class Ownership:
         cls,
         *,
         seed: int,
-        round_: int,
         members: Iterable[int],
         chunks: int,
         replicas: int,
         departed: Collection[int] = (),
     ) -> Ownership:
-        """This round's ring over ``members`` (sorted, then shuffled by ``(seed, round)``)."""
+        """The ring over ``members`` (sorted, then shuffled by ``seed``)."""
         order = sorted(members)
-        rng = np.random.default_rng([seed, round_, 0x0F3])
+        rng = np.random.default_rng([seed, 0x0F3])
         ring = tuple(order[i] for i in rng.permutation(len(order)))
         return cls(ring, chunks, replicas, frozenset(departed))
 

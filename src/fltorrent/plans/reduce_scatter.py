@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fltorrent.defense import DefenseReport
+from fltorrent.defense import Defense, DefenseReport
 from fltorrent.learn.chunking import ChunkPlan
 from fltorrent.learn.update_codec import manifest_problem
 from fltorrent.membership import Membership
@@ -98,6 +98,7 @@ class ReduceScatter(RoundPlan):
         self._members: Membership | None = None
         self._own: Ownership | None = None
         self._st = _Round(0)
+        self._defenses: dict[tuple[int, ...], Defense] = {}  # per chunk group (owned)
         self._dialed: set[int] = set()  # partners beyond the overlay that we dialed
         self._previous: set[int] = set()  # last round's partners (late peers still fetch)
 
@@ -125,7 +126,6 @@ class ReduceScatter(RoundPlan):
         now = asyncio.get_running_loop().time()
         own = Ownership.draw(
             seed=self.seed,
-            round_=st.round,
             members=members.members,
             chunks=self.chunks,
             replicas=self.replicas,
@@ -302,18 +302,24 @@ class ReduceScatter(RoundPlan):
         return complete == len(expected), here / len(expected)
 
     def _ready(self, ctx: RoundContext, now: float) -> list[int]:
-        """Owned chunks to aggregate now: all pieces here, or half the deadline passed."""
-        st, policy = self._st, ctx.policy
+        """Owned chunks to aggregate now: all pieces here, or half the deadline passed. Chunks
+        with the same owners go together (see :meth:`_aggregate`): a group is ready when each
+        of its chunks is."""
+        st, policy, own = self._st, ctx.policy, self._own
+        assert own is not None
         blobs = self._update_blobs(ctx)
-        ready = []
+        groups: dict[tuple[int, ...], list[int]] = {}
+        waiting: set[tuple[int, ...]] = set()
         for c, since in st.owned_since.items():
             if c in st.published or c in st.settled:  # settled: others aggregated it already
                 continue
+            key = tuple(own.owners(c))
+            groups.setdefault(key, []).append(c)
             complete, share = self._arrived(ctx, blobs, c)
             soft = now >= since + policy.timeout / 2 and share >= policy.min_completion_ratio
-            if complete or soft or now >= since + policy.hard_timeout / 2:
-                ready.append(c)
-        return sorted(ready)
+            if not (complete or soft or now >= since + policy.hard_timeout / 2):
+                waiting.add(key)
+        return sorted(c for key, chunks in groups.items() if key not in waiting for c in chunks)
 
     def _fallback_ready(self, ctx: RoundContext) -> list[int]:
         st = self._st
@@ -431,12 +437,37 @@ class ReduceScatter(RoundPlan):
 
     async def _aggregate(self, ctx: RoundContext, chunks: list[int], *, publish: bool) -> None:
         """Aggregate ``chunks`` from the authors' pieces; publish them (owned) or keep them
-        (fallback)."""
+        (fallback). Chunks are aggregated in groups of the same owners, so that co-owners judge
+        the same chunks together (detection flags an author over the chunks it is judged on)."""
+        assert self._own is not None
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for c in chunks:
+            groups.setdefault(tuple(self._own.owners(c)), []).append(c)
+        for group in groups.values():
+            await self._aggregate_group(ctx, group, publish=publish)
+
+    def _defense(self, ctx: RoundContext, chunks: list[int]) -> Defense:
+        """The defence of a chunk group that this peer owns: its own trust scores and history,
+        seeded by the group, so that co-owners that judged the same updates agree."""
+        key = tuple(chunks)
+        defense = self._defenses.get(key)
+        if defense is None:
+            seed = int(np.random.default_rng([self.seed, *key]).integers(1 << 62))
+            defense = self._defenses[key] = ctx.defense.fresh(seed)
+        return defense
+
+    async def _aggregate_group(
+        self, ctx: RoundContext, chunks: list[int], *, publish: bool
+    ) -> None:
         st = self._st
         held = held_pieces(self._update_blobs(ctx))
+        # Owned chunks: the group's defence; a fallback: this peer's own judgement.
+        defense = self._defense(ctx, chunks) if publish else ctx.defense
 
         def work() -> tuple[Vectors, DefenseReport, float]:
-            vectors, report, decoded = aggregate_updates(ctx, held, chunks=chunks)
+            vectors, report, decoded = aggregate_updates(
+                ctx, held, chunks=chunks, impartial=True, defense=defense
+            )
             weight = sum(w for w, v in decoded.values() if any(c in v for c in chunks))
             return vectors, report, weight + (ctx.own_weight or 0.0)
 
