@@ -354,6 +354,26 @@ class ExchangeConfig(_Section):
     )
 
 
+class SelectionConfig(_Section):
+    """Which members train and publish each round (``fltorrent.selection``)."""
+
+    max_participants: PositiveInt | None = Field(
+        None, description="members that train per round (null: every member)"
+    )
+    min_participants: PositiveInt = Field(
+        1,
+        description="updates (own included) a round needs before its soft deadline may end it",
+    )
+    overcommit: float = Field(
+        0.0,
+        ge=0.0,
+        le=4.0,
+        description="select this share more than max_participants; all_to_all then aggregates "
+        "the first max_participants updates to arrive",
+    )
+    window: PositiveInt = Field(5, description="rounds of sitting out that lower availability")
+
+
 class Config(_Section):
     """The whole configuration."""
 
@@ -362,6 +382,7 @@ class Config(_Section):
     bittorrent: BitTorrentConfig = BitTorrentConfig()
     chunk: ChunkConfig = ChunkConfig()
     exchange: ExchangeConfig = ExchangeConfig()
+    selection: SelectionConfig = SelectionConfig()
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
@@ -390,6 +411,21 @@ class Config(_Section):
                 )
         self.robust.check(n)
         self.attack.check(n)
+        sel = self.selection
+        if sel.max_participants is not None and sel.max_participants > n:
+            raise ConfigError(
+                f"{sel.max_participants} participants of {n} members",
+                path="selection.max_participants",
+            )
+        if sel.max_participants is not None and sel.min_participants > sel.max_participants:
+            raise ConfigError(
+                "min_participants exceeds max_participants", path="selection.min_participants"
+            )
+        if sel.min_participants > n:
+            raise ConfigError(
+                f"{sel.min_participants} participants of {n} members",
+                path="selection.min_participants",
+            )
         if self.runtime.processes and self.federate.mode == "sim":
             raise ConfigError("sim mode runs every peer in one process", path="runtime.processes")
         if "connections" not in self.topology.model_fields_set and self.topology.connections >= n:

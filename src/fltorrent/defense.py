@@ -97,6 +97,10 @@ class Defense:
             )
         return dataclasses.replace(self, trust=trust, seed=seed)
 
+    def excluded(self) -> set[int]:
+        """Authors the trust table excludes now (none without trust)."""
+        return self.trust.excluded() if self.trust is not None else set()
+
     @property
     def plain(self) -> bool:
         """Plain sample-weighted partial FedAvg."""

@@ -5,7 +5,8 @@ the swarm's findings feed, and every round plan reads.
 * *sitting out*: the member publishes nothing in a round (its device policy said no);
 * *rejoined*: a departed member is back, expected again from the round it rejoined at;
 * *equivocated*: the member published two different blobs for one (round, topic): both are
-  ignored and it is not waited for in that round.
+  ignored and it is not waited for in that round;
+* *not selected*: participant selection (``fltorrent.selection``) left it out of the round.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class Membership:
         self.skipped: dict[int, set[int]] = {}  # round -> members sitting it out
         self.back_from: dict[int, int] = {}  # rejoined member -> first round it takes part in
         self.equivocated: dict[int, set[int]] = {}  # round -> authors caught equivocating
+        self.selected: dict[int, frozenset[int]] = {}  # round -> who trains (absent: everyone)
 
     def _other(self, peer_id: int) -> bool:
         return peer_id in self.members and peer_id != self.me
@@ -56,6 +58,12 @@ class Membership:
         self.skipped.setdefault(round_, set()).add(peer_id)
         return True
 
+    def select(self, round_: int, selected: frozenset[int]) -> None:
+        """Only ``selected`` publish in ``round_`` (older selections are forgotten)."""
+        self.selected[round_] = selected
+        for r in [r for r in self.selected if r < round_ - 1]:
+            del self.selected[r]
+
     def caught(self, round_: int) -> set[int]:
         """Authors caught equivocating in ``round_`` (the set is live: add to it)."""
         return self.equivocated.setdefault(round_, set())
@@ -64,6 +72,9 @@ class Membership:
         """Members not expected to publish in ``round_``."""
         returning = {p for p, first in self.back_from.items() if round_ < first}
         gone = self.departed | self.skipped.get(round_, set()) | returning
+        chosen = self.selected.get(round_)
+        if chosen is not None:
+            gone = gone | (self.members - chosen)
         return gone | self.equivocated.get(round_, set())
 
     def expected(self, round_: int, present: Iterable[int] = ()) -> set[int]:

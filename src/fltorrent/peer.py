@@ -25,6 +25,7 @@ padding the measured time.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Executor
@@ -43,6 +44,7 @@ from fltorrent.peer_metrics import round_metrics
 from fltorrent.phases import FaultHook, PeerCrash, Phase, RoundPolicy
 from fltorrent.plans.all_to_all import AllToAll
 from fltorrent.plans.base import RoundContext, RoundPlan
+from fltorrent.selection import Selector
 from fltorrent.stages import (
     HonestPublisher,
     Privatizer,
@@ -94,6 +96,7 @@ class Peer:
         clock_origin: float | None = None,
         defense: Defense | None = None,
         plan: RoundPlan | None = None,
+        selector: Selector | None = None,
         publisher: Publisher | None = None,
         privatizer: Privatizer = no_privacy,
         neighbours: Collection[int] = (),
@@ -115,6 +118,7 @@ class Peer:
         self.encoder = encoder or UpdateEncoder(learner.plan, seed=learner.seed)
         self.defense = defense or Defense()
         self.plan = plan or AllToAll()
+        self.selector = selector or Selector()
         self.publisher: Publisher = publisher or HonestPublisher()
         self.privatizer = privatizer
         chunks = learner.plan
@@ -239,7 +243,12 @@ class Peer:
         self._enter(Phase.TRAINING)
         learner = self.learner
         now = self._now() - self._origin
+        members = self.membership
+        selection = self.selector.select(r, members.members, members.departed, members.skipped)
+        members.select(r, selection.selected)
         decision = self.device.decide(now) if self.device is not None else Participation()
+        if self.peer_id not in selection.selected:
+            decision = dataclasses.replace(decision, train=False, reason="not_selected")
         before = learner.vectors()
         update: LocalUpdate | None = None
         train_s = 0.0
@@ -265,8 +274,8 @@ class Peer:
             own, sent, bytes_saved = published.own, published.sent, published.bytes_saved
         else:
             log.info("peer %d round %d: sits out (%s)", self.peer_id, r, decision.reason)
-            if self.on_skip is not None:
-                self.on_skip(r)
+            if self.on_skip is not None and decision.reason != "not_selected":
+                self.on_skip(r)  # the others cannot know: tell them (a selection they can)
         self.last_update = update
         self._ctx = ctx = RoundContext(
             round=r,
@@ -282,6 +291,8 @@ class Peer:
             own_weight=float(update.num_samples) if update is not None else None,
             sent=sent,
             judge_mask=self._weights_mask,
+            quorum=selection.quorum,
+            min_participants=self.selector.min_participants,
             compute=self._work,
             enter=self._enter,
             now=self._now,
@@ -309,6 +320,7 @@ class Peer:
             sim_time_s=now - self._origin if self.simulated else None,
             device=self.device,
             attacker=self.publisher.attacker,
+            selection=selection.reasons.get(self.peer_id, ""),
         )
         self.history.append(metrics)
         if self.on_metrics is not None:

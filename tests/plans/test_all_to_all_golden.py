@@ -17,6 +17,8 @@ NEW_FIELDS = {
     "owned_chunks": 0,
     "owner_disagreements": 0,
     "fallback_chunks": 0,
+    "selected": True,
+    "selection": "everyone",
 }
 
 

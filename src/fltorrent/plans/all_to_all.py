@@ -71,6 +71,7 @@ class AllToAll(RoundPlan):
         return mine is None or author in mine
 
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
+        self._finished: list[int] = []  # authors in the order their update completed
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
         me = membership.me
         if self.authors(membership) is None:
@@ -94,10 +95,23 @@ class AllToAll(RoundPlan):
         received, total = progress(ctx, blobs, expected)
         return expected, received, total
 
+    def _counted(self, ctx: RoundContext) -> list[int]:
+        """Authors whose complete update counts towards the quorum, first finished first."""
+        excluded = ctx.defense.excluded()
+        return [a for a in self._finished if a not in excluded]
+
+    def _participants(self, ctx: RoundContext) -> int:
+        return len(self._counted(ctx)) + (ctx.own_weight is not None)
+
     def _complete(self, ctx: RoundContext) -> bool:
         blobs = self._blobs(ctx)
         self._progress(ctx)
         swarm, members, r = ctx.swarm, ctx.membership, ctx.round
+        for author, done in blobs.items():
+            if done.complete and author not in self._finished:
+                self._finished.append(author)
+        if ctx.quorum is not None and self._participants(ctx) >= ctx.quorum:
+            return True  # overcommitted: the first updates to arrive are enough
         for author in self._expected(ctx, blobs):
             blob = blobs.get(author)
             if blob is not None and blob.complete:
@@ -118,13 +132,20 @@ class AllToAll(RoundPlan):
         deadline_hit = await wait_exchange(
             ctx,
             lambda: self._complete(ctx),
-            lambda: ctx.completion >= ctx.policy.min_completion_ratio,
+            lambda: (
+                ctx.completion >= ctx.policy.min_completion_ratio
+                and self._participants(ctx) >= ctx.min_participants
+            ),
         )
         exchange_s = ctx.now() - t1
         # What arrived when the exchange ended is what gets aggregated and reported (pieces
         # may keep arriving meanwhile).
         expected, received, total = self._progress(ctx)
-        held = held_pieces(self._blobs(ctx))
+        blobs = self._blobs(ctx)
+        if ctx.quorum is not None and self._participants(ctx) >= ctx.quorum:
+            first = self._counted(ctx)[: ctx.quorum - (ctx.own_weight is not None)]
+            blobs = {a: blobs[a] for a in first}
+        held = held_pieces(blobs)
         weights = self.weights(ctx, set(held))
         ctx.enter(Phase.AGGREGATING)
 

@@ -59,6 +59,8 @@ class RoundContext:
     now: Callable[[], float]
     load: Callable[[Vectors], None]  # replace the peer's model
     observe: Callable[[Sequence[np.ndarray], Mapping[int, Mapping[int, np.ndarray]]], None]
+    quorum: int | None = None  # overcommitted selection: use the first updates to arrive
+    min_participants: int = 1  # updates (own included) before the soft deadline may end it
     completion: float = 0.0  # share of the expected pieces held (status, metrics)
 
 

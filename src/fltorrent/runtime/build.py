@@ -33,6 +33,7 @@ from fltorrent.learn.partition import partition, split_test_like
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
 from fltorrent.plans import RoundPlan, make_plan
+from fltorrent.selection import Selector, capability
 from fltorrent.swarm import SwarmOptions
 from fltorrent.tracker import MemberState, TopologySpec, Tracker
 
@@ -180,6 +181,22 @@ def build_plan(
         chunks=chunks,
         replicas=ex.owners,
         seed=config.federate.seed,
+    )
+
+
+def build_selector(config: Config) -> Selector:
+    """Participant selection (``selection``), with every member's capability from its device
+    profile (1.0 without profiles)."""
+    sel = config.selection
+    profiles = device_profiles(config)
+    caps = {i + 1: capability(p) for i, p in enumerate(profiles)} if profiles else {}
+    return Selector(
+        seed=config.federate.seed,
+        min_participants=sel.min_participants,
+        max_participants=sel.max_participants,
+        overcommit=sel.overcommit,
+        window=sel.window,
+        capabilities=caps,
     )
 
 

@@ -44,12 +44,14 @@ from fltorrent.runtime.build import (
     build_device,
     build_learner,
     build_plan,
+    build_selector,
     device_profiles,
     link_profile,
     load_federation_data,
     round_policy,
     swarm_options,
 )
+from fltorrent.selection import Selector
 from fltorrent.stages import HonestPublisher, Publisher
 from fltorrent.swarm import Counters, Swarm
 from fltorrent.telemetry.events import RoundMetrics
@@ -87,6 +89,7 @@ class PeerState:
     encoder: UpdateEncoder
     defense: Defense  # its trust table survives too
     adversary: Adversary | None
+    selector: Selector
 
 
 @dataclass
@@ -186,6 +189,7 @@ async def _peer_state(
         ),
         defense=build_defense(config, peer_id),
         adversary=build_adversary(config, peer_id),
+        selector=build_selector(config),
     )
     if hooks.saved is not None:
         hooks.saved[peer_id] = state
@@ -288,6 +292,7 @@ async def _run_peer(
         clock_origin=hooks.clock_origin,
         defense=state.defense,
         plan=plan,
+        selector=state.selector,
         publisher=_publisher(state.adversary),
         neighbours=neighbours,
         addresses=welcome.members,

@@ -63,6 +63,8 @@ class RoundMetrics:
     owned_chunks: int = 0  # reduce_scatter: chunks this peer aggregated for everyone
     owner_disagreements: int = 0  # reduce_scatter: chunks whose owners published two values
     fallback_chunks: int = 0  # reduce_scatter: chunks this peer aggregated itself
+    selected: bool = True  # chosen to train this round (participant selection)
+    selection: str = ""  # why: "everyone", or its rank and weight in the draw
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
