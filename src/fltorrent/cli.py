@@ -152,7 +152,7 @@ def tracker(
     log_level: LogOpt = "info",
 ) -> None:
     """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'."""
-    from fltorrent.net.tcp import TcpTransport
+    from fltorrent.runtime import transports
     from fltorrent.runtime.build import make_tracker
     from fltorrent.runtime.procs import overall_deadline
 
@@ -166,7 +166,7 @@ def tracker(
     async def serve() -> None:
         t = make_tracker(cfg)
         async with t:
-            h, p = await t.start(TcpTransport(), host, port)
+            h, p = await t.start(transports.tcp(), host, port)
             typer.echo(
                 f"tracker listening on {h}:{p} for {cfg.federate.client_num} peers", err=True
             )
@@ -191,7 +191,7 @@ def peer(
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.")] = False,
 ) -> None:
     """Run one peer; it gets the configuration from the tracker."""
-    from fltorrent.net.tcp import TcpTransport
+    from fltorrent.runtime import transports
     from fltorrent.runtime.federation import default_output_dir
     from fltorrent.runtime.node import NodeHooks, run_node
     from fltorrent.telemetry.events import RoundMetrics
@@ -220,7 +220,7 @@ def peer(
 
         torch.set_num_threads(1)
         outcome = await run_node(
-            transport=TcpTransport(),
+            transport=transports.tcp(),
             tracker=(addr_host, int(addr_port)),
             host=host,
             peer_id=peer_id,

@@ -317,6 +317,12 @@ class FaultsConfig(_Section):
 class RuntimeConfig(_Section):
     """Where and how the peers run."""
 
+    launcher: Literal["auto", "local", "processes", "sim"] = Field(
+        "auto",
+        description="how the federation runs: 'local' (every peer in one process, real TCP), "
+        "'processes' (one OS process per peer), 'sim' (one process, virtual time); 'auto' "
+        "follows federate.mode and runtime.processes",
+    )
     processes: bool = Field(False, description="one OS process per peer")
     host: str = "127.0.0.1"
     tracker_port: int = Field(0, ge=0, le=65535)
@@ -428,6 +434,18 @@ class Config(_Section):
             )
         if self.runtime.processes and self.federate.mode == "sim":
             raise ConfigError("sim mode runs every peer in one process", path="runtime.processes")
+        launcher = self.runtime.launcher
+        implied = "sim" if self.federate.mode == "sim" else None
+        implied = "processes" if self.runtime.processes else implied
+        if launcher != "auto" and implied is not None and launcher != implied:
+            raise ConfigError(
+                f"'{launcher}' contradicts federate.mode or runtime.processes",
+                path="runtime.launcher",
+            )
+        if launcher == "sim":  # the one key wins; the older keys follow it
+            self.federate.mode = "sim"
+        elif launcher == "processes":
+            self.runtime.processes = True
         if "connections" not in self.topology.model_fields_set and self.topology.connections >= n:
             # The default degree adapts to small federations; an explicit one is checked as given.
             self.topology.connections = max(1, n - 1)

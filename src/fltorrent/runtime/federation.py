@@ -1,8 +1,9 @@
 """The Python API: ``Federation(config).run()``, ``await Federation(config).arun()``.
 
-Chooses a launcher (in-process, one process per peer, or simulation in virtual time), writes
-the outputs (resolved ``config.yaml``, ``metrics.jsonl``, ``summary.json``, final models as
-safetensors) and keeps a live status board for :meth:`Federation.get_training_status`.
+Runs the launcher the configuration names (:mod:`fltorrent.runtime.launcher`: in-process, one
+process per peer, or simulation in virtual time), writes the outputs (resolved ``config.yaml``,
+``metrics.jsonl``, ``summary.json``, final models as safetensors) and keeps a live status board
+for :meth:`Federation.get_training_status`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +26,11 @@ from fltorrent.config import Config, dump_config, load_config, parse_config
 from fltorrent.errors import FederationError
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
-from fltorrent.runtime.local import run_local
+from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
+from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
-from fltorrent.runtime.procs import run_processes
-from fltorrent.runtime.sim import run_sim
+from fltorrent.runtime.procs import ProcessLauncher
+from fltorrent.runtime.sim import SimLauncher
 from fltorrent.runtime.status import StatusBoard
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.telemetry.progress import RoundProgress
@@ -37,6 +39,16 @@ from fltorrent.telemetry.summary import summarize
 from fltorrent.tracker import MemberState
 
 log = logging.getLogger(__name__)
+
+LAUNCHERS: dict[str, type[Launcher]] = {
+    cls.name: cls for cls in (LocalLauncher, ProcessLauncher, SimLauncher)
+}
+MODES = {"local": "in-process", "processes": "processes", "sim": "sim"}  # summary.json names
+
+
+def make_launcher(config: Config) -> Launcher:
+    """The launcher ``config`` names (``runtime.launcher``)."""
+    return LAUNCHERS[launcher_name(config)]()
 
 
 @dataclass
@@ -90,8 +102,8 @@ class Federation:
         self.board = StatusBoard(fed.client_num, fed.total_round_num)
 
     def run(self) -> FederationResult:
-        """Run to completion (blocking); sim mode runs on a virtual-time event loop."""
-        if self.config.federate.mode == "sim":
+        """Run to completion (blocking); the simulation runs on a virtual-time event loop."""
+        if make_launcher(self.config).virtual_time:
             return run_virtual(self.arun())
         return asyncio.run(self.arun())
 
@@ -121,16 +133,24 @@ class Federation:
         model_dir = out / "models" if cfg.output.save_model else None
         start = time.perf_counter()
         sim_start = asyncio.get_running_loop().time()
-        failed: list[int] = []
-        mode = "sim" if cfg.federate.mode == "sim" else "in-process"
+        launcher = make_launcher(cfg)
+        mode = MODES.get(launcher.name, launcher.name)
+        sink = JsonlSink(metrics_path)
         with RoundProgress(peers=n, rounds=rounds, mode=self.progress_mode) as display:
-            if cfg.federate.mode == "sim":
-                failed = await self._run_in_process(display, metrics_path, model_dir, sim=True)
-            elif cfg.runtime.processes:
-                mode = "processes"
-                failed = await self._run_processes(display)
-            else:
-                failed = await self._run_in_process(display, metrics_path, model_dir)
+            hooks = LaunchHooks(
+                output_dir=out,
+                model_dir=model_dir,
+                on_metrics=self._on_metrics(sink, display),
+                on_phase=self._on_phase,
+                on_progress=self._on_progress(display),
+                fault_hook=self.fault_hook,
+                log_level=cfg.output.log_level,
+            )
+            try:
+                outcomes = await launcher.launch(cfg, hooks)
+            finally:
+                sink.close()
+            failed = self._failures(outcomes, display)
         wall = time.perf_counter() - start
         extra: dict[str, Any] = {"mode": mode}
         if mode == "sim":
@@ -152,16 +172,9 @@ class Federation:
             raise FederationError(f"no peer finished; see {out}")
         return FederationResult(out, summary, records, failed)
 
-    async def _run_in_process(
-        self,
-        display: RoundProgress,
-        metrics_path: Path,
-        model_dir: Path | None,
-        *,
-        sim: bool = False,
-    ) -> list[int]:
-        sink = JsonlSink(metrics_path)
-
+    def _on_metrics(
+        self, sink: JsonlSink, display: RoundProgress
+    ) -> Callable[[RoundMetrics], None]:
         def on_metrics(m: RoundMetrics) -> None:
             sink.emit(m)
             display.peer_round(m.peer, m.round, m.accuracy, m.completion)
@@ -173,27 +186,30 @@ class Federation:
                 accuracy=m.accuracy,
             )
 
-        def on_phase(s: PeerStatus) -> None:
-            self.board.update(
-                s.peer,
-                phase=s.phase.value,
-                round_=s.round,
-                completion=s.completion,
-                accuracy=s.accuracy,
-            )
+        return on_metrics
 
-        launch = run_sim if sim else run_local
-        try:
-            outcomes = await launch(
-                self.config,
-                model_dir=model_dir,
-                on_metrics=on_metrics,
-                on_phase=on_phase,
-                fault_hook=self.fault_hook,
+    def _on_phase(self, s: PeerStatus) -> None:
+        self.board.update(
+            s.peer,
+            phase=s.phase.value,
+            round_=s.round,
+            completion=s.completion,
+            accuracy=s.accuracy,
+        )
+
+    def _on_progress(self, display: RoundProgress) -> Callable[[MemberState], None]:
+        def on_progress(m: MemberState) -> None:
+            self.board.update(
+                m.peer_id,
+                phase=m.phase,
+                round_=m.round,
+                completion=m.completion,
+                accuracy=m.accuracy,
             )
-        finally:
-            sink.close()
-        return self._failures(outcomes, display)
+            if m.phase == EVALUATED and m.accuracy is not None:  # live, from other processes
+                display.peer_round(m.peer_id, m.round, m.accuracy, m.completion)
+
+        return on_progress
 
     def _failures(self, outcomes: list[NodeOutcome], display: RoundProgress) -> list[int]:
         failed = []
@@ -205,37 +221,6 @@ class Federation:
                 self.board.mark(o.peer_id, "failed")
                 display.peer_failed(o.peer_id)
                 log.warning("peer %d did not finish: %s", o.peer_id, o.error)
-        return failed
-
-    async def _run_processes(self, display: RoundProgress) -> list[int]:
-        out = self.output_dir
-
-        def on_progress(m: MemberState) -> None:
-            self.board.update(
-                m.peer_id,
-                phase=m.phase,
-                round_=m.round,
-                completion=m.completion,
-                accuracy=m.accuracy,
-            )
-            if m.phase == EVALUATED and m.accuracy is not None:
-                display.peer_round(m.peer_id, m.round, m.accuracy, m.completion)
-
-        codes = await run_processes(
-            self.config,
-            output_dir=out,
-            on_progress=on_progress,
-            log_level=self.config.output.log_level,
-        )
-        with (out / "metrics.jsonl").open("w", encoding="utf-8") as merged:
-            for i in sorted(codes):
-                part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
-                if part.exists():
-                    merged.write(part.read_text())
-        failed = sorted(i for i, code in codes.items() if code != 0)
-        for i in failed:
-            self.board.mark(i, "failed")
-            display.peer_failed(i)
         return failed
 
     def _copy_final_model(self, model_dir: Path | None, finished: list[int]) -> None:

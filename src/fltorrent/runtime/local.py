@@ -15,12 +15,28 @@ from pathlib import Path
 
 from fltorrent.config import Config
 from fltorrent.net.base import Transport
-from fltorrent.net.tcp import TcpTransport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
+from fltorrent.runtime import transports
 from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
+from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.telemetry.events import RoundMetrics
+
+
+class LocalLauncher(Launcher):
+    """Every peer in this event loop, over loopback TCP."""
+
+    name = "local"
+
+    async def launch(self, config: Config, hooks: LaunchHooks) -> list[NodeOutcome]:
+        return await run_local(
+            config,
+            model_dir=hooks.model_dir,
+            on_metrics=hooks.on_metrics,
+            on_phase=hooks.on_phase,
+            fault_hook=hooks.fault_hook,
+        )
 
 
 async def run_local(
@@ -34,7 +50,7 @@ async def run_local(
     on_peer: Callable[[Peer], None] | None = None,
 ) -> list[NodeOutcome]:
     """Run the whole federation in this process; returns each peer's outcome."""
-    transport = transport or TcpTransport()
+    transport = transport or transports.tcp()
     rt = config.runtime
     n = config.federate.client_num
     data = await asyncio.to_thread(load_federation_data, config)

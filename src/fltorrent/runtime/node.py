@@ -34,9 +34,9 @@ from fltorrent.learn.learner import Learner
 from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
 from fltorrent.net.clock import offload
-from fltorrent.net.shaping import PeerLink, ShapedTransport
 from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase, RoundPolicy
 from fltorrent.plans import RoundPlan
+from fltorrent.runtime import transports
 from fltorrent.runtime.build import (
     FederationData,
     build_adversary,
@@ -222,9 +222,7 @@ async def _run_registered(
     async with contextlib.AsyncExitStack() as stack:
         swarm_transport: Transport = transport
         if link is not None:
-            shaper = ShapedTransport(
-                transport, PeerLink(link, seed=config.federate.seed * 7919 + peer_id)
-            )
+            shaper = transports.shaped(transport, link, seed=config.federate.seed * 7919 + peer_id)
             swarm_transport = await stack.enter_async_context(shaper)
         poisoner = state.adversary is not None and state.adversary.kind == "chunk_poison"
         swarm = Swarm(

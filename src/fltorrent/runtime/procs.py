@@ -15,11 +15,35 @@ from pathlib import Path
 
 from fltorrent.config import Config
 from fltorrent.errors import FederationError
-from fltorrent.net.tcp import TcpTransport
+from fltorrent.runtime import transports
 from fltorrent.runtime.build import make_tracker
+from fltorrent.runtime.launcher import Launcher, LaunchHooks
+from fltorrent.runtime.node import NodeOutcome
+from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.sink import read_metrics
 from fltorrent.tracker import MemberState
 
 log = logging.getLogger(__name__)
+
+
+class ProcessLauncher(Launcher):
+    """One OS process per peer; their metrics are merged into the run's when they end."""
+
+    name = "processes"
+
+    async def launch(self, config: Config, hooks: LaunchHooks) -> list[NodeOutcome]:
+        out = hooks.output_dir
+        codes = await run_processes(
+            config, output_dir=out, on_progress=hooks.on_progress, log_level=hooks.log_level
+        )
+        outcomes = []
+        for i in sorted(codes):
+            part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
+            for record in read_metrics(part) if part.exists() else []:
+                hooks.on_metrics(RoundMetrics(**record))
+            error = None if codes[i] == 0 else f"exit code {codes[i]}"
+            outcomes.append(NodeOutcome(i, finished=codes[i] == 0, error=error))
+        return outcomes
 
 
 def overall_deadline(config: Config) -> float:
@@ -47,7 +71,7 @@ async def run_processes(
     tracker = make_tracker(config, on_progress=on_progress)
     codes: dict[int, int] = {}
     async with tracker:
-        host, port = await tracker.start(TcpTransport(), rt.host, rt.tracker_port)
+        host, port = await tracker.start(transports.tcp(), rt.host, rt.tracker_port)
         children: dict[int, asyncio.subprocess.Process] = {}
         try:
             for i in range(1, n + 1):

@@ -18,12 +18,29 @@ from pathlib import Path
 from fltorrent.config import Config
 from fltorrent.errors import FederationError
 from fltorrent.net.clock import is_virtual
-from fltorrent.net.memory import MemoryNetwork
 from fltorrent.peer import FaultHook, Peer, PeerStatus
+from fltorrent.runtime import transports
 from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
+from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.telemetry.events import RoundMetrics
+
+
+class SimLauncher(Launcher):
+    """Every peer in this process, in virtual time."""
+
+    name = "sim"
+    virtual_time = True
+
+    async def launch(self, config: Config, hooks: LaunchHooks) -> list[NodeOutcome]:
+        return await run_sim(
+            config,
+            model_dir=hooks.model_dir,
+            on_metrics=hooks.on_metrics,
+            on_phase=hooks.on_phase,
+            fault_hook=hooks.fault_hook,
+        )
 
 
 async def run_sim(
@@ -57,7 +74,7 @@ async def run_sim(
     )
     watch = RoundWatch()
     tracker = make_tracker(config, on_progress=watch.notify)
-    async with MemoryNetwork() as network, tracker:
+    async with transports.memory_network() as network, tracker:
         address = await tracker.start(network, config.runtime.host, 0)
         return await run_all(
             n,

@@ -1,0 +1,66 @@
+"""One key chooses the launcher; the older keys still work and may not contradict it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fltorrent.config import load_config
+from fltorrent.errors import ConfigError
+from fltorrent.runtime.federation import Federation, make_launcher
+from fltorrent.runtime.launcher import launcher_name
+
+
+@pytest.mark.parametrize(
+    ("overrides", "name"),
+    [
+        ([], "local"),
+        (["federate.mode=sim"], "sim"),
+        (["runtime.processes=true"], "processes"),
+        (["runtime.launcher=sim"], "sim"),
+        (["runtime.launcher=processes"], "processes"),
+        (["runtime.launcher=local"], "local"),
+        (["runtime.launcher=sim", "federate.mode=sim"], "sim"),
+    ],
+)
+def test_the_launcher_key_and_its_older_spellings(overrides: list[str], name: str) -> None:
+    config = load_config(None, overrides)
+    assert launcher_name(config) == name
+    launcher = make_launcher(config)
+    assert launcher.name == name and launcher.virtual_time == (name == "sim")
+    # The older keys follow the one key, so every component sees the same mode.
+    assert (config.federate.mode == "sim") == (name == "sim")
+    assert config.runtime.processes == (name == "processes")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["runtime.launcher=local", "federate.mode=sim"],
+        ["runtime.launcher=sim", "runtime.processes=true"],
+        ["runtime.launcher=processes", "federate.mode=sim"],
+    ],
+)
+def test_contradicting_keys_are_refused_with_the_key_path(overrides: list[str]) -> None:
+    with pytest.raises(ConfigError, match=r"runtime\.(launcher|processes)"):
+        load_config(None, overrides)
+
+
+def test_a_sim_launcher_runs_in_virtual_time(tmp_path: Path) -> None:
+    config = load_config(
+        None,
+        [
+            "runtime.launcher=sim",
+            "data.num_samples=2000",
+            "federate.client_num=3",
+            "federate.total_round_num=1",
+            "output.progress=none",
+            "output.save_model=false",
+            "network.up_mbit=0.1",  # 32 KB at 100 kbit/s: seconds of virtual time, no wall time
+            "network.down_mbit=0.1",
+        ],
+    )
+    result = Federation(config, output_dir=tmp_path).run()
+    assert result.summary["mode"] == "sim" and result.summary["sim_time_s"] > 2.0
+    assert result.summary["wall_time_s"] < result.summary["sim_time_s"]
