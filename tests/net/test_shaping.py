@@ -73,6 +73,15 @@ async def test_upload_rate_is_the_set_rate() -> None:
     assert 5 * MB * 8 / seconds == pytest.approx(10e6, rel=0.01)
 
 
+@pytest.mark.parametrize("mbit", [0.128, 0.3])
+@aio(virtual=True, timeout=3600)
+async def test_a_slow_uplink_shapes_bulk_data_cut_into_one_packet_segments(mbit: float) -> None:
+    # Below ~0.6 Mbit/s a 20 ms segment is one packet; bulk data must still wait for the link
+    # (it once skipped the bucket like a lone request, leaving IoT uploads unshaped).
+    seconds, _ = await transfer(LinkProfile.from_mbit(mbit, None), LinkProfile(), 64_000)
+    assert 64_000 * 8 / seconds == pytest.approx(mbit * 1e6, rel=0.05)
+
+
 @aio(virtual=True, timeout=3600)
 async def test_download_rate_is_the_set_rate() -> None:
     seconds, _ = await transfer(LinkProfile(), LinkProfile.from_mbit(None, 4), 2 * MB)

@@ -208,6 +208,9 @@ class ShapedConnection:
         seg = link.up_segment
         window = link.window()
         loop = asyncio.get_running_loop()
+        # A write of one packet (a request, a have) skips the bulk queue; bulk data never does,
+        # even where a slow link cuts it into one-packet segments.
+        sparse = sum(len(b) for b in buffers) <= PACKET_BYTES
         for buf in buffers:
             view = memoryview(buf).cast("B")
             for off in range(0, len(view), seg):
@@ -218,7 +221,7 @@ class ShapedConnection:
                     await self._drained.wait()
                     self._check()
                 if link.up is not None:
-                    await link.up.acquire(len(piece), sparse=len(piece) <= PACKET_BYTES)
+                    await link.up.acquire(len(piece), sparse=sparse)
                 delay, resent = link.transit_delay(len(piece))
                 if resent:
                     link.retransmitted_bytes += resent
