@@ -159,7 +159,8 @@ async def wait_exchange(
         critical = (1 - policy.critical_window) * policy.timeout
         swarm.set_critical(ctx.round, ctx.now() + critical)
     try:
-        if await swarm.wait_for(complete, policy.timeout):
+        # Until the soft deadline only whole updates matter; after it, every piece counts.
+        if await swarm.wait_for(complete, policy.timeout, every_piece=False):
             return False
         enough_now = await swarm.wait_for(
             lambda: complete() or enough(), max(0.0, policy.hard_timeout - policy.timeout)

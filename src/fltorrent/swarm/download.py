@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from fltorrent.errors import RemoteProtocolError, SwarmError
 from fltorrent.swarm.counters import Counters
@@ -46,6 +46,7 @@ class Downloader:
         sessions: dict[int, Session],
         counters: Counters,
         wanted: Callable[[Blob], bool],
+        active: Mapping[bytes, Blob],
         subset: Callable[[bytes], frozenset[int] | None],
         on_verified: Callable[[Blob, int], None],
         on_bad_peer: Callable[[Session], None],
@@ -56,6 +57,7 @@ class Downloader:
         self.sessions = sessions
         self.counters = counters
         self.wanted = wanted
+        self.active = active  # the blobs still wanted (the swarm keeps it)
         self.subset = subset  # the wanted pieces of a blob, None: all
         self.on_verified = on_verified
         self.on_bad_peer = on_bad_peer
@@ -377,12 +379,16 @@ class Downloader:
         return self._endgame_block(session, now)
 
     def _candidates(self, session: Session) -> Iterable[tuple[Blob, bytearray]]:
-        for rb in session.their.values():
-            if not rb.known:
-                continue
-            blob = self.blobs.get(rb.blob_id)
-            if blob is not None and self.wanted(blob):
-                yield blob, rb.bits
+        their, handles = session.their, session.their_handle
+        if len(self.active) <= len(their):
+            for blob_id, blob in self.active.items():
+                handle = handles.get(blob_id)
+                if handle is not None and their[handle].known:
+                    yield blob, their[handle].bits
+            return
+        for rb in their.values():
+            if rb.known and rb.blob_id in self.active:
+                yield self.active[rb.blob_id], rb.bits
 
     def _endgame_block(self, session: Session, now: float) -> tuple[Download, int] | None:
         # The scan below visits every block in flight, so each session runs it at most once per
@@ -410,7 +416,7 @@ class Downloader:
             return None
         # Checked last because it scans every wanted piece: endgame only once nothing that a
         # neighbour holds is left unstarted.
-        wanted = [b for b in self.blobs.values() if self.wanted(b)]
+        wanted = list(self.active.values())
         if self.picker.available_unstarted(wanted, self.pool.busy, subsets=self.subset):
             return None
         _, d, offset = best

@@ -100,6 +100,9 @@ class Swarm:
         # Per blob with a piece filter, the wanted pieces (blobs wanted whole are not here).
         self._subsets: dict[bytes, frozenset[int]] = {}
         self._audience: dict[bytes, Audience] = {}
+        # The blobs we still want pieces of (wanted and not done), so that the request path
+        # visits only those; the want function is asked once per blob between set_want calls.
+        self._active: dict[bytes, Blob] = {}
         self._serve_hook = serve_hook
         self._allow_peer = allow_peer
         self._down = Downloader(
@@ -108,6 +111,7 @@ class Swarm:
             sessions=self.sessions,
             counters=self.counters,
             wanted=self.wanted,
+            active=self._active,
             subset=self._subsets.get,
             on_verified=self._piece_verified,
             on_bad_peer=lambda s: self._conns.drop(s),  # noqa: PLW0108 - _conns comes below
@@ -126,6 +130,7 @@ class Swarm:
         self._session_options = options.session_options()
         self._changed = asyncio.Event()
         self._waiters = 0
+        self._piece_waiters = 0  # waiters that want waking on every piece, not only blobs
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._conns = Connector(
@@ -352,6 +357,7 @@ class Swarm:
             return
         self.blobs[blob.blob_id] = blob
         self._track_subset(blob)
+        self._track_active(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
         for session in self.sessions.values():
             handle = session.their_handle.get(blob.blob_id)
@@ -369,6 +375,7 @@ class Swarm:
         for blob in doomed:
             del self.blobs[blob.blob_id]
             self._subsets.pop(blob.blob_id, None)
+            self._active.pop(blob.blob_id, None)
             self._audience.pop(blob.blob_id, None)
             self._seeder.forget(blob.blob_id)
             self._down.forget(blob)
@@ -394,8 +401,10 @@ class Swarm:
         self._want = want
         self._pieces = pieces or _all_pieces
         self._subsets.clear()
+        self._active.clear()
         for blob in self.blobs.values():
             self._track_subset(blob)
+            self._track_active(blob)
         for session in self.sessions.values():
             for rb in session.their.values():
                 if rb.blob_id not in self.blobs and self._want(rb.round, rb.author, rb.topic):
@@ -407,6 +416,10 @@ class Swarm:
                 self._down.stop_unwanted(blob)
         self._down.fill_all()
         self.notify()
+
+    def _track_active(self, blob: Blob) -> None:
+        if self._wanted_now(blob):
+            self._active[blob.blob_id] = blob
 
     def _track_subset(self, blob: Blob) -> None:
         subset = self._pieces(blob.manifest)
@@ -423,13 +436,13 @@ class Swarm:
 
     def wanted(self, blob: Blob) -> bool:
         """Whether we still want pieces of ``blob``."""
+        return blob.blob_id in self._active
+
+    def _wanted_now(self, blob: Blob) -> bool:
         m = blob.manifest
         if not self._want(m.round, m.author, m.topic):
             return False
-        subset = self._subsets.get(blob.blob_id)
-        if subset is None:
-            return not blob.complete
-        return any(not blob.has(i) for i in subset)
+        return not self.done(blob)
 
     def wanted_pieces(self, blob: Blob) -> frozenset[int] | None:
         """The pieces of ``blob`` the piece filter wants (``None``: all of them)."""
@@ -449,9 +462,18 @@ class Swarm:
             self._changed.set()
             self._changed = asyncio.Event()
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
-        """Wait until ``predicate()`` holds; ``False`` if ``timeout`` seconds pass first."""
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout: float, *, every_piece: bool = True
+    ) -> bool:
+        """Wait until ``predicate()`` holds; ``False`` if ``timeout`` seconds pass first.
+
+        The predicate is asked again whenever the swarm changes: with ``every_piece`` on each
+        verified piece, otherwise only when a wanted blob is done, a blob or session comes or
+        goes, or :meth:`notify` is called (a predicate about whole blobs need not run once per
+        piece, which in a large simulation is most of the work).
+        """
         self._waiters += 1
+        self._piece_waiters += every_piece
         try:
             async with asyncio.timeout(max(timeout, 0.0)):
                 while not predicate():
@@ -460,6 +482,7 @@ class Swarm:
             return predicate()
         finally:
             self._waiters -= 1
+            self._piece_waiters -= every_piece
         return True
 
     # ------------------------------------------------------------------ manifests
@@ -540,7 +563,11 @@ class Swarm:
             if theirs is not None and session.their[theirs].bits[piece]:
                 continue  # they hold it already: a Have would tell them nothing
             session.send_have(handle, piece)
-        self.notify()
+        done = blob.blob_id in self._active and self.done(blob)
+        if done:
+            del self._active[blob.blob_id]
+        if done or self._piece_waiters:
+            self.notify()
 
     # ------------------------------------------------------------------ serving
     def _on_request(self, session: Session, msg: Request) -> None:
