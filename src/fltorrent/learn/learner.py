@@ -6,7 +6,10 @@ keeps serving neighbours); nothing here knows about sockets or rounds beyond a n
 
 from __future__ import annotations
 
+import hashlib
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +46,51 @@ class Evaluation:
     local_loss: float
 
 
+class EvalCache:
+    """Test-set results by model state, shared by the learners of one process.
+
+    Evaluation is a pure function of the model's state and the data, so peers that hold the same
+    model (all_to_all with complete delivery: every peer) evaluate it on the shared test set
+    once. Keyed by a SHA-256 of every state tensor and the test set's identity; thread-safe (the
+    in-process launcher evaluates in worker threads); keeps the ``size`` latest entries.
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self.hits = 0
+        self._lock = threading.Lock()
+        self._results: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
+
+    @staticmethod
+    def key(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bytes:
+        """The state of ``model`` and the identity of the data (shared tensors, same memory)."""
+        h = hashlib.sha256()
+        for name, tensor in model.state_dict().items():
+            h.update(name.encode())
+            h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        for t in (x, y):
+            h.update(f"{t.data_ptr()}:{tuple(t.shape)}:{t.dtype}".encode())
+        return h.digest()
+
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        """``evaluate(model, x, y)``, computed once per distinct model state."""
+        key = self.key(model, x, y)
+        with self._lock:
+            found = self._results.get(key)
+            if found is not None:
+                self.hits += 1
+                self._results.move_to_end(key)
+        if found is not None:
+            model.eval()  # as evaluate() leaves it
+            return found
+        result = evaluate(model, x, y)
+        with self._lock:
+            self._results[key] = result
+            while len(self._results) > self.size:
+                self._results.popitem(last=False)
+        return result
+
+
 class Learner:
     """Model + data + plan of one peer."""
 
@@ -58,6 +106,7 @@ class Learner:
         scorer: ImportanceScorer,
         seed: int = 0,
         layout: Layout = "auto",
+        eval_cache: EvalCache | None = None,
     ) -> None:
         self.model = model
         self.x, self.y = train_data
@@ -67,6 +116,7 @@ class Learner:
         self.train_options = dict(train_options)
         self.scorer = scorer
         self.seed = seed
+        self.eval_cache = eval_cache
         self._forward_flops: float | None = None
 
     @property
@@ -134,6 +184,9 @@ class Learner:
 
     def evaluate(self) -> Evaluation:
         """Evaluate on the global test set and on this peer's local test split."""
-        acc, loss = evaluate(self.model, self.x_test, self.y_test)
+        if self.eval_cache is not None:
+            acc, loss = self.eval_cache.evaluate(self.model, self.x_test, self.y_test)
+        else:
+            acc, loss = evaluate(self.model, self.x_test, self.y_test)
         local_acc, local_loss = evaluate(self.model, self.x_local, self.y_local)
         return Evaluation(acc, loss, local_acc, local_loss)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import deque
 from collections.abc import Sequence
 
 from fltorrent.errors import BrokenResourceError, ClosedResourceError, ConnectError
@@ -18,36 +19,54 @@ DEFAULT_BUFFER_LIMIT = 1 << 20
 
 
 class _Pipe:
-    """One direction: bytes written by one end, read by the other."""
+    """One direction: bytes written by one end, read by the other.
+
+    Waiters park on plain futures, woken in the order they came (an ``asyncio.Condition`` did the
+    same with a lock round trip per call: a fifth of a large simulation's time went there).
+    """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.buf = bytearray()
         self.eof = False  # writer closed
         self.broken = False  # reader closed: writes fail
-        self.changed = asyncio.Condition()
+        self._readers: deque[asyncio.Future[None]] = deque()
+        self._writers: deque[asyncio.Future[None]] = deque()
+
+    @staticmethod
+    def _wake(waiters: deque[asyncio.Future[None]]) -> None:
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    @staticmethod
+    async def _park(waiters: deque[asyncio.Future[None]]) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        waiters.append(fut)
+        await fut
 
     async def write(self, data: bytes) -> None:
-        async with self.changed:
-            await self.changed.wait_for(lambda: self.broken or len(self.buf) < self.limit)
-            if self.broken:
-                raise BrokenResourceError("the other end closed the connection")
-            self.buf += data
-            self.changed.notify_all()
+        while not self.broken and len(self.buf) >= self.limit:
+            await self._park(self._writers)
+        if self.broken:
+            raise BrokenResourceError("the other end closed the connection")
+        self.buf += data
+        self._wake(self._readers)
 
     async def read(self, max_bytes: int) -> bytes:
-        async with self.changed:
-            await self.changed.wait_for(lambda: bool(self.buf) or self.eof)
-            data = bytes(self.buf[:max_bytes])
-            del self.buf[:max_bytes]
-            self.changed.notify_all()
-            return data
+        while not self.buf and not self.eof:
+            await self._park(self._readers)
+        data = bytes(self.buf[:max_bytes])
+        del self.buf[:max_bytes]
+        self._wake(self._writers)
+        return data
 
     async def set(self, *, eof: bool = False, broken: bool = False) -> None:
-        async with self.changed:
-            self.eof |= eof
-            self.broken |= broken
-            self.changed.notify_all()
+        self.eof |= eof
+        self.broken |= broken
+        self._wake(self._readers)
+        self._wake(self._writers)
 
 
 class MemoryConnection:

@@ -27,7 +27,7 @@ from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams
 from fltorrent.devices.profiles import DeviceProfile, assign_profiles
 from fltorrent.learn.data import Dataset, load_dataset
 from fltorrent.learn.importance import ImportanceScorer
-from fltorrent.learn.learner import Learner
+from fltorrent.learn.learner import EvalCache, Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
 from fltorrent.net.shaping import LinkProfile
@@ -51,6 +51,11 @@ class FederationData:
     dataset: Dataset
     train_parts: list[np.ndarray]
     test_parts: list[np.ndarray]
+    # The global test set as tensors, shared by every peer of the process (one copy in memory,
+    # and the identity the evaluation cache keys on).
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    eval_cache: EvalCache
 
 
 def load_federation_data(config: Config) -> FederationData:
@@ -78,7 +83,8 @@ def load_federation_data(config: Config) -> FederationData:
         groups=dataset.groups,
     )
     tests = split_test_like(parts, dataset.y_train, dataset.y_test, seed=seed)
-    return FederationData(dataset, parts, tests)
+    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
+    return FederationData(dataset, parts, tests, x_test, y_test, EvalCache())
 
 
 def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner:
@@ -108,7 +114,7 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
             torch.from_numpy(ds.x_train[train_idx]),
             labels,
         ),
-        test_data=(torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test)),
+        test_data=(data.x_test, data.y_test),
         local_test_data=(
             torch.from_numpy(ds.x_test[test_idx]),
             torch.from_numpy(ds.y_test[test_idx]),
@@ -129,6 +135,7 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
             seed=seed * 1000 + peer_id,
         ),
         seed=seed * 1000 + peer_id,
+        eval_cache=data.eval_cache,
     )
 
 
