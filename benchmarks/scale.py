@@ -6,7 +6,8 @@ peak resident memory (``ru_maxrss`` of the child), the simulated time and the fi
 * **reference**: every peer one reference core, links unshaped;
 * **devices**: the SPEC §4 device distribution (links shaped per device, battery, heat,
   compression by tier);
-* **churn**: the devices case with 30 % of peers crashing in round 3 and rejoining 2 rounds later.
+* **churn**: the devices case with 30 % of peers crashing in round 3 and rejoining 2 rounds later;
+* **neighbours**, **reduce_scatter**: the reference case under another round plan.
 
     python benchmarks/scale.py --json bench-results/scale.json
 """
@@ -29,7 +30,9 @@ SPEC_DISTRIBUTION = (
     "edge_server: 0.05}"
 )
 CASES: dict[str, list[str]] = {
-    "reference": [],
+    "reference": [],  # all_to_all, the default plan
+    "neighbours": ["exchange.plan=neighbours"],
+    "reduce_scatter": ["exchange.plan=reduce_scatter"],
     "devices": [f"devices.distribution={SPEC_DISTRIBUTION}"],
     "churn": [
         f"devices.distribution={SPEC_DISTRIBUTION}",

@@ -264,7 +264,11 @@ class ReduceScatter(RoundPlan):
             elif self._all_voted(c, ballot) and c not in st.owned_since:
                 st.fallback.setdefault(c, now)  # every owner voted, no majority
             held = [v for v in best if v[1].has(v[2])]
-            st.chosen[c] = min(held or best, key=lambda v: v[0])
+            if held:
+                st.chosen[c] = min(held, key=lambda v: v[0])
+            else:  # spread the gathering over the agreeing owners' uplinks
+                ranked = sorted(best, key=lambda v: v[0])
+                st.chosen[c] = ranked[(self._me() + c) % len(ranked)]
 
     def _all_voted(self, c: int, ballot: list[Vote]) -> bool:
         assert self._own is not None
