@@ -1,9 +1,11 @@
 """Byzantine robustness: attacks x aggregation rules (with and without detection and trust).
 
 Simulation, 20 peers, mnist1d Dirichlet(0.5), 1-D CNN, 3 local epochs, 4 Byzantine peers (20 %,
-drawn with the seed), full topology (``--topology mesh`` for a mesh of 6). For each attack and
-rule: the honest peers' mean final accuracy, beside the same rule without attack; with
-detection: true and false positive rates of the IQR filter (over every honest peer's verdicts).
+drawn with the seed), full topology (``--topology mesh`` for a mesh of 6), the default plan
+(``--plan reduce_scatter``: owners aggregate, with detection and trust per chunk group). For
+each attack and rule: the honest peers' mean final accuracy, beside the same rule without
+attack; with detection: true and false positive rates of the IQR filter (over every honest
+peer's verdicts).
 
 Each finished run is appended to ``--runs`` (JSONL) and skipped when run again; ``--report``
 prints the table from that file.
@@ -74,12 +76,18 @@ class Job(NamedTuple):
     chunks: int
     momentum: float = 0.9  # robust.detection.momentum (detect runs only)
     burst_k: float = 3.0  # robust.detection.burst_k (detect runs only)
+    plan: str = "all_to_all"  # exchange.plan
+
+    @property
+    def label(self) -> str:
+        """Topology, and the plan when it is not the default (one table each)."""
+        return self.topology if self.plan == "all_to_all" else f"{self.topology}+{self.plan}"
 
     def key(self) -> str:
-        """The run's identity in ``--runs``: other rounds, chunks or detection momentum make
-        another run."""
+        """The run's identity in ``--runs``: other rounds, chunks, detection momentum or plan
+        make another run."""
         mode = f"detect-m{self.momentum:g}b{self.burst_k:g}" if self.detect else "plain"
-        where = f"{self.topology}/{self.attack}/{self.rule}/{mode}"
+        where = f"{self.label}/{self.attack}/{self.rule}/{mode}"
         return f"{where}/{self.seed}/r{self.rounds}c{self.chunks}"
 
 
@@ -94,6 +102,7 @@ def overrides(job: Job) -> list[str]:
         f"chunk.num_chunks={job.chunks}",
         f"topology.type={job.topology}",
         "topology.connections=6",
+        f"exchange.plan={job.plan}",
         "output.save_model=false",
         "output.progress=none",
         "output.log_level=error",
@@ -124,6 +133,7 @@ def run(job: Job) -> dict[str, Any]:
     byz = s["byzantine"]
     return {
         **job._asdict(),
+        "topology": job.label,
         "key": job.key(),
         "momentum": job.momentum if job.detect else None,
         "burst_k": job.burst_k if job.detect else None,
@@ -229,6 +239,7 @@ def report(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--topology", default="full")
+    parser.add_argument("--plan", default="all_to_all", help="exchange.plan of every run")
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--rules", default=",".join(RULES))
     parser.add_argument("--detection", default="off,on")
@@ -266,6 +277,7 @@ def main() -> None:
                 args.chunks,
                 args.momentum,
                 args.burst_k,
+                args.plan,
             )
             for attack in args.attacks.split(",")
             for rule in args.rules.split(",")
