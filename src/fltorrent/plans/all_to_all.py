@@ -60,6 +60,7 @@ class AllToAll(RoundPlan):
     """See the module docstring."""
 
     name = "all_to_all"
+    _blob_cache: tuple[tuple[object, ...], dict[int, Blob]] | None = None
 
     def authors(self, membership: Membership) -> set[int] | None:
         """Whose updates this peer aggregates (``None``: every member's)."""
@@ -80,9 +81,19 @@ class AllToAll(RoundPlan):
             swarm.set_want(UpdatesFrom(round_, lambda a: a != me and self.admits(membership, a)))
 
     def _blobs(self, ctx: RoundContext) -> dict[int, Blob]:
-        blobs = round_blobs(ctx.swarm, ctx.membership, ctx.round)
+        # The round's blobs change only when the swarm's set of blobs does: scanning them at
+        # every wake-up was a tenth of a 100-peer simulation.
         mine = self.authors(ctx.membership)
-        return blobs if mine is None else {a: b for a, b in blobs.items() if a in mine}
+        caught = len(ctx.membership.caught(ctx.round))
+        key = (ctx.round, ctx.swarm.generation, caught, None if mine is None else frozenset(mine))
+        cached = self._blob_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        blobs = round_blobs(ctx.swarm, ctx.membership, ctx.round)
+        if mine is not None:
+            blobs = {a: b for a, b in blobs.items() if a in mine}
+        self._blob_cache = (key, blobs)
+        return blobs
 
     def _expected(self, ctx: RoundContext, blobs: dict[int, Blob]) -> set[int]:
         expected = ctx.membership.expected(ctx.round, blobs)
@@ -105,14 +116,15 @@ class AllToAll(RoundPlan):
 
     def _complete(self, ctx: RoundContext) -> bool:
         blobs = self._blobs(ctx)
-        self._progress(ctx)
+        expected = self._expected(ctx, blobs)
+        progress(ctx, blobs, expected)
         swarm, members, r = ctx.swarm, ctx.membership, ctx.round
         for author, done in blobs.items():
             if done.complete and author not in self._finished:
                 self._finished.append(author)
         if ctx.quorum is not None and self._participants(ctx) >= ctx.quorum:
             return True  # overcommitted: the first updates to arrive are enough
-        for author in self._expected(ctx, blobs):
+        for author in expected:
             blob = blobs.get(author)
             if blob is not None and blob.complete:
                 continue

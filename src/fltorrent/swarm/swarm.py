@@ -94,6 +94,7 @@ class Swarm:
         self.transport = transport
         self.counters = Counters()
         self.blobs: dict[bytes, Blob] = {}
+        self.generation = 0  # counts changes to the set of blobs (a cache key for callers)
         self.sessions: dict[int, Session] = {}
         self._want = want
         self._pieces: PieceFilter = _all_pieces
@@ -356,6 +357,7 @@ class Swarm:
         if blob.blob_id in self.blobs:
             return
         self.blobs[blob.blob_id] = blob
+        self.generation += 1
         self._track_subset(blob)
         self._track_active(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
@@ -374,6 +376,7 @@ class Swarm:
         doomed = [b for b in self.blobs.values() if predicate(b.manifest)]
         for blob in doomed:
             del self.blobs[blob.blob_id]
+            self.generation += 1
             self._subsets.pop(blob.blob_id, None)
             self._active.pop(blob.blob_id, None)
             self._audience.pop(blob.blob_id, None)
