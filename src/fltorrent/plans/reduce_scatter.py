@@ -164,9 +164,12 @@ class ReduceScatter(RoundPlan):
         st, swarm = self._st, self._swarm
         assert swarm is not None
         wants = (self._update_chunks(), frozenset(v[1].blob_id for v in st.chosen.values()))
-        if force or wants != st.wants:
-            st.wants = wants
+        if force or bool(wants[0]) != bool(st.wants[0]):
+            st.wants = wants  # which blobs are wanted changed: fetch their manifests
             swarm.set_want(self._want, self._pieces)
+        elif wants != st.wants:
+            st.wants = wants  # only which pieces: no manifest to fetch
+            swarm.refresh_pieces()
 
     def _want(self, round_: int, author: int, topic: Topic) -> bool:
         members, own = self._members, self._own

@@ -403,15 +403,20 @@ class Swarm:
         phase: fetch, stop and refill to match."""
         self._want = want
         self._pieces = pieces or _all_pieces
+        for session in self.sessions.values():
+            for rb in session.their.values():
+                if rb.blob_id not in self.blobs and self._want(rb.round, rb.author, rb.topic):
+                    self._manifests.fetch(rb.blob_id)
+        self.refresh_pieces()
+
+    def refresh_pieces(self) -> None:
+        """Ask the piece filter again for every blob we hold (the blob-level want function is
+        unchanged, so no manifest needs fetching): stop and refill to match."""
         self._subsets.clear()
         self._active.clear()
         for blob in self.blobs.values():
             self._track_subset(blob)
             self._track_active(blob)
-        for session in self.sessions.values():
-            for rb in session.their.values():
-                if rb.blob_id not in self.blobs and self._want(rb.round, rb.author, rb.topic):
-                    self._manifests.fetch(rb.blob_id)
         for blob in self.blobs.values():
             if not self.wanted(blob):
                 self._down.stop(blob)  # e.g. a round that ended at its deadline
