@@ -134,9 +134,27 @@ class ReduceScatter(RoundPlan):
         self._own = own
         for c in own.owned_by(members.me):
             st.owned_since.setdefault(c, now)
-        self._connect(own.partners(members.me) | self._previous, members)
+        self._connect(self._partners(), members)
+        swarm.set_relay(self._relay)
         self._decide(now, float("inf"))
         self._set_want(force=True)
+
+    def _partners(self) -> set[int]:
+        """Whom to connect to: the round's partners (and last round's, whose late peers still
+        fetch), and every live member while this peer aggregates chunks itself (a fallback
+        needs every author's piece; authors announce their own updates to everyone)."""
+        own, members = self._own, self._members
+        assert own is not None and members is not None
+        partners = own.partners(members.me) | self._previous
+        if self._st.fallback:
+            partners |= set(members.members) - members.departed - {members.me}
+        return partners
+
+    def _relay(self, manifest: Manifest, peer: int) -> bool:
+        """Relay other authors' updates to chunk owners only: nobody else wants them (a peer
+        that falls back gets them from their authors); aggregates go to everyone."""
+        own = self._own
+        return manifest.topic != UPDATE or own is None or peer in own.owner_set
 
     def _connect(self, partners: set[int], members: Membership) -> None:
         swarm = self._swarm
@@ -161,9 +179,11 @@ class ReduceScatter(RoundPlan):
 
     def _set_want(self, *, force: bool = False) -> None:
         """Tell the swarm, when it changed, which pieces we want."""
-        st, swarm = self._st, self._swarm
-        assert swarm is not None
+        st, swarm, members = self._st, self._swarm, self._members
+        assert swarm is not None and members is not None
         wants = (self._update_chunks(), frozenset(v[1].blob_id for v in st.chosen.values()))
+        if st.fallback and not st.wants[0] and wants[0]:
+            self._connect(self._partners(), members)  # falling back: reach every author
         if force or bool(wants[0]) != bool(st.wants[0]):
             st.wants = wants  # which blobs are wanted changed: fetch their manifests
             swarm.set_want(self._want, self._pieces)

@@ -5,7 +5,7 @@ from fltorrent.swarm.manifest import Manifest, sha256
 from fltorrent.swarm.manifests import ManifestCheck
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.store import Blob, BlockResult, Buffer
-from fltorrent.swarm.swarm import Audience, PieceFilter, ServeHook, Swarm, WantFn
+from fltorrent.swarm.swarm import Audience, PieceFilter, RelayFilter, ServeHook, Swarm, WantFn
 from fltorrent.wire import UPDATE, Topic, TopicKind
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "Manifest",
     "ManifestCheck",
     "PieceFilter",
+    "RelayFilter",
     "ServeHook",
     "Swarm",
     "SwarmOptions",

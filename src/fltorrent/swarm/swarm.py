@@ -71,6 +71,8 @@ ServeHook = Callable[[Buffer], Buffer]
 """Rewrites a block before it is served (experiments: chunk poisoning)."""
 Audience = Callable[[int], bool]
 """Which neighbours (by peer id) a blob is announced to."""
+RelayFilter = Callable[[Manifest, int], bool]
+"""Whether a blob of another author is worth announcing to a neighbour (peer id)."""
 
 
 def _all_pieces(_manifest: Manifest) -> None:
@@ -101,6 +103,7 @@ class Swarm:
         # Per blob with a piece filter, the wanted pieces (blobs wanted whole are not here).
         self._subsets: dict[bytes, frozenset[int]] = {}
         self._audience: dict[bytes, Audience] = {}
+        self._relay: RelayFilter | None = None
         # The blobs we still want pieces of (wanted and not done), so that the request path
         # visits only those; the want function is asked once per blob between set_want calls.
         self._active: dict[bytes, Blob] = {}
@@ -434,6 +437,15 @@ class Swarm:
         if subset is not None:
             self._subsets[blob.blob_id] = frozenset(subset)
 
+    def set_relay(self, relay: RelayFilter | None) -> None:
+        """Announce other authors' blobs only to the neighbours ``relay`` admits (``None``: to
+        every neighbour), and announce now what it newly admits. A plan whose peers want few
+        of the blobs their neighbours hold saves most announces this way."""
+        self._relay = relay
+        for session in self.sessions.values():
+            for blob in self.blobs.values():
+                self._announce(session, blob)
+
     def set_critical(self, round_: int | None, at: float = 0.0) -> None:
         """Critical mode (picker.py) for rounds <= ``round_`` from loop time ``at`` (None: off)."""
         self._down.set_critical(round_, at)
@@ -500,10 +512,14 @@ class Swarm:
         audience = self._audience.get(blob.blob_id)
         if audience is not None and not audience(session.remote_id):
             return
+        m = blob.manifest
+        relay = self._relay
+        mine = m.author == self.options.peer_id
+        if relay is not None and not mine and not relay(m, session.remote_id):
+            return
         handle = len(session.our_handle)
         session.our_handle[blob.blob_id] = handle
         session.our_blob[handle] = blob.blob_id
-        m = blob.manifest
         session.send(Announce(handle, blob.blob_id, m.round, m.author, m.num_pieces, m.topic))
         if self._seeder.seeding(blob.blob_id):
             session.send(Bitfield(handle, self._seeder.initial_bits(session, blob)))
