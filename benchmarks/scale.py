@@ -99,12 +99,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="an extra override for every case, e.g. data.num_samples=100000 for 1,000 peers",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     results = {}
     print(f"{'case':<10} {'wall s':>8} {'peak MiB':>9} {'sim s':>9} {'acc':>6} {'done':>5}")
     for name in args.cases.split(","):
-        r = run_case(name, args.peers, args.rounds, args.seed, CASES[name])
+        r = run_case(name, args.peers, args.rounds, args.seed, [*CASES[name], *args.set])
         results[name] = r
         print(
             f"{name:<10} {r['wall_s']:>8.1f} {r['peak_rss_mib']:>9.1f} {r['sim_time_s']:>9.1f} "
