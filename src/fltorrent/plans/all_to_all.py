@@ -74,6 +74,7 @@ class AllToAll(RoundPlan):
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
         self._finished: list[int] = []  # authors in the order their update completed
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
+        swarm.forget_before(round_ - 1)
         me = membership.me
         if self.authors(membership) is None:
             swarm.set_want(UpdatesFrom(round_, lambda a: a != me))

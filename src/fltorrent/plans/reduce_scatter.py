@@ -109,6 +109,7 @@ class ReduceScatter(RoundPlan):
 
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
+        swarm.forget_before(round_ - 1)
         self._swarm, self._members = swarm, membership
         if self._own is not None:
             self._previous = self._own.partners(membership.me)

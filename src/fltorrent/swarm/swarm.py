@@ -104,6 +104,10 @@ class Swarm:
         self._subsets: dict[bytes, frozenset[int]] = {}
         self._audience: dict[bytes, Audience] = {}
         self._relay: RelayFilter | None = None
+        # Blobs neighbours announced that we do not hold (one entry per blob, whoever announced
+        # it), so that set_want need not scan every session's announcements of every round.
+        self._unresolved: dict[bytes, RemoteBlob] = {}
+        self._oldest_round = 0  # announcements of earlier rounds are no longer indexed
         # The blobs we still want pieces of (wanted and not done), so that the request path
         # visits only those; the want function is asked once per blob between set_want calls.
         self._active: dict[bytes, Blob] = {}
@@ -361,6 +365,7 @@ class Swarm:
             return
         self.blobs[blob.blob_id] = blob
         self.generation += 1
+        self._unresolved.pop(blob.blob_id, None)
         self._track_subset(blob)
         self._track_active(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
@@ -406,11 +411,20 @@ class Swarm:
         phase: fetch, stop and refill to match."""
         self._want = want
         self._pieces = pieces or _all_pieces
-        for session in self.sessions.values():
-            for rb in session.their.values():
-                if rb.blob_id not in self.blobs and self._want(rb.round, rb.author, rb.topic):
-                    self._manifests.fetch(rb.blob_id)
+        for blob_id, rb in list(self._unresolved.items()):
+            if blob_id in self.blobs or rb.round < self._oldest_round:
+                del self._unresolved[blob_id]
+            elif self._want(rb.round, rb.author, rb.topic):
+                self._manifests.fetch(blob_id)
         self.refresh_pieces()
+
+    def forget_before(self, round_: int) -> None:
+        """Announcements of rounds before ``round_`` will never be wanted: stop indexing them
+        (what neighbours hold of them is still known, for their pieces' availability)."""
+        self._oldest_round = max(self._oldest_round, round_)
+        stale = [b for b, rb in self._unresolved.items() if rb.round < self._oldest_round]
+        for blob_id in stale:
+            del self._unresolved[blob_id]
 
     def refresh_pieces(self) -> None:
         """Ask the piece filter again for every blob we hold (the blob-level want function is
@@ -546,7 +560,10 @@ class Swarm:
             if (m.round, m.author, m.num_pieces, m.topic) != hints:
                 raise RemoteProtocolError("announce contradicts the blob's manifest")
             rb.known = True
-        elif self._want(msg.round, msg.author, msg.topic):
+            return
+        if msg.round >= self._oldest_round:
+            self._unresolved.setdefault(msg.blob_id, rb)
+        if self._want(msg.round, msg.author, msg.topic):
             self._manifests.fetch(msg.blob_id)
 
     def _on_manifest_request(self, session: Session, msg: ManifestRequest) -> None:
