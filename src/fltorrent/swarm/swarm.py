@@ -369,15 +369,22 @@ class Swarm:
         self._track_subset(blob)
         self._track_active(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
+        holders = []
         for session in self.sessions.values():
             handle = session.their_handle.get(blob.blob_id)
             if handle is not None:
                 rb = session.their[handle]
                 rb.known = True
                 self._down.picker.add(blob.blob_id, rb.bits)
+                holders.append(session)
             self._announce(session, blob)
         self.notify()
-        self._down.fill_all()
+        if blob.blob_id in self._active:
+            # Only neighbours that announced the blob can serve it: the others' pipelines are
+            # as they were (with a thousand sessions, refilling them all per blob was most of
+            # a large simulation).
+            for session in holders:
+                self._down.fill(session)
 
     def drop_blobs(self, predicate: Callable[[Manifest], bool]) -> int:
         """Forget blobs whose manifest matches (e.g. rounds past their grace); returns how many."""
