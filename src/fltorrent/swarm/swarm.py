@@ -20,6 +20,10 @@ neighbours only, chunk owners) lives with the caller. Two more hooks let experim
 the same code: ``serve_hook`` rewrites the blocks we serve, and :meth:`Swarm.publish` takes an
 ``audience`` that limits which neighbours a blob is announced to. The swarm is driven by
 session events plus a ticker that handles request timeouts and endgame.
+
+Over 500 lines, knowingly: session callbacks, announces, wants and serving all read and write the
+same blob and session tables; what stands alone is split out already (``download.py``,
+``connector.py``, ``manifests.py``, ``seeding.py``, ``slots.py``).
 """
 
 from __future__ import annotations
