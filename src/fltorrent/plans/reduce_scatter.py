@@ -21,6 +21,10 @@ serving their updates for the whole round, and every chunk owner holds them. A d
 chunks fall to the next member on the ring, which fetches the pieces and publishes in its place
 unless the chunk is settled already. At the deadline, partial aggregation holds per chunk: a
 chunk with no value keeps this peer's own.
+
+Over 500 lines, knowingly: wants, votes, fallbacks and the exchange loop are one state machine
+over the same round state; the owner ring (``owners.py``) and the shared helpers (``base.py``)
+are split out.
 """
 
 from __future__ import annotations
