@@ -45,7 +45,6 @@ class Downloader:
         blobs: dict[bytes, Blob],
         sessions: dict[int, Session],
         counters: Counters,
-        wanted: Callable[[Blob], bool],
         active: Mapping[bytes, Blob],
         subset: Callable[[bytes], frozenset[int] | None],
         on_verified: Callable[[Blob, int], None],
@@ -56,7 +55,6 @@ class Downloader:
         self.blobs = blobs
         self.sessions = sessions
         self.counters = counters
-        self.wanted = wanted
         self.active = active  # the blobs still wanted (the swarm keeps it)
         self.subset = subset  # the wanted pieces of a blob, None: all
         self.on_verified = on_verified
@@ -125,7 +123,7 @@ class Downloader:
     def wants_piece(self, blob: Blob, piece: int) -> bool:
         """Whether ``piece`` of ``blob`` is wanted (whether or not we hold it)."""
         subset = self.subset(blob.blob_id)
-        return (subset is None or piece in subset) and self.wanted(blob)
+        return (subset is None or piece in subset) and blob.blob_id in self.active
 
     def release(self, session: Session, key: BlockKey) -> None:
         """``session`` will not deliver ``key`` (rejected, timed out)."""

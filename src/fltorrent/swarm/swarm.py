@@ -122,7 +122,6 @@ class Swarm:
             blobs=self.blobs,
             sessions=self.sessions,
             counters=self.counters,
-            wanted=self.wanted,
             active=self._active,
             subset=self._subsets.get,
             on_verified=self._piece_verified,
