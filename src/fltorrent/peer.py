@@ -320,6 +320,7 @@ class Peer:
             sim_time_s=now - self._origin if self.simulated else None,
             device=self.device,
             attacker=self.publisher.attacker,
+            selected=self.peer_id in selection.selected,
             selection=selection.reasons.get(self.peer_id, ""),
         )
         self.history.append(metrics)

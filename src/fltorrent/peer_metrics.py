@@ -25,6 +25,7 @@ def round_metrics(
     sim_time_s: float | None,
     device: Device | None,
     attacker: bool,
+    selected: bool = True,
     selection: str = "",
 ) -> RoundMetrics:
     """One round's record; ``outcome`` is what the round plan's exchange did."""
@@ -77,6 +78,6 @@ def round_metrics(
         owned_chunks=outcome.owned_chunks,
         owner_disagreements=outcome.owner_disagreements,
         fallback_chunks=outcome.fallback_chunks,
-        selected=not selection.startswith("not selected"),
+        selected=selected,
         selection=selection,
     )

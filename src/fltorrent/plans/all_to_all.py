@@ -76,10 +76,8 @@ class AllToAll(RoundPlan):
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
         swarm.forget_before(round_ - 1)
         me = membership.me
-        if self.authors(membership) is None:
-            swarm.set_want(UpdatesFrom(round_, lambda a: a != me))
-        else:  # asked at each announce: the overlay may gain a neighbour mid-round (repair)
-            swarm.set_want(UpdatesFrom(round_, lambda a: a != me and self.admits(membership, a)))
+        # Asked per blob as it is announced: the overlay may gain a neighbour mid-round (repair).
+        swarm.set_want(UpdatesFrom(round_, lambda a: a != me and self.admits(membership, a)))
 
     def _blobs(self, ctx: RoundContext) -> dict[int, Blob]:
         # The round's blobs change only when the swarm's set of blobs does: scanning them at
