@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
@@ -346,40 +347,6 @@ class OutputConfig(_Section):
     )
 
 
-class ExchangeConfig(_Section):
-    """Who sends what to whom each round (the round plan, ``fltorrent.plans``)."""
-
-    plan: Literal["all_to_all", "neighbours", "reduce_scatter"] = Field(
-        "all_to_all",
-        description="'all_to_all': every peer aggregates every update; 'neighbours': every "
-        "peer averages with its overlay neighbours only (Metropolis-Hastings weights); "
-        "'reduce_scatter': chunk owners aggregate, every peer gathers the aggregated chunks",
-    )
-    owners: int = Field(
-        2, ge=1, le=16, description="reduce_scatter: owners per chunk (checked against each other)"
-    )
-
-
-class SelectionConfig(_Section):
-    """Which members train and publish each round (``fltorrent.selection``)."""
-
-    max_participants: PositiveInt | None = Field(
-        None, description="members that train per round (null: every member)"
-    )
-    min_participants: PositiveInt = Field(
-        1,
-        description="updates (own included) a round needs before its soft deadline may end it",
-    )
-    overcommit: float = Field(
-        0.0,
-        ge=0.0,
-        le=4.0,
-        description="select this share more than max_participants; all_to_all then aggregates "
-        "the first max_participants updates to arrive",
-    )
-    window: PositiveInt = Field(5, description="rounds of sitting out that lower availability")
-
-
 class Config(_Section):
     """The whole configuration."""
 
@@ -417,21 +384,7 @@ class Config(_Section):
                 )
         self.robust.check(n)
         self.attack.check(n)
-        sel = self.selection
-        if sel.max_participants is not None and sel.max_participants > n:
-            raise ConfigError(
-                f"{sel.max_participants} participants of {n} members",
-                path="selection.max_participants",
-            )
-        if sel.max_participants is not None and sel.min_participants > sel.max_participants:
-            raise ConfigError(
-                "min_participants exceeds max_participants", path="selection.min_participants"
-            )
-        if sel.min_participants > n:
-            raise ConfigError(
-                f"{sel.min_participants} participants of {n} members",
-                path="selection.min_participants",
-            )
+        self.selection.check(n)
         if self.runtime.processes and self.federate.mode == "sim":
             raise ConfigError("sim mode runs every peer in one process", path="runtime.processes")
         launcher = self.runtime.launcher
