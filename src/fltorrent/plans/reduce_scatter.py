@@ -105,6 +105,7 @@ class ReduceScatter(RoundPlan):
         self._defenses: dict[tuple[int, ...], Defense] = {}  # per chunk group (owned)
         self._dialed: set[int] = set()  # partners beyond the overlay that we dialed
         self._previous: set[int] = set()  # last round's partners (late peers still fetch)
+        self._co_owners: frozenset[int] = frozenset()  # owners of the chunks we own, but us
 
     # ------------------------------------------------------------------ wiring
     def allows(self, peer: int) -> bool:
@@ -137,8 +138,10 @@ class ReduceScatter(RoundPlan):
             departed=members.departed,
         )
         self._own = own
-        for c in own.owned_by(members.me):
+        mine = own.owned_by(members.me)
+        for c in mine:
             st.owned_since.setdefault(c, now)
+        self._co_owners = frozenset(p for c in mine for p in own.owners(c)) - {members.me}
         self._connect(self._partners(), members)
         swarm.set_relay(self._relay)
         self._decide(now, float("inf"))
@@ -155,11 +158,20 @@ class ReduceScatter(RoundPlan):
             partners |= set(members.members) - members.departed - {members.me}
         return partners
 
-    def _relay(self, manifest: Manifest, peer: int) -> bool:
-        """Relay other authors' updates to chunk owners only: nobody else wants them (a peer
-        that falls back gets them from their authors); aggregates go to everyone."""
-        own = self._own
-        return manifest.topic != UPDATE or own is None or peer in own.owner_set
+    def _relay(self, manifest: Manifest) -> Collection[int] | None:
+        """Relay other authors' updates to our co-owners only: we hold only the pieces of the
+        chunks we own, and nobody else wants those (a peer that falls back gets them from
+        their authors). Relay aggregates over the overlay only: every peer hears of each
+        aggregate from its owners directly (it has a session with every owner), so a relay
+        helps only as a second source, and overlay neighbours are enough for that. Announcing
+        every blob over every partner session was forty announces per piece moved (100 peers,
+        20 chunks)."""
+        own, members = self._own, self._members
+        if own is None or members is None:
+            return None
+        if manifest.topic != UPDATE:
+            return self.neighbours
+        return self._co_owners
 
     def _connect(self, partners: set[int], members: Membership) -> None:
         swarm = self._swarm

@@ -171,6 +171,7 @@ class Session:
         self.closed = False
         self.handshaken = False
         self.forgotten = False  # taken out of the owner's tables (replaced or closed)
+        self.seq = 0  # the owner's count of sessions opened before this one (its order)
         # Remote's blobs by their handle, and the reverse map.
         self.their: dict[int, RemoteBlob] = {}
         self.their_handle: dict[bytes, int] = {}

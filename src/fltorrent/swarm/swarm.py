@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Iterable
 from typing import Any
 
 from fltorrent.errors import RemoteProtocolError, SwarmError
@@ -75,12 +75,22 @@ ServeHook = Callable[[Buffer], Buffer]
 """Rewrites a block before it is served (experiments: chunk poisoning)."""
 Audience = Callable[[int], bool]
 """Which neighbours (by peer id) a blob is announced to."""
-RelayFilter = Callable[[Manifest, int], bool]
-"""Whether a blob of another author is worth announcing to a neighbour (peer id)."""
+RelayFilter = Callable[[Manifest], Collection[int] | None]
+"""To which neighbours (peer ids) a blob of another author is worth announcing (``None``: all)."""
 
 
 def _all_pieces(_manifest: Manifest) -> None:
     return None
+
+
+def _in_order(sessions: Iterable[Session]) -> list[Session]:
+    """Sessions in the order they opened (the order of ``Swarm.sessions``): which neighbour
+    hears of a piece first is part of what a seeded simulation reproduces."""
+    return sorted(sessions, key=_seq)
+
+
+def _seq(session: Session) -> int:
+    return session.seq
 
 
 class Swarm:
@@ -115,6 +125,11 @@ class Swarm:
         # The blobs we still want pieces of (wanted and not done), so that the request path
         # visits only those; the want function is asked once per blob between set_want calls.
         self._active: dict[bytes, Blob] = {}
+        # Per blob, the sessions we announced it to and those that announced it to us (in the
+        # order they did): a verified piece, a new or a dropped blob visits only those, where
+        # a peer with a thousand sessions used to visit all of them each time.
+        self._told: dict[bytes, dict[Session, None]] = {}
+        self._heard: dict[bytes, dict[Session, None]] = {}
         self._serve_hook = serve_hook
         self._allow_peer = allow_peer
         self._down = Downloader(
@@ -231,6 +246,7 @@ class Swarm:
             self._conns.drop(old)
         self.sessions[rid] = session
         self._conns.opened(rid)
+        session.seq = self.counters.sessions_opened
         self.counters.sessions_opened += 1
         log.info("peer %d: session with %d open", self.options.peer_id, rid)
         session.send(Unchoke())
@@ -262,6 +278,14 @@ class Swarm:
             self._conns.ended(rid)
         self._down.release_all(session)
         self._slots.forget(session)
+        for index, blob_ids in (
+            (self._told, session.our_handle),
+            (self._heard, session.their_handle),
+        ):
+            for blob_id in blob_ids:
+                holders = index.get(blob_id)
+                if holders is not None:
+                    holders.pop(session, None)
         for rb in session.blobs_with_bits():
             self._down.picker.add(rb.blob_id, rb.bits, -1)
         self._down.prune()
@@ -372,14 +396,12 @@ class Swarm:
         self._track_subset(blob)
         self._track_active(blob)
         self._down.picker.track(blob.blob_id, blob.manifest.num_pieces)
-        holders = []
-        for session in self.sessions.values():
-            handle = session.their_handle.get(blob.blob_id)
-            if handle is not None:
-                rb = session.their[handle]
-                rb.known = True
-                self._down.picker.add(blob.blob_id, rb.bits)
-                holders.append(session)
+        holders = _in_order(self._heard.get(blob.blob_id, ()))
+        for session in holders:
+            rb = session.their[session.their_handle[blob.blob_id]]
+            rb.known = True
+            self._down.picker.add(blob.blob_id, rb.bits)
+        for session in self._audience_of(blob):
             self._announce(session, blob)
         self.notify()
         if blob.blob_id in self._active:
@@ -400,13 +422,12 @@ class Swarm:
             self._audience.pop(blob.blob_id, None)
             self._seeder.forget(blob.blob_id)
             self._down.forget(blob)
-            for session in self.sessions.values():
-                handle = session.their_handle.get(blob.blob_id)
-                if handle is not None:
-                    session.their[handle].known = False
-                ours = session.our_handle.get(blob.blob_id)
-                if ours is not None and blob.num_have:
+            for session in _in_order(self._heard.pop(blob.blob_id, ())):
+                session.their[session.their_handle[blob.blob_id]].known = False
+            for session in _in_order(self._told.pop(blob.blob_id, ())):
+                if blob.num_have:
                     # An empty bitfield replaces what we announced: nobody asks us for it again.
+                    ours = session.our_handle[blob.blob_id]
                     session.send(Bitfield(ours, bytes((blob.manifest.num_pieces + 7) // 8)))
         if doomed:
             self.notify()
@@ -422,8 +443,11 @@ class Swarm:
         self._want = want
         self._pieces = pieces or _all_pieces
         for blob_id, rb in list(self._unresolved.items()):
-            if blob_id in self.blobs or rb.round < self._oldest_round:
+            if blob_id in self.blobs:
                 del self._unresolved[blob_id]
+            elif rb.round < self._oldest_round:
+                del self._unresolved[blob_id]
+                self._heard.pop(blob_id, None)
             elif self._want(rb.round, rb.author, rb.topic):
                 self._manifests.fetch(blob_id)
         self.refresh_pieces()
@@ -435,6 +459,7 @@ class Swarm:
         stale = [b for b, rb in self._unresolved.items() if rb.round < self._oldest_round]
         for blob_id in stale:
             del self._unresolved[blob_id]
+            self._heard.pop(blob_id, None)
 
     def refresh_pieces(self) -> None:
         """Ask the piece filter again for every blob we hold (the blob-level want function is
@@ -466,8 +491,8 @@ class Swarm:
         every neighbour), and announce now what it newly admits. A plan whose peers want few
         of the blobs their neighbours hold saves most announces this way."""
         self._relay = relay
-        for session in self.sessions.values():
-            for blob in self.blobs.values():
+        for blob in self.blobs.values():
+            for session in self._audience_of(blob):
                 self._announce(session, blob)
 
     def set_critical(self, round_: int | None, at: float = 0.0) -> None:
@@ -530,6 +555,16 @@ class Swarm:
         return True
 
     # ------------------------------------------------------------------ manifests
+    def _audience_of(self, blob: Blob) -> Iterable[Session]:
+        """The sessions the relay filter lets us announce ``blob`` to (all for our own)."""
+        m = blob.manifest
+        peers = None
+        if self._relay is not None and m.author != self.options.peer_id:
+            peers = self._relay(m)
+        if peers is None or len(peers) >= len(self.sessions):
+            return list(self.sessions.values())
+        return _in_order(s for p in peers if (s := self.sessions.get(p)) is not None)
+
     def _announce(self, session: Session, blob: Blob) -> None:
         if blob.blob_id in session.our_handle:
             return
@@ -538,13 +573,15 @@ class Swarm:
             return
         m = blob.manifest
         relay = self._relay
-        mine = m.author == self.options.peer_id
-        if relay is not None and not mine and not relay(m, session.remote_id):
-            return
+        if relay is not None and m.author != self.options.peer_id:
+            peers = relay(m)
+            if peers is not None and session.remote_id not in peers:
+                return
         handle = len(session.our_handle)
         session.our_handle[blob.blob_id] = handle
         session.our_blob[handle] = blob.blob_id
         session.send(Announce(handle, blob.blob_id, m.round, m.author, m.num_pieces, m.topic))
+        self._told.setdefault(blob.blob_id, {})[session] = None
         if self._seeder.seeding(blob.blob_id):
             session.send(Bitfield(handle, self._seeder.initial_bits(session, blob)))
         elif blob.num_have:
@@ -564,6 +601,8 @@ class Swarm:
         session.their[msg.handle] = rb
         session.their_handle[msg.blob_id] = msg.handle
         blob = self.blobs.get(msg.blob_id)
+        if blob is not None or msg.round >= self._oldest_round:
+            self._heard.setdefault(msg.blob_id, {})[session] = None
         if blob is not None:
             m = blob.manifest
             hints = (msg.round, msg.author, msg.num_pieces, msg.topic)
@@ -606,10 +645,8 @@ class Swarm:
 
     def _piece_verified(self, blob: Blob, piece: int) -> None:
         # Relay: tell every neighbour that lacks the piece that we can serve it now.
-        for session in self.sessions.values():
-            handle = session.our_handle.get(blob.blob_id)
-            if handle is None:
-                continue
+        for session in _in_order(self._told.get(blob.blob_id, ())):
+            handle = session.our_handle[blob.blob_id]
             theirs = session.their_handle.get(blob.blob_id)
             if theirs is not None and session.their[theirs].bits[piece]:
                 continue  # they hold it already: a Have would tell them nothing
