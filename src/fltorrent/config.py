@@ -90,6 +90,12 @@ class BitTorrentConfig(_Section):
         description="neighbours sent piece data at once, in turns (0: all at once); 4 pays "
         "off on constrained uplinks, costs about 10 % on fast unshaped links",
     )
+    pipeline_seconds: Seconds = Field(
+        0.1,
+        description="requests queued per neighbour beyond the round trip, in seconds of its "
+        "measured rate; shallower (0.03) with one upload slot spreads a broadcast from one "
+        "holder faster",
+    )
     super_seeding: bool = Field(
         False,
         description="show each neighbour only a few pieces of our own new update, so that "

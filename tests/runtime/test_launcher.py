@@ -8,6 +8,7 @@ import pytest
 
 from fltorrent.config import load_config
 from fltorrent.errors import ConfigError
+from fltorrent.runtime.build import swarm_options
 from fltorrent.runtime.federation import Federation, make_launcher
 from fltorrent.runtime.launcher import launcher_name
 
@@ -45,6 +46,16 @@ def test_the_launcher_key_and_its_older_spellings(overrides: list[str], name: st
 def test_contradicting_keys_are_refused_with_the_key_path(overrides: list[str]) -> None:
     with pytest.raises(ConfigError, match=r"runtime\.(launcher|processes)"):
         load_config(None, overrides)
+
+
+def test_swarm_settings_come_from_the_bittorrent_section() -> None:
+    config = load_config(None, ["bittorrent.upload_slots=1", "bittorrent.pipeline_seconds=0.03"])
+    opts = swarm_options(config, federation="f", peer_id=3, listen_port=0)
+    assert (opts.upload_slots, opts.pipeline_seconds) == (1, 0.03)
+    default = swarm_options(load_config(None, []), federation="f", peer_id=3, listen_port=0)
+    assert (default.upload_slots, default.pipeline_seconds) == (0, 0.1)
+    with pytest.raises(ConfigError, match=r"bittorrent\.pipeline_seconds"):
+        load_config(None, ["bittorrent.pipeline_seconds=0"])
 
 
 def test_a_sim_launcher_runs_in_virtual_time(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from fltorrent.swarm import Blob, Manifest
@@ -106,8 +105,16 @@ def test_equal_pieces_are_started_in_a_per_peer_random_order() -> None:
     assert len({tuple(o) for o in orders}) == 4  # different peers spread over the pieces
 
 
+class _FakeSession:
+    """What the pool touches of a session (hashable by identity, as a session is)."""
+
+    def __init__(self) -> None:
+        self.inflight: dict[Any, float] = {}
+        self.downloads: dict[Any, None] = {}
+
+
 def _session() -> Any:
-    return SimpleNamespace(inflight={}, downloads={})
+    return _FakeSession()
 
 
 def test_request_pool_pending_active_release_and_arrival() -> None:

@@ -157,6 +157,7 @@ def swarm_options(
         idle_timeout=bt.idle_timeout,
         keepalive_interval=bt.keepalive_interval,
         upload_slots=bt.upload_slots,
+        pipeline_seconds=bt.pipeline_seconds,
         super_seeding=bt.super_seeding,
         seed=config.federate.seed * 1000 + peer_id,
     )

@@ -99,7 +99,7 @@ class Downloader:
             avail = self.picker.availability.get(d.blob.blob_id)
             if avail is None or avail[d.piece] <= 0:
                 self.pool.finish(d.key)
-                for s in self.sessions.values():
+                for s in d.helpers:
                     s.downloads.pop(d.key, None)
 
     def stop(self, blob: Blob) -> None:
@@ -302,7 +302,7 @@ class Downloader:
                     length = d.blob.block_range(d.piece, offset // d.blob.block_size)[1]
                     s.send(Cancel(handle, d.piece, offset, length))
         d.active.clear()
-        for s in self.sessions.values():
+        for s in d.helpers:
             s.downloads.pop(d.key, None)
 
     # ------------------------------------------------------------------ requesting
@@ -365,6 +365,7 @@ class Downloader:
             for blob_id, piece in picked:
                 d = self.pool.start(self.blobs[blob_id], piece)
                 session.downloads[d.key] = None
+                d.helpers[session] = None
                 first = first or d
                 blocks += len(d.pending)
                 if blocks >= room:

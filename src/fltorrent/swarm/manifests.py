@@ -36,7 +36,7 @@ class ManifestFetcher:
         self,
         *,
         peer_id: int,
-        sessions: dict[int, Session],
+        announcers: Callable[[bytes], Iterable[Session]],
         known: Callable[[bytes], bool],
         clock: Callable[[], float],
         max_piece_size: int,
@@ -44,7 +44,7 @@ class ManifestFetcher:
     ) -> None:
         self.peer_id = peer_id
         self.max_piece_size = max_piece_size
-        self.sessions = sessions
+        self.announcers = announcers  # the open sessions that announced a blob, in order
         self.known = known
         self.now = clock
         self.check = check
@@ -55,9 +55,9 @@ class ManifestFetcher:
         if blob_id in self._waits or self.known(blob_id):
             return
         tried = set(exclude)
-        for session in self.sessions.values():
-            handle = session.their_handle.get(blob_id)
-            if handle is not None and session.remote_id not in tried:
+        for session in self.announcers(blob_id):
+            if session.remote_id not in tried:
+                handle = session.their_handle[blob_id]
                 tried.add(session.remote_id)
                 self._waits[blob_id] = _Wait(session, self.now(), tried)
                 session.send(ManifestRequest(handle))

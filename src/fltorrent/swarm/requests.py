@@ -30,6 +30,9 @@ class Download:
     piece: int
     pending: list[int]  # block offsets not requested, popped from the end (lowest first)
     active: dict[int, list[Session]] = field(default_factory=dict)
+    # Sessions that took this piece into their affinity (``Session.downloads``), so that
+    # finishing it visits those and not every session.
+    helpers: dict[Session, None] = field(default_factory=dict)
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -88,6 +91,7 @@ class RequestPool:
         key = d.block_key(offset)
         session.inflight[key] = now
         session.downloads[d.key] = None
+        d.helpers[session] = None
         return key
 
     def release(self, session: Session, key: BlockKey) -> None:

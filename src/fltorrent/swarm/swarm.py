@@ -145,7 +145,7 @@ class Swarm:
         )
         self._manifests = ManifestFetcher(
             peer_id=options.peer_id,
-            sessions=self.sessions,
+            announcers=lambda blob_id: _in_order(self._heard.get(blob_id, ())),
             known=self.blobs.__contains__,
             clock=self._now,
             max_piece_size=options.max_piece_size,
