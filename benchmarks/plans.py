@@ -18,7 +18,9 @@ time, following each plan's pattern of who wants what:
 Compute (training, aggregating) takes no time here: this measures the exchange. The bound is
 the bandwidth optimum 2(N-1)M/(N U) (reduce-scatter then all-gather with every peer's uplink
 busy all the time); with r owners per chunk each update piece goes up r times, so
-reduce_scatter's own floor is (r + 1)(N-1)M/(N U).
+reduce_scatter's own floor is (r + 1)(N-1)M/(N U). Swarms run with the federation's upload
+settings unless told otherwise (``--upload-slots``, default 0: every requester served at once,
+which suits the reduce phase's point-to-point sends; ``--pipeline-seconds``, default 0.1).
 
     python benchmarks/plans.py --json bench-results/plans.json                  # N=100, 10 MB
     python benchmarks/plans.py --peers 20 --size-mb 1 --cases reduce_scatter   # quick
@@ -89,6 +91,8 @@ async def exchange(
     *,
     seed: int,
     owners: int = 2,
+    upload_slots: int = 0,
+    pipeline_seconds: float = 0.1,
 ) -> Result:
     """One round of ``plan``'s exchange among ``n`` peers (see the module docstring)."""
     peers = list(range(1, n + 1))
@@ -132,7 +136,8 @@ async def exchange(
                     peer_id=p,
                     block_size=max(16 * 1024, min(1 << 20, len(updates[p][0]))),
                     seed=seed * 1000 + p,
-                    upload_slots=4,
+                    upload_slots=upload_slots,
+                    pipeline_seconds=pipeline_seconds,
                 ),
                 transport=shaped[p],
                 want=functools.partial(want, p),
@@ -244,6 +249,8 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
             "chunks": ns.chunks,
             "owners": ns.owners,
             "server_mbit": ns.server_mbit,
+            "upload_slots": ns.upload_slots,
+            "pipeline_seconds": ns.pipeline_seconds,
         },
         "bound_s": round(bound, 2),
         "reduce_scatter_floor_s": round((ns.owners + 1) * (n - 1) * size / (n * rate), 2),
@@ -263,7 +270,16 @@ def run(ns: argparse.Namespace) -> dict[str, Any]:
         else:
             res = run_virtual(
                 exchange(
-                    case, n, size, mbit, ns.latency_ms, ns.chunks, seed=ns.seed, owners=ns.owners
+                    case,
+                    n,
+                    size,
+                    mbit,
+                    ns.latency_ms,
+                    ns.chunks,
+                    seed=ns.seed,
+                    owners=ns.owners,
+                    upload_slots=ns.upload_slots,
+                    pipeline_seconds=ns.pipeline_seconds,
                 )
             )
             useful = sum(res.down.values()) - res.duplicate
@@ -357,6 +373,15 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=100, help="pieces (chunks) per update")
     parser.add_argument("--owners", type=int, default=2, help="reduce_scatter: owners per chunk")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--upload-slots",
+        type=int,
+        default=0,
+        help="bittorrent.upload_slots (0, the federation's default: every requester at once)",
+    )
+    parser.add_argument(
+        "--pipeline-seconds", type=float, default=0.1, help="bittorrent.pipeline_seconds"
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--accuracy", action="store_true", help="whole federations (see above)")
     parser.add_argument("--rounds", type=int, default=20, help="--accuracy: rounds")

@@ -61,3 +61,24 @@ async def test_wants_are_per_topic_and_the_topic_is_announced() -> None:
         session = b.sessions[1]
         topics = {rb.blob_id: rb.topic for rb in session.their.values()}
         assert topics == {update.blob_id: UPDATE, agg.blob_id: AGG}
+
+
+@aio()
+async def test_a_relay_filter_says_who_hears_of_other_authors_blobs() -> None:
+    # 1 - 2, and 2 - 3, 2 - 4: peer 2 relays 1's blob to 3 only, until the filter is lifted.
+    edges = [(1, 2), (2, 3), (2, 4)]
+    async with MemoryNetwork() as net, swarm_graph(net, 4, edges) as nodes:
+        m, pieces = random_blob(1, 40_000, 4)
+        relay, c, d = nodes[2].swarm, nodes[3].swarm, nodes[4].swarm
+        relay.set_relay(lambda _m: {3})
+        own, own_pieces = random_blob(2, 4_000, 2)
+        relay.publish(own, own_pieces)  # its own blobs go to everyone
+        nodes[1].swarm.publish(m, pieces)
+        assert await c.wait_for(lambda: m.blob_id in c.blobs and c.blobs[m.blob_id].complete, 5)
+        assert await d.wait_for(lambda: own.blob_id in d.blobs and d.blobs[own.blob_id].complete, 5)
+        await asyncio.sleep(0.2)
+        assert m.blob_id not in d.sessions[2].their_handle  # never announced to 4
+        assert m.blob_id not in relay.sessions[4].our_handle
+        relay.set_relay(None)  # what it newly admits is announced now
+        assert await d.wait_for(lambda: m.blob_id in d.blobs and d.blobs[m.blob_id].complete, 5)
+        assert d.blobs[m.blob_id].pieces == pieces
