@@ -318,14 +318,17 @@ def accuracy(ns: argparse.Namespace) -> dict[str, Any]:
     for plan in ns.cases.split(","):
         if plan == "star":
             continue
-        finals, curves[plan], walls = [], [], []
+        finals, curves[plan], walls, longer = [], [], [], []
+        rounds = ns.rounds
+        if plan == "neighbours" and ns.neighbours_rounds:
+            rounds = max(ns.rounds, ns.neighbours_rounds)  # to see when it catches up
         for seed in (int(x) for x in ns.seeds.split(",")):
             config = load_config(
                 None,
                 [
                     "federate.mode=sim",
                     f"federate.client_num={ns.peers}",
-                    f"federate.total_round_num={ns.rounds}",
+                    f"federate.total_round_num={rounds}",
                     f"federate.seed={seed}",
                     f"exchange.plan={plan}",
                     "output.save_model=false",
@@ -337,13 +340,17 @@ def accuracy(ns: argparse.Namespace) -> dict[str, Any]:
                 wall = time.perf_counter()
                 summary = Federation(config, output_dir=tmp).run().summary
                 walls.append(time.perf_counter() - wall)
-            finals.append(summary["final_accuracy_mean"])
-            curves[plan].append([r["mean"] for r in summary["accuracy_per_round"]])
+            curve = [r["mean"] for r in summary["accuracy_per_round"]]
+            curves[plan].append(curve)
+            finals.append(curve[ns.rounds - 1])  # after as many rounds as the others
+            longer.append(summary["final_accuracy_mean"])
         out[plan] = {
             "final_accuracy": [round(x, 4) for x in finals],
             "mean": round(sum(finals) / len(finals), 4),
             "wall_s": round(sum(walls), 1),
         }
+        if rounds > ns.rounds:
+            out[plan][f"accuracy_after_{rounds}_rounds"] = [round(x, 4) for x in longer]
         print(plan, out[plan], flush=True)
     base = out.get("all_to_all")
     if base is not None:
@@ -386,6 +393,12 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true", help="whole federations (see above)")
     parser.add_argument("--rounds", type=int, default=20, help="--accuracy: rounds")
     parser.add_argument("--seeds", default="0,1,2", help="--accuracy: seeds")
+    parser.add_argument(
+        "--neighbours-rounds",
+        type=int,
+        default=0,
+        help="--accuracy: run neighbours this long (accuracy still compared after --rounds)",
+    )
     ns = parser.parse_args()
     result = accuracy(ns) if ns.accuracy else run(ns)
     if ns.json is not None:

@@ -50,9 +50,9 @@ from fltorrent.plans.base import (
     aggregate_updates,
     held_pieces,
     merge_reports,
-    round_blobs,
 )
 from fltorrent.plans.owners import Ownership, ranges
+from fltorrent.plans.round_index import RoundIndex
 from fltorrent.swarm import UPDATE, Blob, Manifest, Swarm, Topic, TopicKind
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class _Round:
     reports: list[DefenseReport] = field(default_factory=list)
     aggregate_s: float = 0.0
     wants: tuple[frozenset[int], frozenset[bytes]] = (frozenset(), frozenset())
+    here: dict[int, set[int]] = field(default_factory=dict)  # chunk -> authors of it here
 
 
 class ReduceScatter(RoundPlan):
@@ -106,8 +107,8 @@ class ReduceScatter(RoundPlan):
         self._dialed: set[int] = set()  # partners beyond the overlay that we dialed
         self._previous: set[int] = set()  # last round's partners (late peers still fetch)
         self._co_owners: frozenset[int] = frozenset()  # owners of the chunks we own, but us
+        self._index = RoundIndex()  # the round's updates and aggregates, kept up to date
         self._votes_cache: tuple[tuple[int, int, int], dict[int, list[Vote]]] | None = None
-        self._blobs_cache: tuple[tuple[int, int, int], dict[int, Blob]] | None = None
 
     # ------------------------------------------------------------------ wiring
     def allows(self, peer: int) -> bool:
@@ -249,22 +250,21 @@ class ReduceScatter(RoundPlan):
         """Per chunk, the aggregates its electorate published (ours included); recomputed only
         when the swarm's set of blobs or the owners changed (at 1,000 peers, scanning every
         blob at each wake-up was a third of the run)."""
-        swarm, own = self._swarm, self._own
-        assert swarm is not None and own is not None
-        key = (self._st.round, swarm.generation, id(own))
+        swarm, members, own = self._swarm, self._members, self._own
+        assert swarm is not None and members is not None and own is not None
+        self._index.sync(swarm, members, self._st.round)
+        key = (self._st.round, self._index.version, id(own))
         if self._votes_cache is None or self._votes_cache[0] != key:
             self._votes_cache = (key, self._count_votes())
         return self._votes_cache[1]
 
     def _count_votes(self) -> dict[int, list[Vote]]:
-        swarm, members, own = self._swarm, self._members, self._own
-        assert swarm is not None and members is not None and own is not None
+        members, own = self._members, self._own
+        assert members is not None and own is not None
         r = self._st.round
         seen: dict[tuple[int, Topic], Blob | None] = {}
-        for b in swarm.blobs.values():
+        for b in self._index.aggregates:
             m = b.manifest
-            if m.round != r or m.topic.kind is not TopicKind.AGGREGATE:
-                continue
             key = (m.author, m.topic)
             if key in seen:  # two aggregates for one (author, round, topic): ignore both
                 if seen[key] is not None:
@@ -333,35 +333,36 @@ class ReduceScatter(RoundPlan):
 
     # ------------------------------------------------------------------ progress
     def _update_blobs(self, ctx: RoundContext) -> dict[int, Blob]:
-        """The round's updates (read-only: cached while the swarm's blobs stay the same)."""
-        caught = len(ctx.membership.caught(ctx.round))
-        key = (ctx.round, ctx.swarm.generation, caught)
-        if self._blobs_cache is None or self._blobs_cache[0] != key:
-            blobs = round_blobs(ctx.swarm, ctx.membership, ctx.round, UPDATE)
-            self._blobs_cache = (key, blobs)
-        return self._blobs_cache[1]
+        """The round's updates (read-only: the index keeps them)."""
+        self._index.sync(ctx.swarm, ctx.membership, ctx.round)
+        return self._index.updates()
 
     def _expected(self, ctx: RoundContext, blobs: dict[int, Blob]) -> set[int]:
         return ctx.membership.expected(ctx.round, blobs)
 
-    def _arrived(self, ctx: RoundContext, blobs: dict[int, Blob], c: int) -> tuple[bool, float]:
+    def _arrived(
+        self, ctx: RoundContext, blobs: dict[int, Blob], c: int, expected: set[int] | None = None
+    ) -> tuple[bool, float]:
         """Whether every expected author's piece ``c`` is here (or will never come), and the
-        share of them that is here."""
-        expected = self._expected(ctx, blobs)
+        share of them that is here. Authors whose piece is here are remembered for the round
+        (a piece once verified stays), so that each call looks only at the others."""
+        if expected is None:
+            expected = self._expected(ctx, blobs)
         if not expected:
             return True, 1.0
         swarm, members, r = ctx.swarm, ctx.membership, ctx.round
-        here = complete = 0
-        for a in expected:
+        arrived = self._st.here.setdefault(c, set())
+        gone = 0
+        for a in expected - arrived:
             blob = blobs.get(a)
             if blob is not None and blob.has(c):
-                here += 1
-                complete += 1
+                arrived.add(a)
             elif (members.away(a, r) or swarm.banned(a)) and (
                 blob is None or not swarm.obtainable(blob)
             ):
-                complete += 1
-        return complete == len(expected), here / len(expected)
+                gone += 1
+        here = len(expected & arrived)
+        return here + gone == len(expected), here / len(expected)
 
     def _ready(self, ctx: RoundContext, now: float) -> list[int]:
         """Owned chunks to aggregate now: all pieces here, or half the deadline passed. Chunks
@@ -370,6 +371,7 @@ class ReduceScatter(RoundPlan):
         st, policy, own = self._st, ctx.policy, self._own
         assert own is not None
         blobs = self._update_blobs(ctx)
+        expected = self._expected(ctx, blobs)
         groups: dict[tuple[int, ...], list[int]] = {}
         waiting: set[tuple[int, ...]] = set()
         for c, since in st.owned_since.items():
@@ -377,7 +379,7 @@ class ReduceScatter(RoundPlan):
                 continue
             key = tuple(own.owners(c))
             groups.setdefault(key, []).append(c)
-            complete, share = self._arrived(ctx, blobs, c)
+            complete, share = self._arrived(ctx, blobs, c, expected)
             soft = now >= since + policy.timeout / 2 and share >= policy.min_completion_ratio
             if not (complete or soft or now >= since + policy.hard_timeout / 2):
                 waiting.add(key)

@@ -111,6 +111,10 @@ class Swarm:
         self.counters = Counters()
         self.blobs: dict[bytes, Blob] = {}
         self.generation = 0  # counts changes to the set of blobs (a cache key for callers)
+        # Blobs added since the last drop, in order, and how many drops there were: callers
+        # that index blobs catch up from a mark instead of rescanning (added_since).
+        self._added: list[Blob] = []
+        self._drops = 0
         self.sessions: dict[int, Session] = {}
         self._want = want
         self._pieces: PieceFilter = _all_pieces
@@ -392,6 +396,7 @@ class Swarm:
             return
         self.blobs[blob.blob_id] = blob
         self.generation += 1
+        self._added.append(blob)
         self._unresolved.pop(blob.blob_id, None)
         self._track_subset(blob)
         self._track_active(blob)
@@ -417,6 +422,7 @@ class Swarm:
         for blob in doomed:
             del self.blobs[blob.blob_id]
             self.generation += 1
+            self._drops += 1
             self._subsets.pop(blob.blob_id, None)
             self._active.pop(blob.blob_id, None)
             self._audience.pop(blob.blob_id, None)
@@ -430,8 +436,19 @@ class Swarm:
                     ours = session.our_handle[blob.blob_id]
                     session.send(Bitfield(ours, bytes((blob.manifest.num_pieces + 7) // 8)))
         if doomed:
+            self._added.clear()
             self.notify()
         return len(doomed)
+
+    def added_since(self, mark: tuple[int, int]) -> tuple[list[Blob] | None, tuple[int, int]]:
+        """The blobs added since ``mark`` (returned by an earlier call; ``(-1, 0)`` the first
+        time) and the new mark; ``None`` instead of a list when blobs were dropped since (the
+        caller rescans :attr:`blobs`)."""
+        drops, seen = mark
+        now = (self._drops, len(self._added))
+        if drops != self._drops:
+            return None, now
+        return self._added[seen:], now
 
     def set_manifest_check(self, check: ManifestCheck | None) -> None:
         """Install the hook that may refuse manifests (e.g. of another model)."""
