@@ -455,10 +455,11 @@ class ReduceScatter(RoundPlan):
                     deadline_hit = True
                     break
                 wake = min(t for t in self._timers(ctx, t0) if t > now)
-                # Woken when a wanted blob's wanted pieces are all here (an author's pieces
-                # of our chunks, a chosen aggregate), not per piece: nothing here changes
-                # before that, and at 1,000 peers an owner verifies a thousand pieces a round.
-                await swarm.wait_for(lambda: self._actionable(ctx), wake - now, every_piece=False)
+                await swarm.wait_for(
+                    lambda: self._actionable(ctx),
+                    wake - now,
+                    every_piece=self._per_piece(ctx, now),
+                )
         finally:
             swarm.set_critical(None)
         exchange_s = ctx.now() - t0
@@ -486,6 +487,24 @@ class ReduceScatter(RoundPlan):
             owner_disagreements=len(st.disagreed),
             fallback_chunks=len(st.fallback),
         )
+
+    def _per_piece(self, ctx: RoundContext, now: float) -> bool:
+        """Whether the exchange must look again at every verified piece. The swarm wakes it
+        anyway when a wanted blob's wanted pieces are all here (an author's pieces of our
+        chunks, a chosen aggregate); that is enough while the pieces we await from authors
+        make one chunk group, which becomes ready only with all of them (at 1,000 peers an
+        owner verifies a thousand pieces a round). Not when they span several groups or
+        fallbacks (one may be ready before the blob is done), nor once a half deadline
+        passed (a share of pieces is then enough)."""
+        st, own = self._st, self._own
+        assert own is not None
+        waiting = [c for c in self._update_chunks() if c in st.owned_since]
+        if len({tuple(own.owners(c)) for c in waiting}) > 1 or any(
+            c not in st.local for c in st.fallback
+        ):
+            return True
+        half = ctx.policy.timeout / 2
+        return any(now >= st.owned_since[c] + half for c in waiting)
 
     def _actionable(self, ctx: RoundContext) -> bool:
         """Wake the exchange loop: something to aggregate, choose or finish."""

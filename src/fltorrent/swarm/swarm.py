@@ -417,7 +417,10 @@ class Swarm:
                 self._down.fill(session)
 
     def drop_blobs(self, predicate: Callable[[Manifest], bool]) -> int:
-        """Forget blobs whose manifest matches (e.g. rounds past their grace); returns how many."""
+        """Forget blobs whose manifest matches (e.g. rounds past their grace); returns how many.
+
+        A dropped blob is over for good: neighbours keep its handles, so it is not announced
+        again on their sessions (the plans drop only rounds they will never want again)."""
         doomed = [b for b in self.blobs.values() if predicate(b.manifest)]
         for blob in doomed:
             del self.blobs[blob.blob_id]
@@ -618,7 +621,12 @@ class Swarm:
         session.their[msg.handle] = rb
         session.their_handle[msg.blob_id] = msg.handle
         blob = self.blobs.get(msg.blob_id)
-        if blob is not None or msg.round >= self._oldest_round:
+        if not session.forgotten and (
+            blob is not None
+            or msg.round >= self._oldest_round
+            or self._want(msg.round, msg.author, msg.topic)
+        ):
+            # (A session replaced by a newer one may still deliver a batch: not indexed.)
             self._heard.setdefault(msg.blob_id, {})[session] = None
         if blob is not None:
             m = blob.manifest
