@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
+from pydantic import ValidationError
 
-from fltorrent.control import Progress, Skip
-from fltorrent.errors import TrackerError
-from fltorrent.net import MemoryNetwork
+from fltorrent.control import Link, Progress, Register, Skip, Welcome
+from fltorrent.errors import ConnectError, TrackerError
+from fltorrent.net import MemoryNetwork, TcpTransport
 from fltorrent.tracker import TopologySpec, Tracker, TrackerClient
 from tests.aio import aio
 
@@ -225,3 +227,44 @@ async def test_a_rejoining_peer_whose_neighbours_died_gets_new_links() -> None:
             await c.aclose()
         await asyncio.gather(*listeners, task)
         await tracker.aclose()
+
+
+BAD_HOSTS = ["..", "a..b", "a" * 254, "x" * 64 + ".example", "a\x00b", "-x", "a b", ""]
+
+
+@aio()
+@pytest.mark.parametrize("host", BAD_HOSTS)
+async def test_a_registration_with_a_bad_host_is_refused_and_the_tracker_carries_on(
+    host: str,
+) -> None:
+    async with MemoryNetwork() as net:
+        tracker = Tracker(federation="f", client_num=1)
+        address = await tracker.start(net, "tracker", 0)
+        raw = await net.connect(*address, timeout=1)
+        await raw.send(json.dumps({"type": "register", "host": host, "port": 5}).encode() + b"\n")
+        assert await asyncio.wait_for(raw.receive(), 2) == b""  # dropped: no welcome
+        good = await _client(net, address)
+        welcome = await good.register(
+            federation=None, peer_id=None, host="peer-1.example", port=1, timeout=2
+        )
+        assert welcome.members == {1: ("peer-1.example", 1)}
+        await good.aclose()
+        await raw.aclose()
+        await tracker.aclose()
+
+
+@pytest.mark.parametrize("host", BAD_HOSTS)
+def test_peers_refuse_bad_hosts_from_the_tracker_too(host: str) -> None:
+    with pytest.raises(ValidationError, match="host name"):
+        Link(peer_id=2, host=host, port=1)
+    with pytest.raises(ValidationError, match="host name"):
+        Welcome(federation="f", peer_id=1, members={1: (host, 1)}, neighbours=[], config={})
+    for good in ("127.0.0.1", "::1", "localhost", "peer-1.example.org."):
+        assert Register(host=good, port=1).host == good
+
+
+@aio()
+async def test_dialing_a_name_that_cannot_be_encoded_is_a_connect_error() -> None:
+    # Before: the UnicodeError escaped the swarm's dial loop and ended the peer.
+    with pytest.raises(ConnectError, match="'\\.\\.'"):
+        await TcpTransport().connect("..", 1, timeout=1)

@@ -6,14 +6,36 @@ Malformed, oversized or unknown lines are a :class:`~fltorrent.errors.RemoteProt
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from fltorrent.errors import RemoteProtocolError
 from fltorrent.net.base import Connection
 
 MAX_LINE = 1 << 20
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def _host(value: str) -> str:
+    """An IP address or a DNS host name (RFC 1123 labels, at most 253 characters): a peer
+    dials what the tracker passes on, and a name such as ``..`` or one with a NUL must be
+    refused where it enters, not fail in every peer's dialer."""
+    try:
+        ipaddress.ip_address(value)
+        return value
+    except ValueError:
+        pass
+    name = value[:-1] if value.endswith(".") else value
+    if not 0 < len(name) <= 253 or not all(_LABEL.fullmatch(x) for x in name.split(".")):
+        raise ValueError("not an IP address or a host name")
+    return value
+
+
+Host = Annotated[str, AfterValidator(_host)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class ControlMessage(BaseModel):
@@ -28,8 +50,8 @@ class Register(ControlMessage):
     type: Literal["register"] = "register"
     federation: str | None = None  # None: whatever federation this tracker serves
     peer_id: int | None = Field(None, ge=1)
-    host: str
-    port: int = Field(ge=1, le=65535)
+    host: Host
+    port: Port
 
 
 class Progress(ControlMessage):
@@ -61,7 +83,7 @@ class Welcome(ControlMessage):
     type: Literal["welcome"] = "welcome"
     federation: str
     peer_id: int
-    members: dict[int, tuple[str, int]]
+    members: dict[int, tuple[Host, Port]]
     neighbours: list[int]
     config: dict[str, Any]
     round: int = 0  # the highest round a live member reported; a rejoining peer starts there
@@ -81,8 +103,8 @@ class Joined(ControlMessage):
 
     type: Literal["joined"] = "joined"
     peer_id: int
-    host: str
-    port: int
+    host: Host
+    port: Port
     round: int = 0  # the first round it takes part in
 
 
@@ -91,8 +113,8 @@ class Link(ControlMessage):
 
     type: Literal["link"] = "link"
     peer_id: int
-    host: str
-    port: int
+    host: Host
+    port: Port
 
 
 class Skipped(ControlMessage):

@@ -264,7 +264,7 @@ class TcpTransport:
                 transport, protocol = await loop.create_connection(_StreamProtocol, host, port)
         except TimeoutError as exc:
             raise ConnectError(f"connect to {host}:{port} timed out after {timeout}s") from exc
-        except OSError as exc:
-            raise ConnectError(f"connect to {host}:{port} failed: {exc}") from exc
+        except (OSError, ValueError) as exc:  # ValueError: a name IDNA cannot encode ("..")
+            raise ConnectError(f"connect to {host!r}:{port} failed: {exc}") from exc
         assert isinstance(transport, asyncio.Transport)
         return TcpConnection(transport, protocol)
