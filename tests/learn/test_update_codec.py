@@ -13,6 +13,7 @@ from fltorrent.learn.models import build_model
 from fltorrent.learn.update_codec import (
     DELTA_MARKER,
     UpdateEncoder,
+    decode_updates,
     manifest_problem,
     piece_vector,
 )
@@ -144,3 +145,18 @@ def test_a_diverged_update_is_published_raw() -> None:
     raw = raw_pieces(plan, after)
     enc = UpdateEncoder(plan).encode("q8", before=before, after=after, raw_pieces=raw)
     assert enc.meta == plan.digest() and enc.pieces == raw and enc.bytes_saved == 0
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_an_update_with_values_that_are_not_finite_is_dropped_whole(value: float) -> None:
+    plan, before, after = plan_and_vectors()
+    bad = [a.copy() for a in after]
+    bad[3][5] = value  # one coordinate of one chunk
+    held = {
+        2: (10.0, plan.digest(), raw_pieces(plan, after)),
+        7: (10.0, plan.digest(), raw_pieces(plan, bad)),
+    }
+    decoded, dropped = decode_updates(plan, before, held)
+    assert list(decoded) == [2] and list(dropped) == [7]
+    assert "chunk 3" in dropped[7] and "not finite" in dropped[7]
+    np.testing.assert_array_equal(decoded[2][1][3], after[3])

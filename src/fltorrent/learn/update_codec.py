@@ -127,22 +127,26 @@ def decode_updates(
 ) -> tuple[Decoded, dict[int, str]]:
     """Per author (weight, meta, pieces or None): its weight and decoded chunk vectors.
 
-    An author with a hash-verified but undecodable piece sent garbage on purpose: its whole
-    update is dropped (second result: author -> reason).
+    An author with a hash-verified but undecodable piece sent garbage on purpose, and one whose
+    values are not all finite (NaN or infinity: one such value makes a mean useless for every
+    peer): its whole update is dropped (second result: author -> reason).
     """
     decoded: Decoded = {}
     dropped: dict[int, str] = {}
     for a in sorted(held):
         weight, meta, pieces = held[a]
         try:
-            decoded[a] = (
-                weight,
-                {
-                    c: piece_vector(plan, meta, c, data, base[c])
-                    for c, data in enumerate(pieces)
-                    if data is not None
-                },
-            )
+            vectors = {
+                c: piece_vector(plan, meta, c, data, base[c])
+                for c, data in enumerate(pieces)
+                if data is not None
+            }
         except LearnError as exc:
             dropped[a] = str(exc)
+            continue
+        bad = next((c for c, v in vectors.items() if not np.isfinite(v).all()), None)
+        if bad is not None:
+            dropped[a] = f"chunk {bad} holds values that are not finite (NaN or infinity)"
+            continue
+        decoded[a] = (weight, vectors)
     return decoded, dropped
