@@ -215,6 +215,7 @@ def aggregate_updates(
     for a, reason in dropped.items():
         log.warning("peer %d: author %d's update dropped: %s", ctx.me, a, reason)
     ctx.observe(ctx.base, {a: v for a, (_, v) in decoded.items()})
+    decoded = capped_samples(ctx.me, decoded, ctx.own_weight)
     own_weight = ctx.own_weight
     if weights is not None:
         decoded = reweighted(decoded, weights)
@@ -272,6 +273,29 @@ def merge_reports(reports: Sequence[DefenseReport]) -> DefenseReport:
         chunks_limited=sum(r.chunks_limited for r in reports),
         authors=max((r.authors for r in reports), default=0),
     )
+
+
+SAMPLE_CAP = 10.0
+"""An author's sample count weighs at most this many times the median of the round's counts."""
+
+
+def capped_samples(me: int, decoded: Decoded, own_weight: float | None) -> Decoded:
+    """``decoded`` with each author's claimed sample count capped at ``SAMPLE_CAP`` times the
+    median count (this peer's own among them), so that one member claiming 2^40 samples cannot
+    make the mean its own update. Needs three counts (with fewer, no median says what is
+    normal); honest counts of a skewed partition stay well under the cap (at most 3.1x the
+    median over 1,000 peers of the default task)."""
+    counts = [w for w, _ in decoded.values()]
+    if own_weight is not None:
+        counts.append(own_weight)
+    if len(counts) < 3:
+        return decoded
+    limit = SAMPLE_CAP * float(np.median(counts))
+    over = sorted(a for a, (w, _) in decoded.items() if w > limit)
+    if not over:
+        return decoded
+    log.warning("peer %d: sample counts of %s capped at %.0f (10x the median)", me, over, limit)
+    return {a: (min(w, limit), v) for a, (w, v) in decoded.items()}
 
 
 def reweighted(decoded: Decoded, weights: Mapping[int, float]) -> Decoded:
