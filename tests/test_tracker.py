@@ -268,3 +268,28 @@ async def test_dialing_a_name_that_cannot_be_encoded_is_a_connect_error() -> Non
     # Before: the UnicodeError escaped the swarm's dial loop and ended the peer.
     with pytest.raises(ConnectError, match="'\\.\\.'"):
         await TcpTransport().connect("..", 1, timeout=1)
+
+
+@aio()
+async def test_half_open_lines_and_connection_floods_are_bounded() -> None:
+    async with MemoryNetwork() as net:
+        tracker = Tracker(federation="f", client_num=1, max_connections=3)
+        address = await tracker.start(net, "tracker", 0)
+        long_line = await net.connect(*address, timeout=1)
+        await long_line.send(b"x" * (65 * 1024))  # no newline, over the 64 KiB a peer may send
+        assert await asyncio.wait_for(long_line.receive(), 2) == b""  # dropped
+        idle = [await net.connect(*address, timeout=1) for _ in range(3)]
+        for conn in idle:
+            await conn.send(b'{"type": "reg')  # half a line, then nothing
+        extra = await net.connect(*address, timeout=1)
+        assert await asyncio.wait_for(extra.receive(), 2) == b""  # over the limit: refused
+        assert tracker.refused_connections == 1
+        await idle[0].aclose()  # a slot frees up: a real peer gets in
+        await asyncio.sleep(0.05)
+        good = await _client(net, address)
+        welcome = await good.register(federation=None, peer_id=None, host="h", port=1, timeout=2)
+        assert welcome.peer_id == 1
+        for conn in [*idle[1:], extra, long_line]:
+            await conn.aclose()
+        await good.aclose()
+        await tracker.aclose()

@@ -16,6 +16,7 @@ from fltorrent.errors import RemoteProtocolError
 from fltorrent.net.base import Connection
 
 MAX_LINE = 1 << 20
+PEER_LINE = 64 * 1024  # what a peer sends the tracker (register, progress, ...) is small
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
@@ -163,8 +164,9 @@ def encode(msg: ControlMessage) -> bytes:
 class LineChannel:
     """JSON-line messages over a :class:`Connection`, with a line-length limit."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, *, max_line: int = MAX_LINE) -> None:
         self.conn = conn
+        self.max_line = max_line
         self._buf = bytearray()
 
     async def send(self, msg: ControlMessage) -> None:
@@ -184,8 +186,8 @@ class LineChannel:
                     raise RemoteProtocolError(
                         f"bad tracker message: {first['msg']} at {first['loc']}"
                     ) from None
-            if len(self._buf) > MAX_LINE:
-                raise RemoteProtocolError("tracker message over 1 MiB")
+            if len(self._buf) > self.max_line:
+                raise RemoteProtocolError(f"tracker message over {self.max_line} bytes")
             data = await self.conn.receive()
             if not data:
                 if self._buf:

@@ -28,6 +28,7 @@ from typing import Any
 import networkx as nx
 
 from fltorrent.control import (
+    PEER_LINE,
     AllDone,
     ControlMessage,
     Done,
@@ -92,6 +93,10 @@ class Tracker:
     config: dict[str, Any] = field(default_factory=dict)
     topology: TopologySpec = field(default_factory=TopologySpec)
     registration_timeout: float = 120.0
+    # Open connections at once (members, and anyone still to register): each costs a buffer
+    # and a handler, so a flood of half-open lines is refused beyond this. 0: 4 x client_num
+    # + 16.
+    max_connections: int = 0
     on_progress: Callable[[MemberState], None] | None = None
     # Higher is better: which members should bridge parts of a split overlay (e.g. uplink rate).
     bridge_preference: Callable[[int], float] | None = None
@@ -105,6 +110,8 @@ class Tracker:
         self._lock = asyncio.Lock()
         self._graph: nx.Graph = nx.empty_graph(0)
         self._degree: dict[int, int] = {}  # each member's degree in the topology as built
+        self._open = 0  # connections being handled
+        self.refused_connections = 0
 
     async def start(self, transport: Transport, host: str, port: int) -> Address:
         """Listen; returns the bound address."""
@@ -145,7 +152,20 @@ class Tracker:
 
     # ------------------------------------------------------------------ connections
     async def _handle(self, conn: Connection) -> None:
-        channel = LineChannel(conn)
+        limit = self.max_connections or 4 * self.client_num + 16
+        if self._open >= limit:
+            self.refused_connections += 1
+            log.warning("tracker: refusing a connection: %d open (limit %d)", self._open, limit)
+            await conn.aclose()
+            return
+        self._open += 1
+        try:
+            await self._serve_connection(conn)
+        finally:
+            self._open -= 1
+
+    async def _serve_connection(self, conn: Connection) -> None:
+        channel = LineChannel(conn, max_line=PEER_LINE)
         member: MemberState | None = None
         try:
             async with asyncio.timeout(self.registration_timeout):
