@@ -293,3 +293,21 @@ async def test_half_open_lines_and_connection_floods_are_bounded() -> None:
             await conn.aclose()
         await good.aclose()
         await tracker.aclose()
+
+
+@aio()
+async def test_peers_waiting_for_a_federation_that_cannot_form_are_told_why() -> None:
+    async with MemoryNetwork() as net:
+        tracker = Tracker(federation="f", client_num=3, registration_timeout=0.3)
+        address = await tracker.start(net, "tracker", 0)
+        waiting = await _client(net, address)
+        full = asyncio.create_task(tracker.wait_full())
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TrackerError, match=r"did not form: only 1 of 3 peers registered"):
+            await waiting.register(federation=None, peer_id=None, host="h", port=1, timeout=30)
+        assert loop.time() - start < 5  # told at the tracker's deadline, not its own
+        with pytest.raises(TrackerError, match="did not form"):
+            await full
+        await waiting.aclose()
+        await tracker.aclose()

@@ -136,10 +136,17 @@ class Tracker:
             async with asyncio.timeout(self.registration_timeout):
                 await self._full.wait()
         except TimeoutError:
-            raise TrackerError(
-                f"only {len(self.members)} of {self.client_num} peers registered within "
-                f"{self.registration_timeout:.0f}s"
-            ) from None
+            reason = (
+                f"the federation did not form: only {len(self.members)} of {self.client_num} "
+                f"peers registered within {self.registration_timeout:.0f}s"
+            )
+            # Tell the peers waiting for a welcome, rather than leave them to their own timeout.
+            async with self._lock:
+                for member in self.members.values():
+                    with contextlib.suppress(TransportError):
+                        await member.channel.send(Refused(reason=reason))
+                    await member.channel.conn.aclose()
+            raise TrackerError(reason) from None
 
     async def wait_done(self, timeout: float | None = None) -> bool:
         """Wait until every live member reported done (or left); ``False`` on timeout."""
