@@ -297,12 +297,10 @@ async def test_half_open_lines_and_connection_floods_are_bounded() -> None:
 
 @aio()
 async def test_peers_waiting_for_a_federation_that_cannot_form_are_told_why() -> None:
-    async with MemoryNetwork() as net:
-        tracker = Tracker(federation="f", client_num=3, registration_timeout=0.3)
-        address = await tracker.start(net, "tracker", 0)
-        waiting = await _client(net, address)
+    loop = asyncio.get_running_loop()
+    async with MemoryNetwork() as net, Tracker("f", 3, registration_timeout=0.3) as tracker:
         full = asyncio.create_task(tracker.wait_full())
-        loop = asyncio.get_running_loop()
+        waiting = await _client(net, await tracker.start(net, "tracker", 0))
         start = loop.time()
         with pytest.raises(TrackerError, match=r"did not form: only 1 of 3 peers registered"):
             await waiting.register(federation=None, peer_id=None, host="h", port=1, timeout=30)
@@ -310,4 +308,3 @@ async def test_peers_waiting_for_a_federation_that_cannot_form_are_told_why() ->
         with pytest.raises(TrackerError, match="did not form"):
             await full
         await waiting.aclose()
-        await tracker.aclose()
