@@ -37,7 +37,6 @@ import numpy as np
 from fltorrent.aggregate import (
     PREAGGREGATORS,
     RULES,
-    bound_norms,
     check_preaggregator,
     check_rule,
     partial_aggregate,
@@ -162,11 +161,7 @@ class Defense:
         contributors = {a for chunk in per_chunk for a, _, _ in chunk}
         limited = sum(1 for chunk in per_chunk if len(chunk) < len(contributors))
         if self.plain or not contributors:
-            # Plain FedAvg trusts values as much as sample counts: bound each update's norm.
-            received = [
-                bound_norms(base[c], [(v, w) for _, v, w in ch]) for c, ch in enumerate(per_chunk)
-            ]
-            out = partial_aggregate(own, received)
+            out = partial_aggregate(own, [[(v, w) for _, v, w in ch] for ch in per_chunk])
             return out, DefenseReport(
                 judged, sorted(flagged_now), sorted(excluded), 0, limited, len(contributors)
             )

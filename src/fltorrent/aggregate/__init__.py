@@ -1,7 +1,7 @@
 """Aggregation rules: pure functions over arrays (no I/O, no peers, no config)."""
 
 from fltorrent.aggregate.fedavg import Vector, fedavg
-from fltorrent.aggregate.partial import bound_norms, partial_aggregate
+from fltorrent.aggregate.partial import partial_aggregate
 from fltorrent.aggregate.preagg import (
     PREAGGREGATORS,
     bucketing,
@@ -45,7 +45,6 @@ __all__ = [
     "TrustTable",
     "UpdateMomentum",
     "Vector",
-    "bound_norms",
     "bucketing",
     "bulyan",
     "centered_clip",
