@@ -5,20 +5,24 @@ and out-of-range values are refused with the key's path (``bittorrent.timeout: .
 anything starts. The sections ``federate``, ``topology``, ``bittorrent`` and ``chunk`` keep the
 key names of the original FLTorrent configuration (SPEC §3); the others are ours.
 
-Components never read this tree: ``runtime`` turns it into explicit keyword arguments.
+Components never read this tree: ``runtime`` turns it into explicit keyword arguments. Some
+sections live beside this module for size (``config_chunks``, ``config_plans``,
+``config_robust``), on the shared base of ``config_types``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from fltorrent.config_chunks import ChunkConfig
 from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
+from fltorrent.config_types import Fraction, Mbit, PositiveInt, Seconds, Section
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
@@ -30,16 +34,8 @@ from fltorrent.devices.profiles import (
 from fltorrent.errors import ConfigError
 from fltorrent.topology import build_topology
 
-PositiveInt = Annotated[int, Field(ge=1)]
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Seconds = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class FederateConfig(_Section):
+class FederateConfig(Section):
     """Who takes part and for how long (FederatedScope / FLTorrent names)."""
 
     client_num: PositiveInt = 8
@@ -53,7 +49,7 @@ class FederateConfig(_Section):
     federation_id: str = Field("fltorrent", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$")
 
 
-class TopologyConfig(_Section):
+class TopologyConfig(Section):
     """The overlay graph among peers."""
 
     use: bool = True
@@ -63,7 +59,7 @@ class TopologyConfig(_Section):
     custom_graph: dict[int, list[int]] | None = None
 
 
-class BitTorrentConfig(_Section):
+class BitTorrentConfig(Section):
     """The exchange: deadlines, completion threshold, piece and pipeline settings."""
 
     enable: bool = True
@@ -121,66 +117,7 @@ class BitTorrentConfig(_Section):
         return self
 
 
-class MagnitudeConfig(_Section):
-    history_window: PositiveInt = 10
-    use_variance: bool = True
-
-
-class L2NormConfig(_Section):
-    depth_boost: float = Field(0.3, ge=0.0)
-    normalize_by_size: bool = True
-
-
-class SnipConfig(_Section):
-    batch_size: PositiveInt = 128
-
-
-class FisherConfig(_Section):
-    num_samples: PositiveInt = 100
-    damping: float = Field(0.001, ge=0.0)
-
-
-class ImportanceConfig(_Section):
-    magnitude: MagnitudeConfig = MagnitudeConfig()
-    l2_norm: L2NormConfig = L2NormConfig()
-    snip: SnipConfig = SnipConfig()
-    fisher: FisherConfig = FisherConfig()
-
-
-class ChunkConfig(_Section):
-    """How an update is cut into pieces and how pieces are scored."""
-
-    num_chunks: PositiveInt | None = 20
-    chunk_bytes: PositiveInt | None = None
-    importance_method: Literal["magnitude", "l2_norm", "snip", "fisher", "random", "adaptive"] = (
-        "l2_norm"
-    )
-    importance_config: ImportanceConfig = ImportanceConfig()
-    layout: Literal["auto", "tensor"] = Field(
-        "auto",
-        description="'auto': architecture-aware (a conv filter with its batch norm, an "
-        "attention head with its Q/K/V stay in one chunk); 'tensor': split tensors by rows",
-    )
-
-    @model_validator(mode="after")
-    def _one_size(self) -> ChunkConfig:
-        explicit = self.model_fields_set
-        both = self.num_chunks is not None and self.chunk_bytes is not None
-        if both and {"num_chunks", "chunk_bytes"} <= explicit:
-            raise ValueError("set num_chunks or chunk_bytes, not both")
-        if self.num_chunks is None and self.chunk_bytes is None:
-            raise ValueError("set num_chunks or chunk_bytes")
-        return self
-
-    def plan_size(self) -> dict[str, int]:
-        """Keyword arguments for the chunk plan: ``chunk_bytes`` when set wins."""
-        if self.chunk_bytes is not None:
-            return {"chunk_bytes": self.chunk_bytes}
-        assert self.num_chunks is not None
-        return {"num_chunks": self.num_chunks}
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     """Built-in dataset and how it is split among peers."""
 
     name: Literal["mnist1d", "digits", "synthetic"] = "mnist1d"
@@ -194,14 +131,14 @@ class DataConfig(_Section):
     cache_dir: Path | None = None
 
 
-class ModelConfig(_Section):
+class ModelConfig(Section):
     """Which model of the zoo."""
 
     name: Literal["mlp", "cnn1d", "cnn2d", "resnet", "transformer"] = "cnn1d"
     hidden: PositiveInt = 32
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """Local training on each peer."""
 
     local_epochs: PositiveInt = 1
@@ -212,11 +149,10 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0.0)
 
 
-Mbit = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Codec = Literal["none", "topk", "q8"]
 
 
-class NetworkConfig(_Section):
+class NetworkConfig(Section):
     """Default link of a peer without a device profile (no rate: unshaped)."""
 
     up_mbit: Mbit | None = None
@@ -237,7 +173,7 @@ class NetworkConfig(_Section):
         )
 
 
-class PolicyConfig(_Section):
+class PolicyConfig(Section):
     """Mobile policies (see fltorrent.devices.policy)."""
 
     min_battery: Fraction = 0.2
@@ -247,7 +183,7 @@ class PolicyConfig(_Section):
     large_transfer_bytes: int = Field(1_000_000, ge=0)
 
 
-class AvailabilityConfig(_Section):
+class AvailabilityConfig(Section):
     """When a device's owner lets it train."""
 
     model: Literal["always", "diurnal", "trace"] = "always"
@@ -257,7 +193,7 @@ class AvailabilityConfig(_Section):
     p_online: Fraction = Field(0.8, description="diurnal: chance of being online at night")
 
 
-class DevicesConfig(_Section):
+class DevicesConfig(Section):
     """Device profiles and behaviour (SPEC §4). No distribution: no device model."""
 
     distribution: dict[str, Fraction] | None = None
@@ -302,7 +238,7 @@ class DevicesConfig(_Section):
         return known
 
 
-class FaultsConfig(_Section):
+class FaultsConfig(Section):
     """Churn: peers that crash and (optionally) rejoin."""
 
     crash_share: Fraction = Field(0.0, description="share of peers crashing at crash_round")
@@ -321,7 +257,7 @@ class FaultsConfig(_Section):
         return self.crash_share > 0 or self.crash_rate > 0 or bool(self.crash_rounds)
 
 
-class RuntimeConfig(_Section):
+class RuntimeConfig(Section):
     """Where and how the peers run."""
 
     launcher: Literal["auto", "local", "processes", "sim"] = Field(
@@ -340,7 +276,7 @@ class RuntimeConfig(_Section):
     )
 
 
-class OutputConfig(_Section):
+class OutputConfig(Section):
     """What is written where."""
 
     dir: Path | None = None
@@ -353,7 +289,7 @@ class OutputConfig(_Section):
     )
 
 
-class Config(_Section):
+class Config(Section):
     """The whole configuration."""
 
     federate: FederateConfig = FederateConfig()

@@ -8,20 +8,15 @@ its key path before anything starts.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from fltorrent.config_types import PositiveInt, Section
 from fltorrent.errors import ConfigError
 
-PositiveInt = Annotated[int, Field(ge=1)]
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ExchangeConfig(_Section):
+class ExchangeConfig(Section):
     """Who sends what to whom each round (the round plan, ``fltorrent.plans``)."""
 
     plan: Literal["all_to_all", "neighbours", "reduce_scatter"] = Field(
@@ -35,7 +30,7 @@ class ExchangeConfig(_Section):
     )
 
 
-class SelectionConfig(_Section):
+class SelectionConfig(Section):
     """Which members train and publish each round (``fltorrent.selection``)."""
 
     max_participants: PositiveInt | None = Field(

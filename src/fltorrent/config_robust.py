@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from fltorrent.aggregate import check_preaggregator, check_rule
 from fltorrent.attacks.behaviour import AttackKind
+from fltorrent.config_types import Fraction, Positive, Section
 from fltorrent.errors import AggregationError, ConfigError
 
-Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
-Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 RuleName = Literal[
     "mean",
     "median",
@@ -32,11 +31,7 @@ RuleName = Literal[
 AttackName = Literal["none", AttackKind]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DetectionConfig(_Section):
+class DetectionConfig(Section):
     """IQR outlier filter over per-chunk update statistics (norm; cosine and sign agreement with
     the median), on each author's moving average of its deltas."""
 
@@ -59,7 +54,7 @@ class DetectionConfig(_Section):
     )
 
 
-class TrustConfig(_Section):
+class TrustConfig(Section):
     """Per-author trust over rounds: multiplied by decay when flagged, + recovery when clean."""
 
     enabled: bool = False
@@ -68,7 +63,7 @@ class TrustConfig(_Section):
     threshold: float = Field(0.5, gt=0.0, le=1.0, description="excluded below this score")
 
 
-class RobustConfig(_Section):
+class RobustConfig(Section):
     """How each peer aggregates each chunk over the authors that delivered it."""
 
     rule: RuleName = Field(
@@ -131,7 +126,7 @@ class RobustConfig(_Section):
             )
 
 
-class AttackConfig(_Section):
+class AttackConfig(Section):
     """Byzantine peers and what they do (for experiments: the attackers are known)."""
 
     type: AttackName = "none"
