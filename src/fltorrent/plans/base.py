@@ -135,16 +135,21 @@ def round_blobs(
         found[m.author] = b
     caught = membership.caught(round_)
     for author in twice - caught:
-        log.warning(
-            "peer %d round %d: author %d published two different updates; both ignored",
-            me,
-            round_,
-            author,
-        )
+        report_equivocation(me, round_, author)
     caught |= twice
     for author in caught:
         found.pop(author, None)
     return found
+
+
+def report_equivocation(me: int, round_: int, author: int) -> None:
+    """Log that ``author`` was caught with two updates in ``round_`` (both are ignored)."""
+    log.warning(
+        "peer %d round %d: author %d published two different updates; both ignored",
+        me,
+        round_,
+        author,
+    )
 
 
 async def wait_exchange(

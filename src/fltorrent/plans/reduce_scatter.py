@@ -108,7 +108,7 @@ class ReduceScatter(RoundPlan):
         self._previous: set[int] = set()  # last round's partners (late peers still fetch)
         self._co_owners: frozenset[int] = frozenset()  # owners of the chunks we own, but us
         self._index = RoundIndex()  # the round's updates and aggregates, kept up to date
-        self._votes_cache: tuple[tuple[int, int, int], dict[int, list[Vote]]] | None = None
+        self._votes_cache: tuple[tuple[int, int], dict[int, list[Vote]]] | None = None
 
     # ------------------------------------------------------------------ wiring
     def allows(self, peer: int) -> bool:
@@ -141,6 +141,7 @@ class ReduceScatter(RoundPlan):
             departed=members.departed,
         )
         self._own = own
+        self._votes_cache = None  # votes are counted by the electorates of these owners
         mine = own.owned_by(members.me)
         for c in mine:
             st.owned_since.setdefault(c, now)
@@ -169,12 +170,9 @@ class ReduceScatter(RoundPlan):
         helps only as a second source, and overlay neighbours are enough for that. Announcing
         every blob over every partner session was forty announces per piece moved (100 peers,
         20 chunks)."""
-        own, members = self._own, self._members
-        if own is None or members is None:
+        if self._own is None:
             return None
-        if manifest.topic != UPDATE:
-            return self.neighbours
-        return self._co_owners
+        return self._co_owners if manifest.topic == UPDATE else self.neighbours
 
     def _connect(self, partners: set[int], members: Membership) -> None:
         swarm = self._swarm
@@ -253,7 +251,7 @@ class ReduceScatter(RoundPlan):
         swarm, members, own = self._swarm, self._members, self._own
         assert swarm is not None and members is not None and own is not None
         self._index.sync(swarm, members, self._st.round)
-        key = (self._st.round, self._index.version, id(own))
+        key = (self._st.round, self._index.version)
         if self._votes_cache is None or self._votes_cache[0] != key:
             self._votes_cache = (key, self._count_votes())
         return self._votes_cache[1]

@@ -10,12 +10,9 @@ two updates in the round is caught equivocating and both are ignored.
 
 from __future__ import annotations
 
-import logging
-
 from fltorrent.membership import Membership
+from fltorrent.plans.base import report_equivocation
 from fltorrent.swarm import UPDATE, Blob, Swarm, TopicKind
-
-log = logging.getLogger(__name__)
 
 
 class RoundIndex:
@@ -55,12 +52,7 @@ class RoundIndex:
                         self._updates[m.author] = blob
                     continue
                 if m.author not in caught:
-                    log.warning(
-                        "peer %d round %d: author %d published two different updates; both ignored",
-                        membership.me,
-                        round_,
-                        m.author,
-                    )
+                    report_equivocation(membership.me, round_, m.author)
                     caught.add(m.author)
         if len(caught) != self._caught_seen:
             self._caught_seen = len(caught)

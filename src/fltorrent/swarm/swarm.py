@@ -575,12 +575,15 @@ class Swarm:
         return True
 
     # ------------------------------------------------------------------ manifests
+    def _relayed_to(self, m: Manifest) -> Collection[int] | None:
+        """The peers the relay filter lets us announce a blob to (``None``: all; ours: all)."""
+        if self._relay is None or m.author == self.options.peer_id:
+            return None
+        return self._relay(m)
+
     def _audience_of(self, blob: Blob) -> Iterable[Session]:
-        """The sessions the relay filter lets us announce ``blob`` to (all for our own)."""
-        m = blob.manifest
-        peers = None
-        if self._relay is not None and m.author != self.options.peer_id:
-            peers = self._relay(m)
+        """The sessions the relay filter lets us announce ``blob`` to."""
+        peers = self._relayed_to(blob.manifest)
         if peers is None or len(peers) >= len(self.sessions):
             return list(self.sessions.values())
         return _in_order(s for p in peers if (s := self.sessions.get(p)) is not None)
@@ -592,11 +595,9 @@ class Swarm:
         if audience is not None and not audience(session.remote_id):
             return
         m = blob.manifest
-        relay = self._relay
-        if relay is not None and m.author != self.options.peer_id:
-            peers = relay(m)
-            if peers is not None and session.remote_id not in peers:
-                return
+        peers = self._relayed_to(m)
+        if peers is not None and session.remote_id not in peers:
+            return
         handle = len(session.our_handle)
         session.our_handle[blob.blob_id] = handle
         session.our_blob[handle] = blob.blob_id
@@ -621,10 +622,9 @@ class Swarm:
         session.their[msg.handle] = rb
         session.their_handle[msg.blob_id] = msg.handle
         blob = self.blobs.get(msg.blob_id)
+        wanted = blob is None and self._want(msg.round, msg.author, msg.topic)
         if not session.forgotten and (
-            blob is not None
-            or msg.round >= self._oldest_round
-            or self._want(msg.round, msg.author, msg.topic)
+            blob is not None or msg.round >= self._oldest_round or wanted
         ):
             # (A session replaced by a newer one may still deliver a batch: not indexed.)
             self._heard.setdefault(msg.blob_id, {})[session] = None
@@ -637,7 +637,7 @@ class Swarm:
             return
         if msg.round >= self._oldest_round:
             self._unresolved.setdefault(msg.blob_id, rb)
-        if self._want(msg.round, msg.author, msg.topic):
+        if wanted:
             self._manifests.fetch(msg.blob_id)
 
     def _on_manifest_request(self, session: Session, msg: ManifestRequest) -> None:
