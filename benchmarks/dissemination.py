@@ -329,15 +329,25 @@ def _row(out: Outcome, bound: float) -> dict[str, Any]:
     }
 
 
+def _settings(ex: Exchange, ns: argparse.Namespace) -> None:
+    """The swarm settings given on the command line, over the case's own."""
+    if ns.upload_slots is not None:
+        ex.upload_slots = ns.upload_slots
+    if ns.pipeline_seconds is not None:
+        ex.pipeline_seconds = ns.pipeline_seconds
+
+
 def run_case(case: str, ns: argparse.Namespace) -> dict[str, Any]:
     """One case of the benchmark, as a JSON-ready row."""
     size = int(ns.size_mb * 1_000_000)
     n, block = ns.peers, ns.block_size
     if case == "all_to_all":
         ex, bound = all_to_all(n, size, 10.0, ns.pieces, block)
+        _settings(ex, ns)
         return _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
     if case == "heterogeneous":
         ex, bound = heterogeneous(n, size, 5.0, 20.0, ns.pieces, block)
+        _settings(ex, ns)
         row = _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
         pairs = [(a, b, size) for a in ex.links for b in ex.links if a != b]
         direct = run_virtual(direct_sends(ex.links, pairs))
@@ -346,6 +356,7 @@ def run_case(case: str, ns: argparse.Namespace) -> dict[str, Any]:
         return row
     if case == "broadcast":
         ex, bound = broadcast(n, size, 10.0, ns.broadcast_pieces, block)
+        _settings(ex, ns)
         return _row(run_virtual(run_exchange(ex, seed=ns.seed)), bound)
     if case == "star":
         seconds, bound = run_virtual(star(n, size, LinkProfile.from_mbit(10.0, 10.0)))
@@ -376,6 +387,15 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=20, help="pieces per blob (all-to-all)")
     parser.add_argument("--broadcast-pieces", type=int, default=100, help="K of the broadcast")
     parser.add_argument("--block-size", type=int, default=16 * 1024)
+    parser.add_argument(
+        "--upload-slots", type=int, default=None, help="instead of the case's (4; broadcast 1)"
+    )
+    parser.add_argument(
+        "--pipeline-seconds",
+        type=float,
+        default=None,
+        help="instead of the case's (0.1; broadcast 0.03)",
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="seeds pickers and link loss (results vary by seed)"
     )
