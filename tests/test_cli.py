@@ -13,6 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from fltorrent.cli import app
+from fltorrent.security import Authority, load_or_create_key
 
 runner = CliRunner()
 
@@ -176,10 +177,44 @@ def test_default_federation_reaches_the_accuracy_target(tmp_path: Path) -> None:
     assert summary["final_accuracy_mean"] >= 0.85
 
 
-def _start_tracker(*args: str) -> tuple[subprocess.Popen[str], str]:
-    """``fltorrent tracker --port 0 ARGS``; returns the process and the address it listens on."""
+def _federation(directory: Path, peers: int, *, bind_ids: bool = True) -> list[list[str]]:
+    """A federation in ``directory`` (as ``fltorrent keys`` makes one) with a key and token per
+    peer; returns each peer's credential arguments for ``fltorrent peer``."""
+    authority = Authority.new("cli-test")
+    authority.save(directory)
+    args = []
+    for i in range(1, peers + 1):
+        key = load_or_create_key(directory / f"peer{i}.key")
+        token = authority.issue(key.public_key(), peer_id=i if bind_ids else None)
+        (directory / f"peer{i}.token").write_bytes(token)
+        args.append(
+            [
+                "--federation",
+                str(directory),
+                "--key",
+                str(directory / f"peer{i}.key"),
+                "--token",
+                str(directory / f"peer{i}.token"),
+            ]
+        )
+    return args
+
+
+def _start_tracker(federation: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
+    """``fltorrent tracker --port 0 --federation DIR ARGS``; returns the process and the address
+    it listens on."""
     tracker = subprocess.Popen(
-        [sys.executable, "-m", "fltorrent", "tracker", "--port", "0", *args],
+        [
+            sys.executable,
+            "-m",
+            "fltorrent",
+            "tracker",
+            "--port",
+            "0",
+            "--federation",
+            str(federation),
+            *args,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -214,7 +249,9 @@ def _start_peer(address: str, out: Path, *args: str) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
+    creds = _federation(tmp_path / "fed", 3, bind_ids=False)  # the tracker assigns the ids
     tracker, address = _start_tracker(
+        tmp_path / "fed",
         "--peers",
         "3",
         "--rounds",
@@ -225,7 +262,7 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
         "bittorrent.seed_grace=5",
     )
     try:
-        peers = [_start_peer(address, tmp_path / f"peer{i}") for i in range(3)]
+        peers = [_start_peer(address, tmp_path / f"peer{i}", *creds[i]) for i in range(3)]
         for p in peers:
             out, err = p.communicate(timeout=300)
             assert p.returncode == 0, err
@@ -239,7 +276,9 @@ def test_tracker_and_peers_as_separate_commands(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None:
+    creds = _federation(tmp_path / "fed", 5)
     tracker, address = _start_tracker(
+        tmp_path / "fed",
         "--peers",
         "5",
         "--rounds",
@@ -254,7 +293,7 @@ def test_sigkilled_peer_process_does_not_hang_the_others(tmp_path: Path) -> None
     peers: list[subprocess.Popen[str]] = []
     try:
         for i in range(1, 6):
-            peers.append(_start_peer(address, tmp_path / f"peer{i}", "--id", str(i)))
+            peers.append(_start_peer(address, tmp_path / f"peer{i}", "--id", str(i), *creds[i - 1]))
         victim = peers[2]
         assert victim.stdout is not None
         first = victim.stdout.readline()  # printed when its round 1 is evaluated

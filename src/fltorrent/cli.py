@@ -1,4 +1,4 @@
-"""Command line: ``fltorrent run | tracker | peer | config show | config validate``.
+"""Command line: ``fltorrent run | tracker | peer | config show | config validate | keys``.
 
 Thin: parse arguments, build a configuration, call the runtime, map errors to exit codes
 (configuration errors 2, other failures 1) with a one-line message instead of a traceback.
@@ -16,6 +16,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from fltorrent.cli_keys import keys_app
 from fltorrent.config import Config, dump_config, load_config
 from fltorrent.errors import ConfigError, FltorrentError
 
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect and check configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(keys_app, name="keys")
 
 _T = TypeVar("_T")
 
@@ -40,6 +42,10 @@ RoundsOpt = Annotated[int | None, typer.Option("--rounds", help="federate.total_
 TopologyOpt = Annotated[str | None, typer.Option("--topology", help="topology.type")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="federate.seed")]
 LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error")]
+FederationOpt = Annotated[
+    Path | None,
+    typer.Option("--federation", help="The federation's directory or its federation.crt."),
+]
 
 
 def _fail(code: int, message: str) -> typer.Exit:
@@ -149,24 +155,39 @@ def tracker(
     sets: SetOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any).")] = 7800,
+    federation: FederationOpt = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="Where security.jsonl goes.")
+    ] = None,
     log_level: LogOpt = "info",
 ) -> None:
-    """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'."""
-    from fltorrent.runtime import transports
+    """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'.
+
+    --federation is a directory made by 'fltorrent keys create': the tracker reads
+    federation.crt and revoked.json there, and its own tracker.key + tracker.token (or, if
+    the admin key is there, issues itself a tracker token)."""
     from fltorrent.runtime.build import make_tracker
     from fltorrent.runtime.procs import overall_deadline
+    from fltorrent.runtime.security import tracker_security
 
     cfg = _guard(
         lambda: _build_config(
             config, sets, peers=peers, rounds=rounds, topology=topology, seed=seed
         )
     )
+    if federation is None:
+        raise _fail(
+            2,
+            "the tracker needs --federation DIR (create one with: fltorrent keys create DIR "
+            "--name NAME)",
+        )
+    sec = _guard(lambda: tracker_security(cfg, federation, output_dir))
     _setup_logging(log_level or "info")
 
     async def serve() -> None:
-        t = make_tracker(cfg)
+        t = make_tracker(cfg, admission=sec.admission(require_tls=sec.tls))
         async with t:
-            h, p = await t.start(transports.tcp(), host, port)
+            h, p = await t.start(sec.transport(sec.tracker), host, port)
             typer.echo(
                 f"tracker listening on {h}:{p} for {cfg.federate.client_num} peers", err=True
             )
@@ -187,13 +208,25 @@ def peer(
     host: Annotated[str, typer.Option(help="Address to listen on and announce.")] = "127.0.0.1",
     output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
     models_dir: Annotated[Path | None, typer.Option("--models-dir")] = None,
+    federation: FederationOpt = None,
+    key: Annotated[Path | None, typer.Option("--key", help="This peer's key file.")] = None,
+    token: Annotated[
+        Path | None, typer.Option("--token", help="This peer's join token (from the admin).")
+    ] = None,
+    transport: Annotated[
+        str, typer.Option("--transport", help="tls|plain: as the federation's security.transport")
+    ] = "tls",
     log_level: LogOpt = "warning",
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.")] = False,
 ) -> None:
-    """Run one peer; it gets the configuration from the tracker."""
-    from fltorrent.runtime import transports
+    """Run one peer; it gets the configuration from the tracker.
+
+    It proves its membership with --key and --token (see 'fltorrent keys'); --federation is
+    the federation's certificate (federation.crt, or the directory holding it)."""
     from fltorrent.runtime.federation import default_output_dir
     from fltorrent.runtime.node import NodeHooks, run_node
+    from fltorrent.runtime.security import AUDIT_FILE, peer_credentials, peer_transport
+    from fltorrent.security.audit import JsonlAudit
     from fltorrent.telemetry.events import RoundMetrics
     from fltorrent.telemetry.sink import JsonlSink
 
@@ -202,6 +235,15 @@ def peer(
         raise _fail(2, f"--tracker must be HOST:PORT, got {tracker_address!r}")
     if peer_id is not None and peer_id < 1:
         raise _fail(2, "--id must be at least 1")
+    if transport not in ("tls", "plain"):
+        raise _fail(2, f"--transport must be tls or plain, got {transport!r}")
+    if federation is None or key is None or token is None:
+        raise _fail(
+            2,
+            "a peer needs --federation, --key and --token (an admin issues tokens with: "
+            "fltorrent keys issue)",
+        )
+    creds = _guard(lambda: peer_credentials(federation, key, token))
     _setup_logging(log_level or "warning")
     out = output_dir or default_output_dir()
     out.mkdir(parents=True, exist_ok=True)
@@ -219,13 +261,15 @@ def peer(
         import torch
 
         torch.set_num_threads(1)
+        audit = JsonlAudit(out / AUDIT_FILE)
         outcome = await run_node(
-            transport=transports.tcp(),
+            transport=peer_transport(creds, tls=transport == "tls"),
             tracker=(addr_host, int(addr_port)),
             host=host,
             peer_id=peer_id,
             model_dir=models_dir or out / "models",
-            hooks=NodeHooks(on_metrics=on_metrics),
+            hooks=NodeHooks(on_metrics=on_metrics, audit=audit, require_tls=transport == "tls"),
+            credentials=creds,
         )
         if not outcome.finished:
             typer.echo(f"error: {outcome.label} did not finish: {outcome.error}", err=True)

@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from fltorrent.config_chunks import ChunkConfig
 from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
+from fltorrent.config_security import SecurityConfig
 from fltorrent.config_types import Fraction, Mbit, PositiveInt, Seconds, Section
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
@@ -308,6 +309,7 @@ class Config(Section):
     output: OutputConfig = OutputConfig()
     robust: RobustConfig = RobustConfig()
     attack: AttackConfig = AttackConfig()
+    security: SecurityConfig = SecurityConfig()
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

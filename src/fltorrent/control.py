@@ -45,14 +45,28 @@ class ControlMessage(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Token = Annotated[str, Field(max_length=12 * 1024)]  # base64 of a DER certificate
+
+
+class Hello(ControlMessage):
+    """Tracker → peer, first on every connection: a fresh nonce the registration signs."""
+
+    type: Literal["hello"] = "hello"
+    federation: str
+    nonce: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
 class Register(ControlMessage):
-    """Peer → tracker: join the federation."""
+    """Peer → tracker: join the federation, with the peer's token and, as proof that it holds
+    the token's key, its signature over the hello's nonce."""
 
     type: Literal["register"] = "register"
     federation: str | None = None  # None: whatever federation this tracker serves
     peer_id: int | None = Field(None, ge=1)
     host: Host
     port: Port
+    token: Token = ""
+    proof: str = Field("", pattern=r"^([0-9a-f]{128})?$")
 
 
 class Progress(ControlMessage):
@@ -90,6 +104,8 @@ class Welcome(ControlMessage):
     round: int = 0  # the highest round a live member reported; a rejoining peer starts there
     departed: list[int] = Field(default_factory=list)  # members gone when this was sent
     degrees: dict[int, int] = Field(default_factory=dict)  # each member's degree, as built
+    tokens: dict[int, Token] = Field(default_factory=dict)  # each member's token
+    revocations: str = ""  # the federation's signed revocation list (JSON)
 
 
 class Left(ControlMessage):
@@ -107,6 +123,7 @@ class Joined(ControlMessage):
     host: Host
     port: Port
     round: int = 0  # the first round it takes part in
+    token: Token = ""
 
 
 class Link(ControlMessage):
@@ -132,6 +149,13 @@ class AllDone(ControlMessage):
     type: Literal["all_done"] = "all_done"
 
 
+class Revoked(ControlMessage):
+    """Tracker -> peer: the admin revoked members; the newly signed list."""
+
+    type: Literal["revoked"] = "revoked"
+    revocations: str
+
+
 class Refused(ControlMessage):
     """Tracker → peer: registration refused."""
 
@@ -150,6 +174,8 @@ TrackerMessage = Annotated[
     | Link
     | Skipped
     | AllDone
+    | Hello
+    | Revoked
     | Refused,
     Field(discriminator="type"),
 ]

@@ -21,6 +21,10 @@ catch everything of ours with one clause and still tell the kinds apart::
     ├── LearnError                  datasets, models, chunk plans (e.g. mismatched state dict)
     ├── AggregationError            preconditions of an aggregation rule are violated
     ├── TrackerError                rendezvous failed (timeout, refused registration)
+    ├── SecurityError               keys, tokens and signatures
+    │   └── AuthError               a remote party's credentials do not hold (bad or
+    │                               expired token, revoked member, wrong key, bad signature);
+    │                               the connection is refused with the reason audited
     └── FederationError             the federation as a whole could not run; CLI exit code 1
         └── SimulationStalled       virtual time: every task waits and nothing is scheduled
 
@@ -95,6 +99,18 @@ class AggregationError(FltorrentError):
 
 class TrackerError(FltorrentError):
     """Rendezvous with the tracker failed."""
+
+
+class SecurityError(FltorrentError):
+    """Keys, federation certificates, tokens or signatures could not be used."""
+
+
+class AuthError(SecurityError):
+    """A remote party's credentials do not hold; ``reason`` is a short audit label."""
+
+    def __init__(self, message: str, *, reason: str = "bad_token") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class FederationError(FltorrentError):

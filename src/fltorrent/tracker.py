@@ -12,7 +12,17 @@ overlay's degree and connectivity (``Link`` to both ends of each new edge). A me
 connection dropped may register again with its id (rejoin after a crash); its ``Welcome``
 names the round the federation is in.
 
-The control protocol (messages, line framing) is in :mod:`fltorrent.control`. Model updates
+Membership is checked by an :class:`~fltorrent.admission.Admission` (the runtime always gives
+one): every connection first gets a ``Hello`` with a nonce; a registration must carry a valid
+token of the federation and a signature over that nonce by the token's key, one identity holds
+one membership, and a departed member's id is given back only to the identity that held it.
+The welcome carries every member's token (peers check them against the federation's
+certificate themselves, and verify manifest signatures with the keys they name) and the signed
+revocation list; when the admin revokes members the tracker sends the new list (``Revoked``)
+and closes their connections.
+
+The control protocol (messages, line framing) is in :mod:`fltorrent.control`, the peer side in
+:mod:`fltorrent.tracker_client`. Model updates
 never pass through here.
 """
 
@@ -27,11 +37,13 @@ from typing import Any
 
 import networkx as nx
 
+from fltorrent.admission import Admission
 from fltorrent.control import (
     PEER_LINE,
     AllDone,
     ControlMessage,
     Done,
+    Hello,
     Joined,
     Left,
     LineChannel,
@@ -39,14 +51,14 @@ from fltorrent.control import (
     Progress,
     Refused,
     Register,
+    Revoked,
     Skip,
     Skipped,
     TrackerMessage,
     Welcome,
 )
 from fltorrent.errors import (
-    BrokenResourceError,
-    ConnectError,
+    AuthError,
     RemoteProtocolError,
     TrackerError,
     TransportError,
@@ -70,6 +82,8 @@ class MemberState:
     accuracy: float | None = None
     done: bool = False
     alive: bool = True
+    identity: str | None = None  # from its token (None: the tracker checks no tokens)
+    token: str = ""  # base64 DER, passed on to the other members
 
 
 @dataclass
@@ -100,6 +114,8 @@ class Tracker:
     on_progress: Callable[[MemberState], None] | None = None
     # Higher is better: which members should bridge parts of a split overlay (e.g. uplink rate).
     bridge_preference: Callable[[int], float] | None = None
+    # Tokens, proofs, identities, revocations (None: anyone may register; tracker unit tests).
+    admission: Admission | None = None
     members: dict[int, MemberState] = field(default_factory=dict)
     welcomed: bool = False
 
@@ -174,12 +190,18 @@ class Tracker:
     async def _serve_connection(self, conn: Connection) -> None:
         channel = LineChannel(conn, max_line=PEER_LINE)
         member: MemberState | None = None
+        host = conn.remote_address[0]
+        if self.admission is not None and self.admission.blocked(host):
+            self.refused_connections += 1
+            return
+        nonce = Admission.nonce()
         try:
+            await channel.send(Hello(federation=self.federation, nonce=nonce))
             async with asyncio.timeout(self.registration_timeout):
                 first = await channel.receive()
             if not isinstance(first, Register):
                 raise RemoteProtocolError("first message must be register")
-            member = await self._register(first, channel, conn)
+            member = await self._register(first, channel, conn, nonce)
             if member is None:
                 return
             while True:
@@ -193,49 +215,103 @@ class Tracker:
             if member is not None:
                 await self._left(member)
 
+    async def _refuse(self, channel: LineChannel, reason: str) -> None:
+        with contextlib.suppress(TransportError):
+            await channel.send(Refused(reason=reason))
+        log.warning("tracker: registration refused: %s", reason)
+
     async def _register(
-        self, msg: Register, channel: LineChannel, conn: Connection
+        self, msg: Register, channel: LineChannel, conn: Connection, nonce: str
     ) -> MemberState | None:
+        identity: str | None = None
+        host = conn.remote_address[0]
+        if self.admission is not None:
+            try:
+                member_of_token = self.admission.admit(
+                    msg, nonce, self.federation, conn.peer_certificate
+                )
+            except AuthError as exc:
+                self.admission.refused(host, exc.reason, str(exc), msg.peer_id)
+                await self._refuse(channel, str(exc))
+                return None
+            identity = member_of_token.identity
+            if member_of_token.peer_id is not None:
+                msg = msg.model_copy(update={"peer_id": member_of_token.peer_id})
         async with self._lock:
-            reason = None
+            msg, reason = self._bind_identity(msg, identity)
             old = self.members.get(msg.peer_id) if msg.peer_id is not None else None
-            if msg.federation is not None and msg.federation != self.federation:
-                reason = f"federation {msg.federation!r} is not {self.federation!r}"
-            elif self.welcomed and old is not None and not old.alive and not old.done:
-                if self._all_done.is_set():
-                    reason = "the federation has finished"
-                else:
-                    return await self._rejoin(old, msg, channel, conn)
-            elif old is not None and old.alive:
-                reason = f"peer id {msg.peer_id} is taken"
-            elif self.welcomed or len(self.members) >= self.client_num:
-                reason = "the federation is full"
-            elif msg.peer_id is not None and msg.peer_id > self.client_num:
-                reason = f"peer id {msg.peer_id} is above client_num {self.client_num}"
+            reason = reason or self._refusal(msg, old)
+            if reason is None and old is not None and self.welcomed and not old.alive:
+                return await self._rejoin(old, msg, channel, conn)
             if reason is not None:
-                with contextlib.suppress(TransportError):
-                    await channel.send(Refused(reason=reason))
-                log.warning("tracker: registration refused: %s", reason)
+                if self.admission is not None:
+                    self.admission.refused(host, "membership", reason, msg.peer_id)
+                await self._refuse(channel, reason)
                 return None
             pid = msg.peer_id or min(set(range(1, self.client_num + 1)) - set(self.members))
-            host = msg.host or conn.remote_address[0]
-            member = MemberState(pid, (host, msg.port), channel)
+            member = MemberState(
+                pid, (msg.host, msg.port), channel, identity=identity, token=msg.token
+            )
             self.members[pid] = member
-            log.info("tracker: peer %d registered from %s:%d", pid, host, msg.port)
+            self._joined(member, host)
+            log.info("tracker: peer %d registered from %s:%d", pid, msg.host, msg.port)
             if len(self.members) == self.client_num:
                 await self._welcome_all()
             return member
+
+    def _bind_identity(self, msg: Register, identity: str | None) -> tuple[Register, str | None]:
+        """One identity, one membership: a live identity cannot register twice, a departed one
+        gets its old id back, and an id that an identity held is not given to another."""
+        if identity is None:
+            return msg, None
+        holder = next((m for m in self.members.values() if m.identity == identity), None)
+        if holder is not None:
+            if holder.alive:
+                return msg, f"identity {identity} is already registered as peer {holder.peer_id}"
+            if msg.peer_id not in (None, holder.peer_id):
+                return msg, f"identity {identity} was peer {holder.peer_id}, not {msg.peer_id}"
+            return msg.model_copy(update={"peer_id": holder.peer_id}), None
+        old = self.members.get(msg.peer_id) if msg.peer_id is not None else None
+        if old is not None and old.identity not in (None, identity):
+            return msg, f"peer id {msg.peer_id} belongs to another identity"
+        return msg, None
+
+    def _refusal(self, msg: Register, old: MemberState | None) -> str | None:
+        """Why a registration cannot be taken (``None``: a new member, or a rejoin)."""
+        if msg.federation is not None and msg.federation != self.federation:
+            return f"federation {msg.federation!r} is not {self.federation!r}"
+        if old is not None and old.alive:
+            return f"peer id {msg.peer_id} is taken"
+        if self.welcomed and old is not None and not old.done:  # a rejoin, unless all is over
+            return "the federation has finished" if self._all_done.is_set() else None
+        if self.welcomed or len(self.members) >= self.client_num:
+            return "the federation is full"
+        if msg.peer_id is not None and msg.peer_id > self.client_num:
+            return f"peer id {msg.peer_id} is above client_num {self.client_num}"
+        return None
+
+    def _joined(self, member: MemberState, address: str) -> None:
+        if self.admission is not None:
+            self.admission.report(
+                "join", "", identity=member.identity, peer=member.peer_id, address=address
+            )
 
     async def _rejoin(
         self, old: MemberState, msg: Register, channel: LineChannel, conn: Connection
     ) -> MemberState:
         """A member that left registers again: welcome it, tell the others where it is."""
-        host = msg.host or conn.remote_address[0]
+        host = msg.host
         live_rounds = [m.round for m in self.members.values() if m.alive]
         member = MemberState(
-            old.peer_id, (host, msg.port), channel, round=max(live_rounds, default=0)
+            old.peer_id,
+            (host, msg.port),
+            channel,
+            round=max(live_rounds, default=0),
+            identity=old.identity,
+            token=msg.token,
         )
         self.members[old.peer_id] = member
+        self._joined(member, conn.remote_address[0])
         log.info("tracker: peer %d rejoined from %s:%d", old.peer_id, host, msg.port)
         addresses = {pid: m.address for pid, m in self.members.items()}
         with contextlib.suppress(TransportError):
@@ -251,9 +327,17 @@ class Tracker:
                     round=member.round,
                     departed=[p for p, m in self.members.items() if not m.alive],
                     degrees=self._degree,
+                    tokens=self._tokens(),
+                    revocations=self._revocations(),
                 )
             )
-        joined = Joined(peer_id=old.peer_id, host=host, port=msg.port, round=max(1, member.round))
+        joined = Joined(
+            peer_id=old.peer_id,
+            host=host,
+            port=msg.port,
+            round=max(1, member.round),
+            token=member.token,
+        )
         await self._broadcast(joined, old.peer_id)
         # Its old neighbours may be gone: give it (and whoever lost degree meanwhile) links.
         await self._repair()
@@ -282,6 +366,7 @@ class Tracker:
         self._graph = graph
         self._degree = dict(graph.degree())
         addresses = {pid: m.address for pid, m in self.members.items()}
+        tokens, revocations = self._tokens(), self._revocations()
         self.welcomed = True
         for pid, member in self.members.items():
             welcome = Welcome(
@@ -291,12 +376,42 @@ class Tracker:
                 neighbours=neighbours(graph, pid),
                 config=self.config,
                 degrees=self._degree,
+                tokens=tokens,
+                revocations=revocations,
             )
             with contextlib.suppress(TransportError):
                 await member.channel.send(welcome)
         self._full.set()
 
+    def _tokens(self) -> dict[int, str]:
+        return {pid: m.token for pid, m in self.members.items() if m.token}
+
+    def _revocations(self) -> str:
+        return self.admission.revocations_text() if self.admission is not None else ""
+
+    async def _check_revocations(self) -> None:
+        """Adopt a changed revocation list: pass it on, and end revoked members' connections."""
+        if self.admission is None:
+            return
+        revoked = self.admission.reload()
+        if not revoked:
+            return
+        text = self.admission.revocations_text()
+        for m in list(self.members.values()):
+            if m.identity in revoked:
+                self.admission.report(
+                    "revoked", "revoked by the admin", identity=m.identity, peer=m.peer_id
+                )
+                with contextlib.suppress(TransportError):
+                    await m.channel.send(Refused(reason="your membership was revoked"))
+                await m.channel.conn.aclose()
+        for m in self.members.values():
+            if m.alive and m.identity not in revoked:
+                with contextlib.suppress(TransportError):
+                    await m.channel.send(Revoked(revocations=text))
+
     async def _on_message(self, member: MemberState, msg: TrackerMessage) -> None:
+        await self._check_revocations()
         match msg:
             case Progress():
                 member.round = msg.round
@@ -359,101 +474,3 @@ class Tracker:
                 if m.alive:
                     with contextlib.suppress(TransportError):
                         await m.channel.send(AllDone())
-
-
-class TrackerClient:
-    """A peer's side of the tracker connection."""
-
-    def __init__(self, conn: Connection) -> None:
-        self.channel = LineChannel(conn)
-        self.welcome: Welcome | None = None
-        self.left: set[int] = set()
-        self.all_done = asyncio.Event()
-        self.lost = asyncio.Event()
-        self.on_left: Callable[[int], None] | None = None
-        self.on_joined: Callable[[int, Address, int], None] | None = None
-        self.on_skipped: Callable[[int, int], None] | None = None
-        self.on_link: Callable[[int, Address], None] | None = None
-
-    @classmethod
-    async def connect(
-        cls, transport: Transport, address: Address, *, timeout: float = 10.0
-    ) -> TrackerClient:
-        """Dial the tracker, retrying until ``timeout`` (it may be starting up)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            try:
-                conn = await transport.connect(*address, timeout=max(0.1, deadline - loop.time()))
-                return cls(conn)
-            except ConnectError as exc:
-                if loop.time() >= deadline:
-                    raise TrackerError(f"cannot reach the tracker at {address}: {exc}") from None
-                await asyncio.sleep(0.1)
-
-    async def register(
-        self,
-        *,
-        federation: str | None,
-        peer_id: int | None,
-        host: str,
-        port: int,
-        timeout: float,
-    ) -> Welcome:
-        """Register and wait (until ``timeout``) for the welcome."""
-        await self.channel.send(
-            Register(federation=federation, peer_id=peer_id, host=host, port=port)
-        )
-        try:
-            async with asyncio.timeout(timeout):
-                msg = await self.channel.receive()
-        except TimeoutError:
-            raise TrackerError(f"no welcome from the tracker within {timeout:.0f}s") from None
-        except (RemoteProtocolError, TransportError) as exc:
-            raise TrackerError(f"tracker connection failed: {exc}") from None
-        if isinstance(msg, Refused):
-            raise TrackerError(f"tracker refused registration: {msg.reason}")
-        if not isinstance(msg, Welcome):
-            raise TrackerError("tracker closed the connection before the welcome")
-        self.welcome = msg
-        return msg
-
-    async def listen(self) -> None:
-        """Receive membership events until the connection ends."""
-        try:
-            while True:
-                msg = await self.channel.receive()
-                match msg:
-                    case None:
-                        return
-                    case Left():
-                        self.left.add(msg.peer_id)
-                        if self.on_left is not None:
-                            self.on_left(msg.peer_id)
-                    case Joined():
-                        self.left.discard(msg.peer_id)
-                        if self.on_joined is not None:
-                            self.on_joined(msg.peer_id, (msg.host, msg.port), msg.round)
-                    case Link():
-                        if self.on_link is not None:
-                            self.on_link(msg.peer_id, (msg.host, msg.port))
-                    case Skipped():
-                        if self.on_skipped is not None:
-                            self.on_skipped(msg.peer_id, msg.round)
-                    case AllDone():
-                        self.all_done.set()
-                    case _:
-                        raise RemoteProtocolError(f"unexpected {msg.type} from the tracker")
-        except (RemoteProtocolError, TransportError) as exc:
-            log.warning("tracker connection lost: %s", exc)
-        finally:
-            self.lost.set()
-
-    async def progress(self, msg: Progress | Skip | Done) -> None:
-        """Report progress; a lost tracker is not fatal to the peer."""
-        with contextlib.suppress(TransportError, BrokenResourceError):
-            await self.channel.send(msg)
-
-    async def aclose(self) -> None:
-        """Close the connection."""
-        await self.channel.conn.aclose()

@@ -1,9 +1,16 @@
 """The default plan keeps the old behaviour: every metric of every peer and round, field by field,
-equals what the code recorded before the round became stages over a plan (golden_cases.py)."""
+equals what the code recorded before the round became stages over a plan (golden_cases.py).
+
+Re-recorded once since, on purpose, when manifests became signed (64 more bytes per manifest
+sent, which also moves simulated time on shaped links); nothing else changed then. Losses are
+compared to a relative 1e-5: the CPU's vector width (AVX2 or AVX-512) changes float sums in
+their last bits, and the recording must hold on either.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +27,13 @@ NEW_FIELDS = {
     "selected": True,
     "selection": "everyone",
 }
+FLOAT_SUMS = ("loss", "train_loss")  # sums of many floats: last bits depend on the CPU
+
+
+def _same(field: str, old: object, new: object) -> bool:
+    if field in FLOAT_SUMS and isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=1e-5)
+    return old == new
 
 
 @pytest.mark.slow
@@ -31,7 +45,7 @@ def test_all_to_all_matches_recorded_run(tmp_path: Path, name: str) -> None:
     for old, new in zip(expected, got, strict=True):
         key = (old["round"], old["peer"])
         assert (new["round"], new["peer"]) == key
-        diff = {f: (old[f], new.get(f)) for f in old if old[f] != new.get(f)}
+        diff = {f: (old[f], new.get(f)) for f in old if not _same(f, old[f], new.get(f))}
         assert not diff, f"{name} round/peer {key}: {diff}"
         added = {f: new[f] for f in set(new) - set(old)}
         unrecorded = {f: v for f, v in NEW_FIELDS.items() if f not in old}

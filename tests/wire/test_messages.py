@@ -76,7 +76,11 @@ EXACT: list[tuple[Message, bytes]] = [
         + b"\x01\x00\x00\x00\x05\x00\x00\x00\x08",
     ),
     (ManifestRequest(7), b"\x00\x00\x00\x05\x0d\x00\x00\x00\x07"),
-    (ManifestData(7, b"MF"), b"\x00\x00\x00\x07\x0e\x00\x00\x00\x07MF"),
+    (ManifestData(7, b"MF"), b"\x00\x00\x00\x47\x0e\x00\x00\x00\x07" + bytes(64) + b"MF"),
+    (
+        ManifestData(7, b"MF", b"S" * 64),
+        b"\x00\x00\x00\x47\x0e\x00\x00\x00\x07" + b"S" * 64 + b"MF",
+    ),
     (
         Haves(((3, 258), (0, 1))),
         b"\x00\x00\x00\x11\x0f"
@@ -87,7 +91,7 @@ EXACT: list[tuple[Message, bytes]] = [
         Handshake("fed", 5, 7000),
         b"\x00\x00\x00\x1f\x01"
         + b"\x09fltorrent"  # name length, name
-        + b"\x00\x03"  # version 3
+        + b"\x00\x04"  # version 4
         + b"\x00" * 8  # reserved flags
         + b"\x03fed"  # federation id
         + b"\x00\x00\x00\x05"  # peer id

@@ -21,6 +21,12 @@ class Connection(Protocol):
         """Where the other end is (host, port)."""
         ...
 
+    @property
+    def peer_certificate(self) -> bytes | None:
+        """The certificate (DER) the other end proved it holds the key of, when the transport
+        authenticates (TLS); ``None`` on plaintext and in-memory links."""
+        ...
+
     async def send(self, data: bytes) -> None:
         """Queue ``data`` and wait while the outgoing buffer is full (backpressure).
 

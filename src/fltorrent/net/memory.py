@@ -82,6 +82,10 @@ class MemoryConnection:
     def remote_address(self) -> Address:
         return self._remote
 
+    @property
+    def peer_certificate(self) -> bytes | None:
+        return None
+
     async def send(self, data: bytes) -> None:
         if self._closed:
             raise ClosedResourceError("connection closed")

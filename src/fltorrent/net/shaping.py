@@ -200,6 +200,10 @@ class ShapedConnection:
     def remote_address(self) -> Address:
         return self._inner.remote_address
 
+    @property
+    def peer_certificate(self) -> bytes | None:
+        return self._inner.peer_certificate
+
     async def send(self, data: bytes) -> None:
         await self.send_all((data,))
 

@@ -6,6 +6,12 @@ Flow control is the usual one: reading pauses when unread bytes exceed ``READ_HI
 writers wait while the transport's buffer is above ``WRITE_HIGH_WATER``. Several buffers sent
 together leave in one ``writev`` (a block header and its data, a run of small blocks) when the
 transport has nothing queued; whatever the socket does not take is queued by the transport.
+
+With TLS (``TcpTransport(tls=...)``, contexts from :mod:`fltorrent.security.tls`) asyncio's
+TLS layer sits between the socket and this protocol: the vectored write then goes through the
+transport (writing to the file descriptor would bypass the encryption), the handshake must end
+within ``handshake_timeout``, and :attr:`TcpConnection.peer_certificate` is the certificate the
+other side proved.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from collections import deque
 from collections.abc import Sequence
 
@@ -143,11 +150,22 @@ class TcpConnection:
         peer = transport.get_extra_info("peername")
         self._remote: Address = (str(peer[0]), int(peer[1])) if peer else ("?", 0)
         sock = transport.get_extra_info("socket")
-        self._fd = sock.fileno() if sock is not None and hasattr(os, "writev") else -1
+        self._ssl: ssl.SSLObject | None = transport.get_extra_info("ssl_object")
+        # The vectored fast path writes to the socket itself: plaintext only.
+        plain = self._ssl is None and hasattr(os, "writev")
+        self._fd = sock.fileno() if sock is not None and plain else -1
 
     @property
     def remote_address(self) -> Address:
         return self._remote
+
+    @property
+    def peer_certificate(self) -> bytes | None:
+        if self._ssl is None:
+            return None
+        with contextlib.suppress(ValueError):
+            return self._ssl.getpeercert(binary_form=True)
+        return None
 
     async def send(self, data: bytes) -> None:
         await self.send_all((data,))
@@ -243,13 +261,35 @@ class TcpListener:
 
 
 class TcpTransport:
-    """Listens and connects over real TCP sockets."""
+    """Listens and connects over real TCP sockets; over TLS when given ``(server, client)``
+    contexts. A TLS handshake that fails or outlasts ``handshake_timeout`` ends the connection
+    before any handler sees it (dialing raises :class:`ConnectError`)."""
+
+    def __init__(
+        self,
+        tls: tuple[ssl.SSLContext, ssl.SSLContext] | None = None,
+        *,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        self._server_ctx: ssl.SSLContext | None = tls[0] if tls is not None else None
+        self._client_ctx: ssl.SSLContext | None = tls[1] if tls is not None else None
+        self.handshake_timeout = handshake_timeout
+
+    @property
+    def encrypted(self) -> bool:
+        return self._client_ctx is not None
 
     async def listen(self, host: str, port: int, handler: ConnectionHandler) -> TcpListener:
         listener = TcpListener()
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(lambda: listener._accepted(handler), host, port)
+            server = await loop.create_server(
+                lambda: listener._accepted(handler),
+                host,
+                port,
+                ssl=self._server_ctx,
+                ssl_handshake_timeout=self.handshake_timeout if self._server_ctx else None,
+            )
         except OSError as exc:
             raise ConnectError(f"cannot listen on {host}:{port}: {exc}") from exc
         listener._server = server
@@ -261,9 +301,21 @@ class TcpTransport:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(_StreamProtocol, host, port)
+                if self._client_ctx is None:
+                    transport, protocol = await loop.create_connection(_StreamProtocol, host, port)
+                else:
+                    transport, protocol = await loop.create_connection(
+                        _StreamProtocol,
+                        host,
+                        port,
+                        ssl=self._client_ctx,
+                        server_hostname="",
+                        ssl_handshake_timeout=self.handshake_timeout,
+                    )
         except TimeoutError as exc:
             raise ConnectError(f"connect to {host}:{port} timed out after {timeout}s") from exc
+        except ssl.SSLError as exc:
+            raise ConnectError(f"TLS with {host}:{port} failed: {exc.reason or exc}") from exc
         except (OSError, ValueError) as exc:  # ValueError: a name IDNA cannot encode ("..")
             raise ConnectError(f"connect to {host!r}:{port} failed: {exc}") from exc
         assert isinstance(transport, asyncio.Transport)

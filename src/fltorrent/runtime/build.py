@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fltorrent.admission import Admission
 from fltorrent.aggregate.trust import TrustTable
 from fltorrent.attacks.behaviour import Adversary
 from fltorrent.config import Config
@@ -209,7 +210,10 @@ def build_selector(config: Config) -> Selector:
 
 
 def make_tracker(
-    config: Config, *, on_progress: Callable[[MemberState], None] | None = None
+    config: Config,
+    *,
+    on_progress: Callable[[MemberState], None] | None = None,
+    admission: Admission | None = None,
 ) -> Tracker:
     """The tracker of this federation; it hands the configuration to every peer."""
     profiles = device_profiles(config)
@@ -221,6 +225,7 @@ def make_tracker(
         registration_timeout=config.runtime.registration_timeout,
         on_progress=on_progress,
         bridge_preference=(lambda p: profiles[p - 1].up_mbit) if profiles else None,
+        admission=admission,
     )
 
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fltorrent.net.base import Address, Transport
 from fltorrent.peer import FaultHook, PeerCrash, Phase
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, run_node
+from fltorrent.security.credentials import Credentials
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker import Tracker
 
@@ -90,6 +92,7 @@ async def run_with_churn(
     peer_id: int,
     *,
     transport: Transport,
+    credentials: Credentials | None,
     tracker: Tracker,
     address: Address,
     host: str,
@@ -109,6 +112,7 @@ async def run_with_churn(
             peer_id=peer_id,
             model_dir=model_dir,
             hooks=hooks,
+            credentials=credentials,
         )
         metrics += outcome.metrics
         if outcome.finished or not outcome.crashed:
@@ -128,7 +132,8 @@ async def run_with_churn(
 async def run_all(
     peers: int,
     *,
-    transport: Transport,
+    transport: Callable[[int], Transport],
+    credentials: Mapping[int, Credentials] | None,
     tracker: Tracker,
     address: Address,
     host: str,
@@ -137,13 +142,15 @@ async def run_all(
     churn: Churn,
     watch: RoundWatch,
 ) -> list[NodeOutcome]:
-    """Run peers ``1..peers`` side by side (each through :func:`run_with_churn`)."""
+    """Run peers ``1..peers`` side by side (each through :func:`run_with_churn`), peer ``i``
+    over ``transport(i)`` with ``credentials[i]``."""
     async with asyncio.TaskGroup() as tg:
         tasks = [
             tg.create_task(
                 run_with_churn(
                     i,
-                    transport=transport,
+                    transport=transport(i),
+                    credentials=credentials[i] if credentials is not None else None,
                     tracker=tracker,
                     address=address,
                     host=host,

@@ -16,11 +16,11 @@ from pathlib import Path
 from fltorrent.config import Config
 from fltorrent.net.base import Transport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
-from fltorrent.runtime import transports
 from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
+from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics
 
 
@@ -33,6 +33,7 @@ class LocalLauncher(Launcher):
         return await run_local(
             config,
             model_dir=hooks.model_dir,
+            output_dir=hooks.output_dir,
             on_metrics=hooks.on_metrics,
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
@@ -48,20 +49,29 @@ async def run_local(
     fault_hook: FaultHook | None = None,
     transport: Transport | None = None,
     on_peer: Callable[[Peer], None] | None = None,
+    output_dir: Path | None = None,
 ) -> list[NodeOutcome]:
-    """Run the whole federation in this process; returns each peer's outcome."""
-    transport = transport or transports.tcp()
+    """Run the whole federation in this process; returns each peer's outcome.
+
+    ``transport`` replaces the TCP transports the run's credentials make (tests that shape
+    or break links); peers then present no TLS certificate."""
     rt = config.runtime
     n = config.federate.client_num
     data = await asyncio.to_thread(load_federation_data, config)
     watch = RoundWatch()
-    tracker = make_tracker(config, on_progress=watch.notify)
+    sec = run_security(config, output_dir, write_keys=False)
+    if transport is not None:
+        sec.tls = False
+    tracker = make_tracker(
+        config, on_progress=watch.notify, admission=sec.admission(require_tls=sec.tls)
+    )
+    tracker_transport = transport or sec.transport(sec.tracker)
     churn = Churn(failure_schedule(config), fault_hook)
     saved: dict[int, PeerState] = {}
     workers = rt.train_workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="train") as executor:
         async with tracker:
-            address = await tracker.start(transport, rt.host, rt.tracker_port)
+            address = await tracker.start(tracker_transport, rt.host, rt.tracker_port)
             hooks = NodeHooks(
                 data=data,
                 executor=executor,
@@ -70,10 +80,13 @@ async def run_local(
                 fault_hook=churn,
                 on_peer=on_peer,
                 saved=saved,
+                audit=sec.audit,
+                require_tls=sec.tls,
             )
             return await run_all(
                 n,
-                transport=transport,
+                transport=lambda i: transport or sec.transport(sec.peers[i]),
+                credentials=sec.peers,
                 tracker=tracker,
                 address=address,
                 host=rt.host,

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from fltorrent.admission import decode_token
 from fltorrent.attacks.behaviour import Adversary
 from fltorrent.attacks.publishing import AttackPublisher, poison_block
 from fltorrent.config import Config, parse_config
@@ -29,7 +30,7 @@ from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.defense import Defense
 from fltorrent.devices.device import Device
 from fltorrent.devices.profiles import DeviceProfile
-from fltorrent.errors import FltorrentError
+from fltorrent.errors import AuthError, FltorrentError
 from fltorrent.learn.learner import Learner
 from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
@@ -51,11 +52,14 @@ from fltorrent.runtime.build import (
     round_policy,
     swarm_options,
 )
+from fltorrent.security.audit import AuditLog
+from fltorrent.security.credentials import Credentials
+from fltorrent.security.guard import PeerGuard
 from fltorrent.selection import Selector
 from fltorrent.stages import HonestPublisher, Publisher
-from fltorrent.swarm import Counters, Swarm
+from fltorrent.swarm import Counters, Swarm, SwarmSecurity
 from fltorrent.telemetry.events import RoundMetrics
-from fltorrent.tracker import TrackerClient
+from fltorrent.tracker_client import TrackerClient
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +109,8 @@ class NodeHooks:
     simulated: bool = False  # compute charged to the virtual clock (sim runtime)
     clock_origin: float | None = None  # loop time when the federation started
     saved: dict[int, PeerState] | None = None  # keep peer state for a rejoin (sim runtime)
+    audit: AuditLog | None = None  # security events (security.jsonl)
+    require_tls: bool = False  # refuse plaintext connections (TLS runs; never in simulation)
 
 
 async def run_node(
@@ -116,13 +122,19 @@ async def run_node(
     model_dir: Path | None,
     hooks: NodeHooks | None = None,
     connect_timeout: float = 30.0,
+    credentials: Credentials | None = None,
 ) -> NodeOutcome:
-    """Run one peer until the federation is done (or it crashes); never raises FltorrentError."""
+    """Run one peer until the federation is done (or it crashes); never raises FltorrentError.
+
+    ``credentials`` prove its membership to the tracker and the other peers; without them it
+    signs and checks nothing (tests of the exchange alone)."""
     hooks = hooks or NodeHooks()
     client: TrackerClient | None = None
     outcome = NodeOutcome(peer_id or 0, finished=False)
     try:
-        client = await TrackerClient.connect(transport, tracker, timeout=connect_timeout)
+        client = await TrackerClient.connect(
+            transport, tracker, timeout=connect_timeout, credentials=credentials
+        )
         swarm_holder: list[ConnectionHandler] = []
 
         async def accept(conn: Connection) -> None:
@@ -209,6 +221,7 @@ async def _run_registered(
 ) -> None:
     config = parse_config(welcome.config)
     peer_id = welcome.peer_id
+    guard = _guard(client, welcome, hooks)
     profiles = device_profiles(config)
     profile = profiles[peer_id - 1] if profiles is not None else None
     state = await _peer_state(config, peer_id, profile, hooks)
@@ -231,6 +244,7 @@ async def _run_registered(
             want=lambda _round, _author, _topic: False,
             allow_peer=lambda p: p in neighbours or plan.allows(p),
             serve_hook=poison_block if poisoner else None,
+            security=_swarm_security(guard),
         )
         await stack.enter_async_context(swarm)
         tg = await stack.enter_async_context(asyncio.TaskGroup())
@@ -248,6 +262,7 @@ async def _run_registered(
             hooks=hooks,
             tg=tg,
             outcome=outcome,
+            guard=guard,
         )
         if model_dir is not None:
             await offload(lambda: _save_model(learner, model_dir, peer_id, policy.rounds))
@@ -267,6 +282,7 @@ async def _run_peer(
     hooks: NodeHooks,
     tg: asyncio.TaskGroup,
     outcome: NodeOutcome,
+    guard: PeerGuard | None,
 ) -> None:
     peer_id = welcome.peer_id
 
@@ -304,7 +320,9 @@ async def _run_peer(
     client.on_left = peer.member_left
     client.on_skipped = peer.member_skipped
 
-    def joined(other: int, address: Address, first_round: int) -> None:
+    def joined(other: int, address: Address, first_round: int, token: str) -> None:
+        if guard is not None and not guard.admit(other, _token(token)):
+            return  # its token does not hold: not a member for us
         peer.member_joined(other, first_round, address)
         if other in neighbours and other > peer_id:  # we are the dialing side of this edge
             swarm.connect(other, address)
@@ -317,6 +335,14 @@ async def _run_peer(
             swarm.connect(other, address)
 
     client.on_link = link
+
+    def revoked(signed: str) -> None:
+        for other in guard.revoke(signed) if guard is not None else []:
+            neighbours.discard(other)
+            swarm.disconnect(other)
+            peer.member_left(other)
+
+    client.on_revoked = revoked
     listen_task = tg.create_task(client.listen())
     for other in neighbours:
         if other > peer_id:  # the lower id dials: one connection per edge
@@ -336,6 +362,40 @@ async def _run_peer(
     finally:
         listen_task.cancel()
         await client.aclose()
+
+
+def _token(text: str) -> bytes:
+    try:
+        return decode_token(text)
+    except AuthError:
+        return b""  # refused by the guard as not a token
+
+
+def _guard(client: TrackerClient, welcome: Welcome, hooks: NodeHooks) -> PeerGuard | None:
+    """This peer's view of membership, from the members' tokens in the welcome."""
+    if client.credentials is None:
+        return None
+    guard = PeerGuard(
+        client.credentials,
+        peer_id=welcome.peer_id,
+        require_tls=hooks.require_tls,
+        audit=hooks.audit,
+    )
+    if welcome.revocations:
+        guard.revoke(welcome.revocations)
+    guard.admit_all({pid: _token(t) for pid, t in welcome.tokens.items()})
+    return guard
+
+
+def _swarm_security(guard: PeerGuard | None) -> SwarmSecurity | None:
+    if guard is None:
+        return None
+    return SwarmSecurity(
+        sign=guard.sign,
+        verify=guard.verify_manifest,
+        authenticate=guard.authenticate,
+        audit=guard.swarm_event,
+    )
 
 
 def _publisher(adversary: Adversary | None) -> Publisher:

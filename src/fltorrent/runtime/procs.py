@@ -15,10 +15,11 @@ from pathlib import Path
 
 from fltorrent.config import Config
 from fltorrent.errors import FederationError
-from fltorrent.runtime import transports
 from fltorrent.runtime.build import make_tracker
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeOutcome
+from fltorrent.runtime.security import AUDIT_FILE, run_security
+from fltorrent.security.tokens import FEDERATION_CERT
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.telemetry.sink import read_metrics
 from fltorrent.tracker import MemberState
@@ -41,6 +42,10 @@ class ProcessLauncher(Launcher):
             part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
             for record in read_metrics(part) if part.exists() else []:
                 hooks.on_metrics(RoundMetrics(**record))
+            audit = out / "peers" / f"peer-{i}" / AUDIT_FILE
+            if audit.exists():  # the peers' security events join the tracker's
+                with (out / AUDIT_FILE).open("ab") as merged:
+                    merged.write(audit.read_bytes())
             error = None if codes[i] == 0 else f"exit code {codes[i]}"
             outcomes.append(NodeOutcome(i, finished=codes[i] == 0, error=error))
         return outcomes
@@ -68,10 +73,14 @@ async def run_processes(
     """Run every peer as a child process; returns each peer's exit code."""
     rt = config.runtime
     n = config.federate.client_num
-    tracker = make_tracker(config, on_progress=on_progress)
+    sec = run_security(config, output_dir, write_keys=True)
+    assert sec.key_dir is not None
+    tracker = make_tracker(
+        config, on_progress=on_progress, admission=sec.admission(require_tls=sec.tls)
+    )
     codes: dict[int, int] = {}
     async with tracker:
-        host, port = await tracker.start(transports.tcp(), rt.host, rt.tracker_port)
+        host, port = await tracker.start(sec.transport(sec.tracker), rt.host, rt.tracker_port)
         children: dict[int, asyncio.subprocess.Process] = {}
         try:
             for i in range(1, n + 1):
@@ -93,6 +102,14 @@ async def run_processes(
                     "--log-level",
                     log_level,
                     "--quiet",
+                    "--federation",
+                    str(sec.key_dir / FEDERATION_CERT),
+                    "--key",
+                    str(sec.key_dir / f"peer-{i}.key"),
+                    "--token",
+                    str(sec.key_dir / f"peer-{i}.token"),
+                    "--transport",
+                    config.security.transport,
                 )
             async with asyncio.timeout(overall_deadline(config)):
                 for i, child in children.items():

@@ -24,6 +24,7 @@ from fltorrent.runtime.build import failure_schedule, load_federation_data, make
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
+from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics
 
 
@@ -37,6 +38,7 @@ class SimLauncher(Launcher):
         return await run_sim(
             config,
             model_dir=hooks.model_dir,
+            output_dir=hooks.output_dir,
             on_metrics=hooks.on_metrics,
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
@@ -51,8 +53,12 @@ async def run_sim(
     on_phase: Callable[[PeerStatus], None],
     fault_hook: FaultHook | None = None,
     on_peer: Callable[[Peer], None] | None = None,
+    output_dir: Path | None = None,
 ) -> list[NodeOutcome]:
-    """Run the whole federation in virtual time; returns each peer's outcome."""
+    """Run the whole federation in virtual time; returns each peer's outcome.
+
+    Tokens, proofs and manifest signatures are checked as in a real run; the in-memory links
+    skip the TLS record layer."""
     if not is_virtual():
         raise FederationError(
             "sim mode needs a virtual-time event loop: use Federation.run(), or await it "
@@ -62,6 +68,7 @@ async def run_sim(
     data = load_federation_data(config)  # inline: threads do not mix with virtual time
     churn = Churn(failure_schedule(config), fault_hook)
     saved: dict[int, PeerState] = {}
+    sec = run_security(config, output_dir, write_keys=False)
     hooks = NodeHooks(
         data=data,
         on_metrics=on_metrics,
@@ -71,14 +78,18 @@ async def run_sim(
         simulated=True,
         clock_origin=asyncio.get_running_loop().time(),
         saved=saved,
+        audit=sec.audit,
     )
     watch = RoundWatch()
-    tracker = make_tracker(config, on_progress=watch.notify)
+    tracker = make_tracker(
+        config, on_progress=watch.notify, admission=sec.admission(require_tls=False)
+    )
     async with transports.memory_network() as network, tracker:
         address = await tracker.start(network, config.runtime.host, 0)
         return await run_all(
             n,
-            transport=network,
+            transport=lambda _i: network,
+            credentials=sec.peers,
             tracker=tracker,
             address=address,
             host=config.runtime.host,

@@ -1,6 +1,7 @@
 """Swarm layer: blobs of bytes exchanged in pieces among neighbours. Never imports torch."""
 
 from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.guard import SwarmSecurity
 from fltorrent.swarm.manifest import Manifest, sha256
 from fltorrent.swarm.manifests import ManifestCheck
 from fltorrent.swarm.options import SwarmOptions
@@ -22,6 +23,7 @@ __all__ = [
     "ServeHook",
     "Swarm",
     "SwarmOptions",
+    "SwarmSecurity",
     "Topic",
     "TopicKind",
     "WantFn",

@@ -28,6 +28,11 @@ class Counters:
     rejects_received: int = 0
     sessions_opened: int = 0
     sessions_failed: int = 0
+    # Security refusals: manifests whose signature failed, replayed (an old round's signed
+    # manifest announced as a newer one), connections whose credentials did not hold.
+    bad_signatures: int = 0
+    replayed_manifests: int = 0
+    refused_peers: int = 0
 
     def snapshot(self) -> Counters:
         """A copy frozen at this moment."""

@@ -4,6 +4,12 @@ A neighbour's ``ANNOUNCE`` names a blob; if it is wanted and unknown, its manife
 from one neighbour that announced it. If that neighbour leaves or does not answer within the
 request timeout, the next one is asked. An answer must hash to the announced id, decode, and
 agree with the announce hints; anything else is the sender's protocol error.
+
+When the swarm verifies signatures (``verify``), the answer must also carry its author's
+signature over the blob id, checked before any piece is requested: a bad signature (a manifest
+naming another author, or altered) is the sender's protocol error, since an honest relay
+passes on only manifests it verified; an author whose key we do not know yet is refused
+without blame. A manifest that is an earlier round's, announced as a later one, is a replay.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from fltorrent.errors import ManifestError, RemoteProtocolError
+from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.guard import ManifestVerify, SecurityHook
 from fltorrent.swarm.manifest import Manifest, sha256
 from fltorrent.swarm.session import Session
 from fltorrent.wire import ManifestData, ManifestRequest
@@ -41,6 +49,9 @@ class ManifestFetcher:
         clock: Callable[[], float],
         max_piece_size: int,
         check: ManifestCheck | None = None,
+        verify: ManifestVerify | None = None,
+        counters: Counters | None = None,
+        on_security: SecurityHook | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.max_piece_size = max_piece_size
@@ -48,6 +59,9 @@ class ManifestFetcher:
         self.known = known
         self.now = clock
         self.check = check
+        self.verify = verify
+        self.counters = counters or Counters()
+        self.on_security = on_security
         self._waits: dict[bytes, _Wait] = {}
 
     def fetch(self, blob_id: bytes, exclude: Iterable[int] = ()) -> None:
@@ -77,12 +91,16 @@ class ManifestFetcher:
             raise RemoteProtocolError(f"bad manifest: {exc}") from exc
         hints = (rb.round, rb.author, len(rb.bits), rb.topic)
         if (manifest.round, manifest.author, manifest.num_pieces, manifest.topic) != hints:
+            if manifest.round < rb.round and manifest.author == rb.author:
+                self.counters.replayed_manifests += 1
+                self._audit("replay", session, f"round {manifest.round} announced as {rb.round}")
+                raise RemoteProtocolError("replayed manifest: an earlier round's, announced anew")
             raise RemoteProtocolError("manifest contradicts its announce")
-        refusal = None
-        if max(manifest.piece_sizes) > self.max_piece_size:
+        refusal = self._unverified(session, manifest, rb.blob_id, msg.signature)
+        if refusal is None and max(manifest.piece_sizes) > self.max_piece_size:
             # A block of such a piece would make us allocate the whole piece.
             refusal = f"a piece of {max(manifest.piece_sizes)} bytes (limit {self.max_piece_size})"
-        elif self.check is not None:
+        if refusal is None and self.check is not None:
             refusal = self.check(manifest)
         if refusal is not None:
             log.warning(
@@ -96,6 +114,27 @@ class ManifestFetcher:
                 self._waits[rb.blob_id] = wait
             return None
         return manifest
+
+    def _unverified(
+        self, session: Session, manifest: Manifest, blob_id: bytes, signature: bytes
+    ) -> str | None:
+        """Why the author's signature cannot be accepted yet (``None``: it holds, or the swarm
+        verifies nothing); raises if it is bad, which closes the sender's session."""
+        if self.verify is None:
+            return None
+        problem = self.verify(manifest.author, blob_id, signature)
+        if problem == "bad_signature":
+            self.counters.bad_signatures += 1
+            self._audit("bad_signature", session, f"manifest of author {manifest.author}")
+            raise RemoteProtocolError(
+                f"manifest of author {manifest.author} round {manifest.round} is not signed "
+                "by its author"
+            )
+        return problem
+
+    def _audit(self, kind: str, session: Session, reason: str) -> None:
+        if self.on_security is not None:
+            self.on_security(kind, session.remote_id, reason)
 
     def session_closed(self, session: Session) -> None:
         """Re-ask elsewhere what ``session`` was asked."""

@@ -7,6 +7,7 @@ from enum import Enum, auto
 
 from fltorrent.errors import SwarmError
 from fltorrent.swarm.manifest import Manifest
+from fltorrent.wire import SIGNATURE_SIZE
 
 _NOBODY: frozenset[int] = frozenset()
 Buffer = bytes | bytearray | memoryview
@@ -54,6 +55,8 @@ class Blob:
         # Indices of pieces not held yet, in order: the picker scans these, not every piece.
         self.missing: dict[int, None] = dict.fromkeys(range(manifest.num_pieces))
         self.assembly: dict[int, Assembly] = {}
+        # The author's signature over the blob id, served with the manifest (zeros: unsigned).
+        self.signature = bytes(SIGNATURE_SIZE)
 
     @property
     def complete(self) -> bool:

@@ -38,6 +38,7 @@ from fltorrent.net.base import Address, Connection, Transport
 from fltorrent.swarm.connector import Connector
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.download import Downloader
+from fltorrent.swarm.guard import SwarmSecurity
 from fltorrent.swarm.manifest import Manifest
 from fltorrent.swarm.manifests import ManifestCheck, ManifestFetcher
 from fltorrent.swarm.options import SwarmOptions
@@ -105,6 +106,7 @@ class Swarm:
         check_manifest: ManifestCheck | None = None,
         allow_peer: Callable[[int], bool] | None = None,
         serve_hook: ServeHook | None = None,
+        security: SwarmSecurity | None = None,
     ) -> None:
         self.options = options
         self.transport = transport
@@ -136,6 +138,7 @@ class Swarm:
         self._heard: dict[bytes, dict[Session, None]] = {}
         self._serve_hook = serve_hook
         self._allow_peer = allow_peer
+        self.security = security or SwarmSecurity()
         self._down = Downloader(
             options,
             blobs=self.blobs,
@@ -144,7 +147,7 @@ class Swarm:
             active=self._active,
             subset=self._subsets.get,
             on_verified=self._piece_verified,
-            on_bad_peer=lambda s: self._conns.drop(s),  # noqa: PLW0108 - _conns comes below
+            on_bad_peer=self._ban,
             clock=self._now,
         )
         self._manifests = ManifestFetcher(
@@ -154,6 +157,9 @@ class Swarm:
             clock=self._now,
             max_piece_size=options.max_piece_size,
             check=check_manifest,
+            verify=self.security.verify,
+            counters=self.counters,
+            on_security=self.security.audit,
         )
         self._slots = UploadSlots(options.upload_slots, options.upload_quantum)
         self._seeder = InitialSeeder(options, sessions=self.sessions, clock=self._now)
@@ -230,6 +236,11 @@ class Swarm:
         """Whether ``peer_id`` sent ``max_corrupt`` corrupt pieces (it is refused for good)."""
         return self._down.corrupt.get(peer_id, 0) >= self.options.max_corrupt
 
+    def _ban(self, session: Session) -> None:
+        """``session``'s peer sent ``max_corrupt`` corrupt pieces: drop it (for good)."""
+        self.security.report("ban", session.remote_id, "corrupt pieces")
+        self._conns.drop(session)
+
     # ------------------------------------------------------------------ session callbacks
     def on_open(self, session: Session) -> str | None:
         rid = session.remote_id
@@ -239,6 +250,12 @@ class Swarm:
             return f"peer {rid} is not allowed (not a neighbour)"
         if self.banned(rid):
             return f"peer {rid} is banned: it sent corrupt pieces"
+        if self.security.authenticate is not None:
+            refusal = self.security.authenticate(session.conn.peer_certificate, rid)
+            if refusal is not None:
+                self.counters.refused_peers += 1
+                self.security.report("refused", rid, refusal)
+                return refusal
         old = self.sessions.get(rid)
         if old is not None:
             if session.expected_peer is not None:
@@ -350,7 +367,9 @@ class Swarm:
         wanted = self._want(rb.round, rb.author, rb.topic)
         manifest = self._manifests.receive(session, msg, wanted=wanted)
         if manifest is not None:
-            self._add_blob(Blob(manifest, self.options.block_size))
+            blob = Blob(manifest, self.options.block_size)
+            blob.signature = msg.signature
+            self._add_blob(blob)
 
     def _on_choke(self, session: Session, _msg: Choke) -> None:
         self._down.release_all(session)
@@ -386,6 +405,8 @@ class Swarm:
                 blob.put_verified(i, data)
             elif not blob.set_piece(i, data):
                 raise SwarmError(f"piece {i} does not match its manifest")
+        if blob.blob_id not in self.blobs and self.security.sign is not None:
+            blob.signature = self.security.sign(blob.blob_id)
         if self.options.super_seeding and blob.blob_id not in self.blobs:
             self._seeder.start(blob)
         self._add_blob(blob)
@@ -644,7 +665,7 @@ class Swarm:
         blob_id = session.our_blob[msg.handle]
         blob = self.blobs.get(blob_id)
         if blob is not None:
-            session.send(ManifestData(msg.handle, blob.manifest.encoded))
+            session.send(ManifestData(msg.handle, blob.manifest.encoded, blob.signature))
 
     # ------------------------------------------------------------------ availability
     def _on_bitfield(self, session: Session, msg: Bitfield) -> None:

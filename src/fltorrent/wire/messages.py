@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import ClassVar, Self
 
-from fltorrent.errors import RemoteProtocolError
+from fltorrent.errors import LocalProtocolError, RemoteProtocolError
 
 PROTOCOL_NAME = b"fltorrent"
-PROTOCOL_VERSION = 3  # 2: adds Haves; 3: adds topics (ANNOUNCE_TOPIC, manifest version 2)
+PROTOCOL_VERSION = 4  # 2: Haves; 3: topics (ANNOUNCE_TOPIC, manifest v2); 4: signed MANIFEST
+SIGNATURE_SIZE = 64  # Ed25519
 BLOB_ID_SIZE = 32
 HEADER = struct.Struct(">IB")  # frame length, message id
 HEADER_SIZE = HEADER.size
@@ -447,20 +448,26 @@ class ManifestRequest(Message):
 
 @dataclass(frozen=True, slots=True)
 class ManifestData(Message):
-    """The encoded manifest of blob ``handle``; its SHA-256 must equal the announced blob id."""
+    """The encoded manifest of blob ``handle``; its SHA-256 must equal the announced blob id.
+    ``signature`` is its author's signature over that id (zeros when the swarm signs nothing)."""
 
     ID = MessageId.MANIFEST
     handle: int
     body: bytes
+    signature: bytes = bytes(SIGNATURE_SIZE)
 
     def payload(self) -> bytes:
-        return _U32.pack(self.handle) + self.body
+        if len(self.signature) != SIGNATURE_SIZE:
+            raise LocalProtocolError(f"a manifest signature is {SIGNATURE_SIZE} bytes")
+        return _U32.pack(self.handle) + self.signature + self.body
 
     @classmethod
     def decode(cls, payload: Payload) -> Self:
-        if len(payload) < _U32.size:
+        head = _U32.size + SIGNATURE_SIZE
+        if len(payload) < head:
             raise RemoteProtocolError("truncated manifest")
-        return cls(_U32.unpack_from(payload)[0], bytes(payload[_U32.size :]))
+        handle = _U32.unpack_from(payload)[0]
+        return cls(handle, bytes(payload[head:]), bytes(payload[_U32.size : head]))
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {

@@ -1,0 +1,69 @@
+"""Security events and the ``security.jsonl`` audit log.
+
+Every join, refusal (bad or expired token, revoked member, identity mismatch, bad signature,
+replayed manifest, limits), ban and revocation becomes one :class:`AuditEvent`: when, who
+observed it (``tracker`` or ``peer N``), about whom (identity and display id, when known),
+where from, what, and why. The log is append-only JSON lines, one per event; several
+processes of one run append to the same file (each line is one ``write``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+KINDS = frozenset({"join", "refused", "ban", "revoked", "bad_signature", "replay", "left", "limit"})
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One security-relevant fact."""
+
+    kind: str  # one of KINDS
+    observer: str  # "tracker" or "peer N"
+    reason: str = ""
+    identity: str | None = None
+    peer: int | None = None
+    address: str | None = None
+    time: float = 0.0  # wall clock (epoch seconds); filled by the log when 0
+
+
+class AuditLog(Protocol):
+    def __call__(self, event: AuditEvent) -> None: ...
+
+
+class JsonlAudit:
+    """Appends events to a JSONL file; counts them by kind."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, event: AuditEvent) -> None:
+        record = asdict(event)
+        if not record["time"]:
+            record["time"] = round(time.time(), 3)
+        line = (json.dumps({k: v for k, v in record.items() if v is not None}) + "\n").encode()
+        with self._lock:
+            self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
+            with self.path.open("ab") as f:
+                f.write(line)
+
+
+class MemoryAudit:
+    """Keeps events in a list (tests, and runs without an output directory)."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def __call__(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
