@@ -22,7 +22,7 @@ import os
 import socket
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fltorrent.errors import BrokenResourceError, ClosedResourceError, ConnectError
 from fltorrent.net.base import Address, Connection, ConnectionHandler
@@ -39,7 +39,10 @@ _BROKEN = (ConnectionError, OSError)
 class _StreamProtocol(asyncio.Protocol):
     """Buffers received chunks without copying; tracks write flow control."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_made: Callable[[_StreamProtocol], None] | None = None) -> None:
+        # Called once the connection is usable (after the TLS handshake, if any): a connection
+        # whose handshake fails never gets this call, and so costs no task.
+        self._on_made = on_made
         self.transport: asyncio.Transport | None = None
         self.chunks: deque[bytes] = deque()
         self.unread = 0
@@ -68,6 +71,8 @@ class _StreamProtocol(asyncio.Protocol):
         if hasattr(transport, "max_size"):
             transport.max_size = RECV_SIZE
         self.made.set_result(None)
+        if self._on_made is not None:
+            self._on_made(self)
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
@@ -232,11 +237,9 @@ class TcpListener:
         return self._address
 
     def _accepted(self, handler: ConnectionHandler) -> _StreamProtocol:
-        protocol = _StreamProtocol()
         loop = asyncio.get_running_loop()
 
-        async def serve() -> None:
-            await protocol.made
+        async def serve(protocol: _StreamProtocol) -> None:
             assert protocol.transport is not None
             conn = TcpConnection(protocol.transport, protocol)
             try:
@@ -244,10 +247,12 @@ class TcpListener:
             finally:
                 await conn.aclose()
 
-        task = loop.create_task(serve())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return protocol
+        def made(protocol: _StreamProtocol) -> None:
+            task = loop.create_task(serve(protocol))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        return _StreamProtocol(made)
 
     async def aclose(self) -> None:
         """Stop accepting and end the handlers of accepted connections."""

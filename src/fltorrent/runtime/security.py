@@ -84,7 +84,7 @@ def run_security(config: Config, output_dir: Path | None, *, write_keys: bool) -
         if output_dir is None:
             raise SecurityError("peers in other processes need an output directory for keys")
         key_dir = output_dir / KEY_DIR
-        fed.save(key_dir)
+        fed.save(key_dir, with_admin_key=sec.federation_dir is None)
         if revocations_path is None:
             revocations_path = key_dir / REVOKED
     audit: AuditLog = MemoryAudit()

@@ -107,9 +107,15 @@ class LocalFederation:
     tracker: Credentials
     peers: dict[int, Credentials]
 
-    def save(self, directory: Path) -> None:
-        """The authority's files plus ``tracker.*`` and ``peer-N.*`` (keys owner-only)."""
-        self.authority.save(directory)
+    def save(self, directory: Path, *, with_admin_key: bool = True) -> None:
+        """The authority's files plus ``tracker.*`` and ``peer-N.*`` (keys owner-only); without
+        the admin key (an existing federation's stays where its admin keeps it), only
+        ``federation.crt``."""
+        if with_admin_key:
+            self.authority.save(directory)
+        else:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            (directory / FEDERATION_CERT).write_bytes(certificate_pem(self.authority.certificate))
         self.tracker.save(directory, "tracker")
         for pid, creds in self.peers.items():
             creds.save(directory, f"peer-{pid}")
