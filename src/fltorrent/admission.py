@@ -17,7 +17,6 @@ import binascii
 import contextlib
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,8 +57,7 @@ class Admission:
     audit: AuditLog | None = None
     max_refusals_per_address: int = 64
     refusals: dict[str, int] = field(default_factory=dict)
-    _mtime: float = 0.0
-    _checked_at: float = 0.0
+    _stamp: tuple[int, int] = (0, 0)
 
     @staticmethod
     def nonce() -> str:
@@ -106,17 +104,15 @@ class Admission:
         if self.audit is not None:
             self.audit(AuditEvent(kind, "tracker", reason, identity, peer, address))
 
-    def reload(self, *, now: float | None = None) -> set[str]:
-        """Adopt the revocation file if it changed (checked at most once a second); returns
-        the identities it newly revokes."""
-        now = time.monotonic() if now is None else now
-        if self.revocations_path is None or now - self._checked_at < 1.0:
+    def reload(self) -> set[str]:
+        """Adopt the revocation file if it changed (one ``stat``); returns the identities it
+        newly revokes."""
+        if self.revocations_path is None:
             return set()
-        self._checked_at = now
         with contextlib.suppress(OSError):
-            mtime = self.revocations_path.stat().st_mtime
-            if mtime != self._mtime:
-                self._mtime = mtime
+            st = self.revocations_path.stat()
+            if (st.st_mtime_ns, st.st_size) != self._stamp:
+                self._stamp = (st.st_mtime_ns, st.st_size)
                 try:
                     revoked = Revocations.from_bytes(self.revocations_path.read_bytes())
                     return self.verifier.update_revocations(revoked)

@@ -127,6 +127,7 @@ class Tracker:
         self._graph: nx.Graph = nx.empty_graph(0)
         self._degree: dict[int, int] = {}  # each member's degree in the topology as built
         self._open = 0  # connections being handled
+        self._owners: dict[int, str] = {}  # peer id -> the identity that registered it
         self.refused_connections = 0
 
     async def start(self, transport: Transport, host: str, port: int) -> Address:
@@ -226,6 +227,7 @@ class Tracker:
         identity: str | None = None
         host = conn.remote_address[0]
         if self.admission is not None:
+            await self._check_revocations()  # a member revoked a moment ago must not join
             try:
                 member_of_token = self.admission.admit(
                     msg, nonce, self.federation, conn.peer_certificate
@@ -248,7 +250,10 @@ class Tracker:
                     self.admission.refused(host, "membership", reason, msg.peer_id)
                 await self._refuse(channel, reason)
                 return None
-            pid = msg.peer_id or min(set(range(1, self.client_num + 1)) - set(self.members))
+            taken = set(self.members) | {p for p, i in self._owners.items() if i != identity}
+            pid = msg.peer_id or min(set(range(1, self.client_num + 1)) - taken)
+            if identity is not None:
+                self._owners[pid] = identity  # for good: the id is this identity's
             member = MemberState(
                 pid, (msg.host, msg.port), channel, identity=identity, token=msg.token
             )
@@ -264,15 +269,15 @@ class Tracker:
         gets its old id back, and an id that an identity held is not given to another."""
         if identity is None:
             return msg, None
-        holder = next((m for m in self.members.values() if m.identity == identity), None)
-        if holder is not None:
-            if holder.alive:
-                return msg, f"identity {identity} is already registered as peer {holder.peer_id}"
-            if msg.peer_id not in (None, holder.peer_id):
-                return msg, f"identity {identity} was peer {holder.peer_id}, not {msg.peer_id}"
-            return msg.model_copy(update={"peer_id": holder.peer_id}), None
-        old = self.members.get(msg.peer_id) if msg.peer_id is not None else None
-        if old is not None and old.identity not in (None, identity):
+        live = next((m for m in self.members.values() if m.identity == identity and m.alive), None)
+        if live is not None:
+            return msg, f"identity {identity} is already registered as peer {live.peer_id}"
+        held = next((p for p, i in self._owners.items() if i == identity), None)
+        if held is not None:
+            if msg.peer_id not in (None, held):
+                return msg, f"identity {identity} was peer {held}, not {msg.peer_id}"
+            return msg.model_copy(update={"peer_id": held}), None
+        if msg.peer_id is not None and self._owners.get(msg.peer_id) not in (None, identity):
             return msg, f"peer id {msg.peer_id} belongs to another identity"
         return msg, None
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -221,6 +222,9 @@ def aggregate_updates(
         log.warning("peer %d: author %d's update dropped: %s", ctx.me, a, reason)
     ctx.observe(ctx.base, {a: v for a, (_, v) in decoded.items()})
     decoded = capped_samples(ctx.me, decoded, ctx.own_weight)
+    if (defense or ctx.defense).plain:  # robust rules and detection judge magnitudes themselves
+        own_delta = ctx.own if ctx.own_weight is not None else None
+        decoded = bounded_norms(ctx.me, ctx.base, decoded, own_delta, ctx.judge_mask)
     own_weight = ctx.own_weight
     if weights is not None:
         decoded = reweighted(decoded, weights)
@@ -301,6 +305,63 @@ def capped_samples(me: int, decoded: Decoded, own_weight: float | None) -> Decod
         return decoded
     log.warning("peer %d: sample counts of %s capped at %.0f (10x the median)", me, over, limit)
     return {a: (min(w, limit), v) for a, (w, v) in decoded.items()}
+
+
+NORM_CAP = 3.0
+"""An update is at most ``max(NORM_CAP, n / 3)`` times the median size of the round's ``n``."""
+
+
+def bounded_norms(
+    me: int,
+    base: Sequence[np.ndarray],
+    decoded: Decoded,
+    own: Sequence[np.ndarray] | None,
+    mask: Sequence[np.ndarray],
+) -> Decoded:
+    """``decoded`` with each author's delta (its chunks minus ``base``) scaled down to at most
+    ``max(NORM_CAP, n / 3)`` times the median size of the round's ``n`` deltas (``own``, this
+    peer's update, among them), so that under the plain mean one member publishing huge finite
+    values moves the average by about a third of a typical update at most (by ``NORM_CAP / n``
+    of one in small rounds). Size is the root mean square over the judged coordinates
+    (``mask``) of the chunks an author delivered, so partial deliveries compare fairly.
+
+    A whole-update bound, not a per-chunk one: single chunks of honest updates differ by more
+    than 10x (a class absent from most partitions). Whole honest updates, measured on the
+    default task: at most 2.4x the median with 8 peers, 2.6x with 8 peers on a Dirichlet 0.1
+    split, 4.7x with 20 peers on Dirichlet 0.1, 5.4x with 100 peers: all under the bound, so
+    honest runs are unchanged. Needs three updates."""
+
+    def rms(chunks: Mapping[int, np.ndarray]) -> float:
+        total, count = 0.0, 0
+        for c, v in chunks.items():
+            d = (np.asarray(v, dtype=np.float64) - base[c])[mask[c]]
+            total += float(d @ d)
+            count += d.size
+        return math.sqrt(total / count) if count else 0.0
+
+    sizes = {a: rms(v) for a, (_, v) in decoded.items()}
+    pool = list(sizes.values())
+    if own is not None:
+        pool.append(rms(dict(enumerate(own))))
+    if len(pool) < 3:
+        return decoded
+    limit = max(NORM_CAP, len(pool) / 3) * float(np.median(pool))
+    over = sorted(a for a, s in sizes.items() if s > limit)
+    if not over:
+        return decoded
+    log.warning("peer %d: updates of %s scaled down to size %.3g", me, over, limit)
+    out = dict(decoded)
+    for a in over:
+        w, chunks = decoded[a]
+        scale = limit / sizes[a]
+        out[a] = (
+            w,
+            {
+                c: base[c] + (np.asarray(v, dtype=np.float64) - base[c]) * scale
+                for c, v in chunks.items()
+            },
+        )
+    return out
 
 
 def reweighted(decoded: Decoded, weights: Mapping[int, float]) -> Decoded:
