@@ -8,6 +8,14 @@ everyone's blob. Two runs move the same useful bytes between the same processes:
 * **swarm**: every process runs a fltorrent :class:`Swarm` over TCP (handshake, manifests,
   requests, pieces, SHA-256 verification, haves, relaying) on the chosen topology.
 
+``--transport`` chooses the swarm's TCP: ``plain`` (the default, as before this option: the
+``writev`` fast path), ``tls`` (TLS 1.3, each peer presenting its own token from a federation
+that the parent makes for the run, as ``fltorrent run`` does) or ``both``: a plaintext and a TLS
+swarm for each block size in the same invocation, next to each other in every repeat (their
+order alternating between repeats), with ``tls_cost`` = 1 - TLS goodput / plaintext goodput
+(from the two median times, and the median of the per-repeat pairs). The raw baseline is
+plaintext asyncio either way.
+
 Both run ``--rounds`` exchanges back to back over the same connections, as a federation does.
 Before round r the swarm drops the blobs of rounds before r - 1, as the peer round loop does
 (``fltorrent.peer``), so from round 3 on a peer receives into memory that round r - 2 gave
@@ -24,6 +32,8 @@ holds every blob of that round.
 
     python benchmarks/exchange.py --json bench-results/exchange.json   # sweep of block sizes
     python benchmarks/exchange.py --block-sizes 16384 --repeats 1       # one quick case
+    python benchmarks/exchange.py --block-sizes 524288 --repeats 3 --transport both \
+        --json bench-results/exchange-tls.json                          # what TLS costs
 """
 
 from __future__ import annotations
@@ -47,6 +57,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from fltorrent.net import TcpTransport  # noqa: E402
+from fltorrent.security import Credentials, create_local_federation  # noqa: E402
+from fltorrent.security.keys import key_pem  # noqa: E402
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions  # noqa: E402
 from fltorrent.topology import build_topology, neighbours  # noqa: E402
 
@@ -54,6 +66,14 @@ HOST = "127.0.0.1"
 RAW_CHUNK = 256 * 1024
 BARRIER_TIMEOUT = 300.0  # a broken run fails instead of hanging
 PEER_DEADLINE = 120.0
+HANDSHAKE_TIMEOUT = 30.0  # 8 processes on 2 cores handshake at once
+TRANSPORTS: dict[str, tuple[str, ...]] = {
+    "plain": ("plain",),
+    "tls": ("tls",),
+    "both": ("plain", "tls"),
+}
+# What a peer process needs to present its token: PEM of its key, its token, the federation.
+Secrets = tuple[bytes, bytes, bytes]
 
 
 @dataclass
@@ -161,6 +181,27 @@ async def _raw_peer(
 
 
 # ---------------------------------------------------------------------------- swarm
+def _federation_secrets(n: int) -> dict[int, Secrets]:
+    """A fresh federation's credentials for peers 1..n, as bytes a spawned child can take."""
+    fed = create_local_federation("bench", n)
+    return {
+        pid: (key_pem(creds.key), creds.token, creds.federation) for pid, creds in fed.peers.items()
+    }
+
+
+def _transport(secrets: Secrets | None) -> TcpTransport:
+    """Plain TCP, or TLS presenting the peer's own token."""
+    if secrets is None:
+        return TcpTransport()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(secrets[0], password=None)
+    assert isinstance(key, Ed25519PrivateKey)
+    creds = Credentials(key, secrets[1], secrets[2])
+    return TcpTransport(tls=creds.tls_contexts(), handshake_timeout=HANDSHAKE_TIMEOUT)
+
+
 async def _swarm_peer(
     peer: int, n: int, args: dict[str, Any], ports: Any, barrier: Barrier, ready: Any
 ) -> list[PeerReport]:
@@ -175,7 +216,8 @@ async def _swarm_peer(
     del data
     graph = build_topology(args["topology"], n, connections=3, seed=0)
     mine = set(neighbours(graph, peer))
-    transport = TcpTransport()
+    transport = _transport(args.get("secrets"))
+    assert transport.encrypted == (args.get("transport", "plain") == "tls")
     block_size = args["block_size"]
     opts = SwarmOptions(
         federation="bench",
@@ -265,19 +307,25 @@ async def _with_deadline(coro: Any, peer: int) -> list[PeerReport]:
 
 
 def run_rounds(kind: str, args: dict[str, Any]) -> list[list[PeerReport]]:
-    """Run ``args["rounds"]`` exchanges (default 1) with ``n`` peer processes.
+    """Run ``args["rounds"]`` exchanges (default 1) with ``n`` peer processes, the swarm over
+    ``args["transport"]`` (``plain``, the default, or ``tls``: a fresh federation per run).
 
     Returns, per round, the reports of every peer.
     """
     ctx = mp.get_context("spawn")
     n = args["n"]
+    tls = kind != "raw" and args.get("transport", "plain") == "tls"
+    secrets = _federation_secrets(n) if tls else {}
     with ctx.Manager() as manager:
         ports = manager.dict()
         ready = manager.Event()
         barrier = ctx.Barrier(n)
         out = ctx.Queue()
         procs = [
-            ctx.Process(target=_child, args=(kind, i, args, ports, barrier, ready, out))
+            ctx.Process(
+                target=_child,
+                args=(kind, i, {**args, "secrets": secrets.get(i)}, ports, barrier, ready, out),
+            )
             for i in range(1, n + 1)
         ]
         for p in procs:
@@ -310,6 +358,11 @@ def _steady(runs: list[list[list[PeerReport]]]) -> list[list[PeerReport]]:
     return [rnd for run in runs for rnd in (run[2:] or run[:1])]
 
 
+def _run_s(run: list[list[PeerReport]]) -> float:
+    """Median elapsed time of one run's steady-state rounds."""
+    return statistics.median(elapsed(r) for r in (run[2:] or run[:1]))
+
+
 def _summary(rounds: list[list[PeerReport]]) -> tuple[float, float, int]:
     """Median elapsed time, CPU-seconds and page faults (summed over peers) of rounds."""
     return (
@@ -319,23 +372,29 @@ def _summary(rounds: list[list[PeerReport]]) -> tuple[float, float, int]:
     )
 
 
+Runs = list[list[list[PeerReport]]]  # per run, per round, per peer
+Case = tuple[int, bool, str]  # block size, hashes unchecked (--diagnose), transport
+
+
 def _row(
-    bs: int,
-    length_only: bool,
-    runs: list[list[list[PeerReport]]],
+    case: Case,
+    runs: Runs,
     raw: dict[str, float],
     useful: int,
 ) -> dict[str, Any]:
+    bs, length_only, transport = case
     every = [rnd for run in runs for rnd in run]
     t, cpu, faults = _summary(_steady(runs))
     t1, cpu1, faults1 = _summary([run[0] for run in runs])
     return {
         "block_size": bs,
+        "transport": transport,
         "hashes_checked": not length_only,
         "swarm_s": round(t, 3),
         "raw_s": round(raw["s"], 3),
         "goodput_ratio": round(raw["s"] / t, 3),
         "goodput_mb_s": round(useful / t / 1e6, 1),
+        "swarm_s_per_repeat": [round(_run_s(run), 4) for run in runs],
         "first_round_s": round(t1, 3),
         "goodput_ratio_first_round": round(raw["first_s"] / t1, 3),
         "duplicate_ratio": max(sum(p.duplicate for p in r) / useful for r in every),
@@ -348,7 +407,46 @@ def _row(
     }
 
 
-def _print(ns: argparse.Namespace, raw: dict[str, float], rows: list[dict[str, Any]]) -> None:
+def _tls_costs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per block size with both transports measured: TLS goodput against plaintext goodput.
+
+    ``tls_cost`` = 1 - TLS goodput / plaintext goodput from the two median times (the steady
+    state); ``tls_cost_per_repeat`` the same for the two runs of each repeat (run next to each
+    other), ``tls_cost_paired_median`` their median.
+    """
+    by_case = {(r["block_size"], r["hashes_checked"], r["transport"]): r for r in rows}
+    costs = []
+    for (bs, checked, transport), plain in by_case.items():
+        tls = by_case.get((bs, checked, "tls"))
+        if transport != "plain" or tls is None:
+            continue
+        pairs = [
+            1 - p / t
+            for t, p in zip(tls["swarm_s_per_repeat"], plain["swarm_s_per_repeat"], strict=True)
+        ]
+        costs.append(
+            {
+                "block_size": bs,
+                "hashes_checked": checked,
+                "plain_goodput_mb_s": plain["goodput_mb_s"],
+                "tls_goodput_mb_s": tls["goodput_mb_s"],
+                "tls_cost": round(1 - plain["swarm_s"] / tls["swarm_s"], 3),
+                "tls_cost_paired_median": round(statistics.median(pairs), 3),
+                "tls_cost_per_repeat": [round(c, 3) for c in pairs],
+                "plain_cpu_s": plain["cpu_s"],
+                "tls_cpu_s": tls["cpu_s"],
+                "tls_cost_first_round": round(1 - plain["first_round_s"] / tls["first_round_s"], 3),
+            }
+        )
+    return costs
+
+
+def _print(
+    ns: argparse.Namespace,
+    raw: dict[str, float],
+    rows: list[dict[str, Any]],
+    costs: list[dict[str, Any]],
+) -> None:
     steady = "rounds >= 3" if ns.rounds >= 3 else "round 1"
     print(
         f"{ns.peers} peers x {ns.size_mb:g} MB all-to-all, {ns.pieces} pieces, "
@@ -357,14 +455,14 @@ def _print(ns: argparse.Namespace, raw: dict[str, float], rows: list[dict[str, A
         f"{raw['faults']:.0f} faults), round 1 {raw['first_s']:.3f}s"
     )
     print(
-        f"{'block':>9} {'swarm s':>8} {'ratio':>6} {'MB/s':>7} {'dup %':>7} {'ctrl %':>7} "
-        f"{'RSS MB':>7} {'CPU s':>6} {'faults':>7} | {'round 1 s':>9} {'ratio':>6} "
-        f"{'CPU s':>6} {'faults':>7}"
+        f"{'block':>9} {'tcp':>5} {'swarm s':>8} {'ratio':>6} {'MB/s':>7} {'dup %':>7} "
+        f"{'ctrl %':>7} {'RSS MB':>7} {'CPU s':>6} {'faults':>7} | {'round 1 s':>9} "
+        f"{'ratio':>6} {'CPU s':>6} {'faults':>7}"
     )
     for r in rows:
         label = f"{r['block_size']}{'' if r['hashes_checked'] else '*'}"
         print(
-            f"{label:>9} {r['swarm_s']:>8.3f} {r['goodput_ratio']:>6.3f} "
+            f"{label:>9} {r['transport']:>5} {r['swarm_s']:>8.3f} {r['goodput_ratio']:>6.3f} "
             f"{r['goodput_mb_s']:>7.1f} {100 * r['duplicate_ratio']:>7.3f} "
             f"{100 * r['control_ratio']:>7.3f} {r['peak_rss_mb']:>7.1f} {r['cpu_s']:>6.2f} "
             f"{r['faults']:>7} | {r['first_round_s']:>9.3f} "
@@ -373,6 +471,24 @@ def _print(ns: argparse.Namespace, raw: dict[str, float], rows: list[dict[str, A
         )
     if ns.diagnose:
         print("* diagnostic: piece sizes checked, SHA-256 not (not a valid configuration)")
+    if costs:
+        print(
+            f"\nTLS against plaintext, {steady} (tls_cost = 1 - TLS goodput / plain goodput; "
+            "paired: per repeat, the two runs next to each other)"
+        )
+        print(
+            f"{'block':>9} {'plain MB/s':>10} {'TLS MB/s':>9} {'tls_cost':>8} {'paired':>7} "
+            f"{'plain CPU s':>11} {'TLS CPU s':>9} {'round 1':>7}  per repeat"
+        )
+        for c in costs:
+            label = f"{c['block_size']}{'' if c['hashes_checked'] else '*'}"
+            per = " ".join(f"{100 * x:.1f}%" for x in c["tls_cost_per_repeat"])
+            print(
+                f"{label:>9} {c['plain_goodput_mb_s']:>10.1f} {c['tls_goodput_mb_s']:>9.1f} "
+                f"{100 * c['tls_cost']:>7.1f}% {100 * c['tls_cost_paired_median']:>6.1f}% "
+                f"{c['plain_cpu_s']:>11.2f} {c['tls_cpu_s']:>9.2f} "
+                f"{100 * c['tls_cost_first_round']:>6.1f}%  {per}"
+            )
 
 
 def main() -> None:
@@ -388,6 +504,12 @@ def main() -> None:
     parser.add_argument("--topology", default="full")
     parser.add_argument("--rounds", type=int, default=3, help="exchanges per run (>= 1)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--transport",
+        choices=sorted(TRANSPORTS),
+        default="plain",
+        help="the swarm's TCP: plain, TLS 1.3, or both in the same run (with tls_cost)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--diagnose",
@@ -410,17 +532,21 @@ def main() -> None:
     cases = [(int(x), False) for x in ns.block_sizes.split(",")]
     if ns.diagnose:
         cases.append((cases[0][0], True))
+    transports = TRANSPORTS[ns.transport]
     # Repeats are interleaved (raw, every case, raw, every case, ...) so that the VM's speed
-    # drifting over the minutes of a run weighs on the baseline and the swarm alike.
-    raw_runs: list[list[list[PeerReport]]] = []
-    swarm_runs: dict[tuple[int, bool], list[list[list[PeerReport]]]] = {c: [] for c in cases}
-    for _ in range(ns.repeats):
+    # drifting over the minutes of a run weighs on the baseline and the swarm alike; the
+    # transports of one case run next to each other, first one then the other in turn.
+    raw_runs: Runs = []
+    swarm_runs: dict[Case, Runs] = {(bs, lo, t): [] for bs, lo in cases for t in transports}
+    for rep in range(ns.repeats):
         raw_runs.append(run_rounds("raw", base))
         for bs, length_only in cases:
-            run = run_rounds("swarm", {**base, "block_size": bs, "length_only": length_only})
-            for rnd in run:
-                assert sum(r.payload_down for r in rnd) == useful, "useful bytes mismatch"
-            swarm_runs[bs, length_only].append(run)
+            for transport in transports if rep % 2 == 0 else transports[::-1]:
+                args = {**base, "block_size": bs, "length_only": length_only}
+                run = run_rounds("swarm", {**args, "transport": transport})
+                for rnd in run:
+                    assert sum(r.payload_down for r in rnd) == useful, "useful bytes mismatch"
+                swarm_runs[bs, length_only, transport].append(run)
     raw_s, raw_cpu, raw_faults = _summary(_steady(raw_runs))
     raw = {
         "s": raw_s,
@@ -428,11 +554,12 @@ def main() -> None:
         "faults": raw_faults,
         "first_s": _summary([run[0] for run in raw_runs])[0],
     }
-    rows = [_row(bs, lo, runs, raw, useful) for (bs, lo), runs in swarm_runs.items()]
-    _print(ns, raw, rows)
+    rows = [_row(case, runs, raw, useful) for case, runs in swarm_runs.items()]
+    costs = _tls_costs(rows)
+    _print(ns, raw, rows, costs)
     if ns.json is not None:
         headline = rows[0]
-        result = {
+        result: dict[str, Any] = {
             "goodput_ratio": headline["goodput_ratio"],
             "goodput_ratio_first_round": headline["goodput_ratio_first_round"],
             "duplicate_ratio": headline["duplicate_ratio"],
@@ -443,9 +570,12 @@ def main() -> None:
             "raw_cpu_s": round(raw_cpu, 2),
             "raw_faults": raw_faults,
             "raw_times_s": [[round(elapsed(r), 3) for r in run] for run in raw_runs],
-            "setting": {**base, "repeats": ns.repeats},
+            "setting": {**base, "repeats": ns.repeats, "transport": ns.transport},
             "rows": rows,
         }
+        if costs:
+            result["tls_cost"] = costs[0]["tls_cost"]  # the headline block size
+            result["tls_costs"] = costs
         ns.json.parent.mkdir(parents=True, exist_ok=True)
         ns.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -79,7 +81,12 @@ def run_cli(extra: list[str]) -> dict[str, Any]:
         if proc.returncode != 0:
             raise RuntimeError(f"fltorrent run failed: {proc.stderr[-2000:]}")
         summary = json.loads((out / "summary.json").read_text())
+        config = yaml.safe_load((out / "config.yaml").read_text())
     return {
+        "transport": config["security"]["transport"],  # what the run used
+        "mode": config["federate"]["mode"],
+        "peers": config["federate"]["client_num"],
+        "rounds": config["federate"]["total_round_num"],
         "wall_s": round(wall, 2),
         "run_s": summary["wall_time_s"],
         "final_accuracy": summary["final_accuracy_mean"],

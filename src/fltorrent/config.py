@@ -108,6 +108,14 @@ class BitTorrentConfig(Section):
     seed_grace: float = Field(
         10.0, ge=0.0, description="seconds a finished peer keeps seeding for late peers"
     )
+    silence_factor: float = Field(
+        3.0,
+        ge=0.0,
+        description="once every author that published has delivered, members that published "
+        "nothing yet are waited for this many times the exchange's time so far (at least "
+        "silence_floor), not until the deadlines (0: until the deadlines)",
+    )
+    silence_floor: Seconds = Field(10.0, description="see silence_factor")
 
     @model_validator(mode="after")
     def _block_fits_frame(self) -> BitTorrentConfig:

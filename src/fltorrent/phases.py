@@ -41,3 +41,8 @@ class RoundPolicy:
     min_completion_ratio: float
     seed_grace: float
     critical_window: float = 0.25  # last share of `timeout` in which the picker is critical
+    # Once every author that published has delivered, members silent so far are waited for
+    # silence_factor x the exchange's time so far (at least silence_floor s); 0: until the
+    # deadlines.
+    silence_factor: float = 3.0
+    silence_floor: float = 10.0

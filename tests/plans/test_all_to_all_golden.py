@@ -1,10 +1,14 @@
 """The default plan keeps the old behaviour: every metric of every peer and round, field by field,
 equals what the code recorded before the round became stages over a plan (golden_cases.py).
 
-Re-recorded once since, on purpose, when manifests became signed (64 more bytes per manifest
-sent, which also moves simulated time on shaped links); nothing else changed then. Losses are
-compared to a relative 1e-5: the CPU's vector width (AVX2 or AVX-512) changes float sums in
-their last bits, and the recording must hold on either.
+Re-recorded once since, on purpose, with the security work: manifests became signed (64 more
+bytes per manifest sent, which also moves simulated time on shaped links: ``ring``,
+``devices``), and members that publish nothing are no longer waited for until the soft
+deadline (``poison``: peers that are not the poisoner's neighbours never see its update and
+now go on after the silence grace, 10 s, instead of the 20 s deadline). Every other field of
+every other case stayed as it was. Losses are compared to a relative 1e-5: the CPU's vector
+width (AVX2 or AVX-512) changes float sums in their last bits, and the recording must hold on
+either.
 """
 
 from __future__ import annotations

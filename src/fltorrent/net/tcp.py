@@ -188,6 +188,11 @@ class TcpConnection:
 
     def _write(self, buffers: Sequence[bytes | bytearray | memoryview]) -> None:
         transport = self._transport
+        if self._ssl is not None:
+            # asyncio's TLS transport encrypts what writelines() hands it in one pass and sends
+            # the records with one write (one write per buffer sent each buffer's records apart).
+            transport.writelines(buffers)
+            return
         sent = 0
         if len(buffers) > 1 and self._fd >= 0 and not transport.get_write_buffer_size():
             # Nothing is queued, so the socket is ours to write now (transport.write does the

@@ -6,7 +6,12 @@ hundreds (``reduce_scatter`` is the bandwidth optimum). The exchange ends
 
 * as soon as every expected author's update is complete; an author that left the federation
   (or was banned for corrupt pieces) is not waited for once nothing more of its update can be
-  fetched from any neighbour;
+  fetched from any neighbour, and an author that published nothing is not waited for beyond
+  ``silence_factor`` times the exchange's time so far, counted from when every other author
+  had delivered (a registered member that never publishes, or a dead one whose departure the
+  tracker cannot relay, must not hold every round until a deadline); an author whose update
+  is on its way is waited for, however slow its link (its missing pieces may simply not have
+  reached a neighbour yet: counting those as lost cut honest slow devices off);
 * otherwise at the soft deadline if ``min_completion_ratio`` of the expected pieces arrived, or
   at the hard deadline in any case.
 
@@ -16,6 +21,8 @@ the peer's defence; with complete delivery every peer computes centralized FedAv
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 from fltorrent.defense import DefenseReport
@@ -33,6 +40,8 @@ from fltorrent.plans.base import (
     wait_exchange,
 )
 from fltorrent.swarm import UPDATE, Blob, Swarm, Topic
+
+log = logging.getLogger(__name__)
 
 
 class UpdatesFrom:
@@ -73,6 +82,9 @@ class AllToAll(RoundPlan):
 
     def begin(self, round_: int, swarm: Swarm, membership: Membership) -> None:
         self._finished: list[int] = []  # authors in the order their update completed
+        self._silent_after: float | None = None  # when authors silent so far stop counting
+        self._started = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
         swarm.forget_before(round_ - 1)
         me = membership.me
@@ -123,6 +135,7 @@ class AllToAll(RoundPlan):
                 self._finished.append(author)
         if ctx.quorum is not None and self._participants(ctx) >= ctx.quorum:
             return True  # overcommitted: the first updates to arrive are enough
+        silent = []
         for author in expected:
             blob = blobs.get(author)
             if blob is not None and blob.complete:
@@ -130,7 +143,25 @@ class AllToAll(RoundPlan):
             away = members.away(author, r) or swarm.banned(author)  # banned: it poisoned chunks
             if away and (blob is None or not swarm.obtainable(blob)):
                 continue
+            if blob is not None:
+                return False
+            silent.append(author)
+        return not silent or self._silence_over(ctx, silent)
+
+    def _silence_over(self, ctx: RoundContext, silent: list[int]) -> bool:
+        """Every author that published has delivered; whether the silent ones had their time."""
+        policy = ctx.policy
+        if policy.silence_factor <= 0 or self._participants(ctx) < ctx.min_participants:
             return False
+        now = ctx.now()
+        if self._silent_after is None:
+            grace = max(policy.silence_floor, policy.silence_factor * (now - self._started))
+            self._silent_after = now + grace
+            self._timer = asyncio.get_running_loop().call_later(grace, ctx.swarm.notify)
+            return False
+        if now < self._silent_after:
+            return False
+        log.info("peer %d round %d: not waiting for silent %s", ctx.me, ctx.round, silent)
         return True
 
     def weights(self, ctx: RoundContext, authors: set[int]) -> dict[int, float] | None:
@@ -139,15 +170,19 @@ class AllToAll(RoundPlan):
 
     async def exchange(self, ctx: RoundContext) -> RoundOutcome:
         ctx.enter(Phase.EXCHANGING)
-        t1 = ctx.now()
-        deadline_hit = await wait_exchange(
-            ctx,
-            lambda: self._complete(ctx),
-            lambda: (
-                ctx.completion >= ctx.policy.min_completion_ratio
-                and self._participants(ctx) >= ctx.min_participants
-            ),
-        )
+        t1 = self._started = ctx.now()
+        try:
+            deadline_hit = await wait_exchange(
+                ctx,
+                lambda: self._complete(ctx),
+                lambda: (
+                    ctx.completion >= ctx.policy.min_completion_ratio
+                    and self._participants(ctx) >= ctx.min_participants
+                ),
+            )
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
         exchange_s = ctx.now() - t1
         # What arrived when the exchange ended is what gets aggregated and reported (pieces
         # may keep arriving meanwhile).

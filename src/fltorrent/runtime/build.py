@@ -174,6 +174,8 @@ def round_policy(config: Config) -> RoundPolicy:
         min_completion_ratio=bt.min_completion_ratio,
         seed_grace=bt.seed_grace,
         critical_window=bt.critical_window,
+        silence_factor=bt.silence_factor,
+        silence_floor=bt.silence_floor,
     )
 
 
