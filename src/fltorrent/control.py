@@ -1,5 +1,6 @@
 """The tracker's control protocol: one JSON object per line, each a pydantic model with a
-``type`` tag, at most 1 MiB per line (``docs/PROTOCOL.md``, "Tracker control messages").
+``type`` tag, at most 16 MiB per line from the tracker and 64 KiB from a peer
+(``docs/PROTOCOL.md``, "Tracker control messages").
 
 Malformed, oversized or unknown lines are a :class:`~fltorrent.errors.RemoteProtocolError`.
 """
@@ -15,7 +16,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, 
 from fltorrent.errors import RemoteProtocolError
 from fltorrent.net.base import Connection
 
-MAX_LINE = 1 << 20
+# What the tracker sends: a welcome carries every member's address and token (about 500 bytes
+# each), so 16 MiB is room for some 30,000 members.
+MAX_LINE = 16 << 20
 PEER_LINE = 64 * 1024  # what a peer sends the tracker (register, progress, ...) is small
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 

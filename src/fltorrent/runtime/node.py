@@ -153,8 +153,13 @@ async def run_node(
                 timeout=connect_timeout + 600.0,
             )
             outcome.peer_id = welcome.peer_id
+            guard = _guard(client, welcome, hooks)
+            # The members' tokens are checked and kept as keys: the rest of the run does not
+            # need them (a thousand of them are half a megabyte per peer).
+            welcome = client.welcome = welcome.model_copy(update={"tokens": {}})
             await _run_registered(
                 welcome=welcome,
+                guard=guard,
                 client=client,
                 transport=transport,
                 port=listener.address[1],
@@ -218,10 +223,10 @@ async def _run_registered(
     hooks: NodeHooks,
     model_dir: Path | None,
     outcome: NodeOutcome,
+    guard: PeerGuard | None,
 ) -> None:
     config = parse_config(welcome.config)
     peer_id = welcome.peer_id
-    guard = _guard(client, welcome, hooks)
     profiles = device_profiles(config)
     profile = profiles[peer_id - 1] if profiles is not None else None
     state = await _peer_state(config, peer_id, profile, hooks)

@@ -238,7 +238,8 @@ class Swarm:
 
     def _ban(self, session: Session) -> None:
         """``session``'s peer sent ``max_corrupt`` corrupt pieces: drop it (for good)."""
-        self.security.report("ban", session.remote_id, "corrupt pieces")
+        if not session.closed:  # further corrupt pieces may still be in flight: one report
+            self.security.report("ban", session.remote_id, "corrupt pieces")
         self._conns.drop(session)
 
     # ------------------------------------------------------------------ session callbacks
