@@ -19,8 +19,10 @@ or when no owner published anything by the soft deadline (dead or late owners), 
 aggregates that chunk itself from the authors' pieces (``fallback_chunks``): authors keep
 serving their updates for the whole round, and every chunk owner holds them. A departed owner's
 chunks fall to the next member on the ring, which fetches the pieces and publishes in its place
-unless the chunk is settled already. At the deadline, partial aggregation holds per chunk: a
-chunk with no value keeps this peer's own.
+unless the chunk is settled already. An author that published nothing is not waited for once
+every other author's piece of a chunk arrived and ``silence_factor`` times the wait so far
+passed (as in ``all_to_all``). At the deadline, partial aggregation holds per chunk: a chunk
+with no value keeps this peer's own.
 
 Over 500 lines, knowingly: wants, votes, fallbacks and the exchange loop are one state machine
 over the same round state; the owner ring (``owners.py``) and the shared helpers (``base.py``)
@@ -76,6 +78,8 @@ class _Round:
     aggregate_s: float = 0.0
     wants: tuple[frozenset[int], frozenset[bytes]] = (frozenset(), frozenset())
     here: dict[int, set[int]] = field(default_factory=dict)  # chunk -> authors of it here
+    # chunk -> when authors that published nothing stop counting (every other one delivered)
+    silent_after: dict[int, float] = field(default_factory=dict)
 
 
 class ReduceScatter(RoundPlan):
@@ -350,7 +354,7 @@ class ReduceScatter(RoundPlan):
             return True, 1.0
         swarm, members, r = ctx.swarm, ctx.membership, ctx.round
         arrived = self._st.here.setdefault(c, set())
-        gone = 0
+        gone = silent = 0
         for a in expected - arrived:
             blob = blobs.get(a)
             if blob is not None and blob.has(c):
@@ -359,8 +363,27 @@ class ReduceScatter(RoundPlan):
                 blob is None or not swarm.obtainable(blob)
             ):
                 gone += 1
+            elif blob is None:
+                silent += 1
         here = len(expected & arrived)
+        if silent and here + gone + silent == len(expected) and self._silence_over(ctx, c):
+            gone += silent
         return here + gone == len(expected), here / len(expected)
+
+    def _silence_over(self, ctx: RoundContext, c: int) -> bool:
+        """Every author of chunk ``c`` delivered but those that published nothing: whether
+        these had their grace (as in ``all_to_all``: ``silence_factor`` x the time chunk ``c``
+        has been waited for, at least ``silence_floor``)."""
+        policy, st = ctx.policy, self._st
+        if policy.silence_factor <= 0:
+            return False
+        now = ctx.now()
+        if c not in st.silent_after:
+            since = st.owned_since.get(c, st.fallback.get(c, now))
+            grace = max(policy.silence_floor, policy.silence_factor * (now - since))
+            st.silent_after[c] = now + grace
+            asyncio.get_running_loop().call_later(grace, ctx.swarm.notify)  # wake the loop then
+        return now >= st.silent_after[c]
 
     def _ready(self, ctx: RoundContext, now: float) -> list[int]:
         """Owned chunks to aggregate now: all pieces here, or half the deadline passed. Chunks
@@ -419,7 +442,7 @@ class ReduceScatter(RoundPlan):
 
     def _timers(self, ctx: RoundContext, t0: float) -> list[float]:
         policy, st = ctx.policy, self._st
-        times = [t0 + policy.timeout, t0 + policy.hard_timeout]
+        times = [t0 + policy.timeout, t0 + policy.hard_timeout, *st.silent_after.values()]
         for c, since in st.owned_since.items():
             if c not in st.published:
                 times += [since + policy.timeout / 2, since + policy.hard_timeout / 2]
