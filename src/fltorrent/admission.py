@@ -6,8 +6,8 @@ nonce, so a token seen on the wire (the welcome hands every member's token to th
 no use to anyone without its key. Over TLS, the certificate the connection proved must be that
 same token's. Then: the role must be ``peer``; a token that names a display id binds it; one
 identity holds one live membership, and a departed member's id can be taken again only by the
-identity that held it. Refusals are counted per address: an address that keeps failing is cut
-off for the rest of the run, which bounds what a join flood from one host costs.
+identity that held it. Authentication failures are counted per address: an address that keeps
+failing is cut off for the rest of the run, which bounds what a join flood from one host costs.
 """
 
 from __future__ import annotations
@@ -88,8 +88,14 @@ class Admission:
             )
         return member
 
-    def refused(self, host: str, reason: str, detail: str, peer: int | None = None) -> None:
-        self.refusals[host] = self.refusals.get(host, 0) + 1
+    def refused(
+        self, host: str, reason: str, detail: str, peer: int | None = None, *, count: bool = True
+    ) -> None:
+        """Audit a refusal; ``count`` it against ``host`` (authentication failures only: a
+        member refused for membership reasons, e.g. reconnecting before its old connection was
+        noticed gone, must not get its address cut off)."""
+        if count:
+            self.refusals[host] = self.refusals.get(host, 0) + 1
         self.report("refused", f"{reason}: {detail}", peer=peer, address=host)
 
     def report(

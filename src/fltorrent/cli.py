@@ -157,7 +157,8 @@ def tracker(
     port: Annotated[int, typer.Option(help="Port to listen on (0: any).")] = 7800,
     federation: FederationOpt = None,
     output_dir: Annotated[
-        Path | None, typer.Option("--output-dir", "-o", help="Where security.jsonl goes.")
+        Path | None,
+        typer.Option("--output-dir", "-o", help="Where security.jsonl goes (runs/<time>)."),
     ] = None,
     log_level: LogOpt = "info",
 ) -> None:
@@ -167,6 +168,7 @@ def tracker(
     federation.crt and revoked.json there, and its own tracker.key + tracker.token (or, if
     the admin key is there, issues itself a tracker token)."""
     from fltorrent.runtime.build import make_tracker
+    from fltorrent.runtime.federation import default_output_dir
     from fltorrent.runtime.procs import overall_deadline
     from fltorrent.runtime.security import tracker_security
 
@@ -181,7 +183,8 @@ def tracker(
             "the tracker needs --federation DIR (create one with: fltorrent keys create DIR "
             "--name NAME)",
         )
-    sec = _guard(lambda: tracker_security(cfg, federation, output_dir))
+    out = output_dir or default_output_dir()
+    sec = _guard(lambda: tracker_security(cfg, federation, out))
     _setup_logging(log_level or "info")
 
     async def serve() -> None:

@@ -183,6 +183,8 @@ def issue(
         raise _fail(2, f"--id must be between 1 and {MAX_PEER_ID}, got {peer_id}")
     if days < 1:
         raise _fail(2, f"--days must be at least 1, got {days}")
+    if days > 1_000_000:  # a datetime cannot hold such a date (and no token outlives this)
+        raise _fail(2, f"--days must be at most 1000000, got {days}")
     authority = _guard(lambda: Authority.load(directory), 2)
     public = _guard(lambda: load_public_key(key), 2)
     token = _guard(

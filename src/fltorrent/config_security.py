@@ -29,10 +29,10 @@ class SecurityConfig(Section):
         None,
         description="a federation made with 'fltorrent keys create' (its admin.key issues "
         "this run's tokens, its revoked.json is enforced); null: a fresh federation for the "
-        "run, in <output>/keys",
+        "run (kept in memory; written to <output>/keys when peers run as processes)",
     )
     token_days: float = Field(
-        1.0, gt=0, le=3650, description="validity of the tokens a run issues itself (days)"
+        30.0, gt=0, le=3650, description="validity of the tokens a run issues itself (days)"
     )
     handshake_timeout: Seconds = Field(
         10.0, description="a TLS or wire handshake that takes longer is dropped"

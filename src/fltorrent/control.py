@@ -108,6 +108,7 @@ class Welcome(ControlMessage):
     departed: list[int] = Field(default_factory=list)  # members gone when this was sent
     degrees: dict[int, int] = Field(default_factory=dict)  # each member's degree, as built
     tokens: dict[int, Token] = Field(default_factory=dict)  # each member's token
+    run: str = Field("", pattern=r"^([0-9a-f]{32})?$")  # this run's nonce: signatures bind it
     revocations: str = ""  # the federation's signed revocation list (JSON)
 
 

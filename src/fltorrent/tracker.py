@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,6 +129,7 @@ class Tracker:
         self._degree: dict[int, int] = {}  # each member's degree in the topology as built
         self._open = 0  # connections being handled
         self._owners: dict[int, str] = {}  # peer id -> the identity that registered it
+        self.run = os.urandom(16).hex()  # this run's nonce: manifest signatures are bound to it
         self.refused_connections = 0
 
     async def start(self, transport: Transport, host: str, port: int) -> Address:
@@ -178,7 +180,7 @@ class Tracker:
     async def _handle(self, conn: Connection) -> None:
         limit = self.max_connections or 4 * self.client_num + 16
         if self._open >= limit:
-            self.refused_connections += 1
+            self._limited(conn, f"{self._open} connections open (limit {limit})")
             log.warning("tracker: refusing a connection: %d open (limit %d)", self._open, limit)
             await conn.aclose()
             return
@@ -188,12 +190,22 @@ class Tracker:
         finally:
             self._open -= 1
 
+    def _limited(self, conn: Connection, reason: str) -> None:
+        """Count a connection dropped unheard; audit the 1st, 2nd, 4th, 8th... (a flood must
+        not grow the audit log by a line per connection)."""
+        self.refused_connections += 1
+        n = self.refused_connections
+        if self.admission is not None and n & (n - 1) == 0:
+            self.admission.report(
+                "limit", f"{reason} ({n} dropped so far)", address=conn.remote_address[0]
+            )
+
     async def _serve_connection(self, conn: Connection) -> None:
         channel = LineChannel(conn, max_line=PEER_LINE)
         member: MemberState | None = None
         host = conn.remote_address[0]
         if self.admission is not None and self.admission.blocked(host):
-            self.refused_connections += 1
+            self._limited(conn, "address cut off after repeated authentication failures")
             return
         nonce = Admission.nonce()
         try:
@@ -245,13 +257,16 @@ class Tracker:
             reason = reason or self._refusal(msg, old)
             if reason is None and old is not None and self.welcomed and not old.alive:
                 return await self._rejoin(old, msg, channel, conn)
+            taken = set(self.members) | {p for p, i in self._owners.items() if i != identity}
+            free = sorted(set(range(1, self.client_num + 1)) - taken)
+            if reason is None and msg.peer_id is None and not free:
+                reason = "no peer id is free (every id is held by another identity)"
             if reason is not None:
-                if self.admission is not None:
-                    self.admission.refused(host, "membership", reason, msg.peer_id)
+                if self.admission is not None:  # audited; not counted against the address
+                    self.admission.refused(host, "membership", reason, msg.peer_id, count=False)
                 await self._refuse(channel, reason)
                 return None
-            taken = set(self.members) | {p for p, i in self._owners.items() if i != identity}
-            pid = msg.peer_id or min(set(range(1, self.client_num + 1)) - taken)
+            pid = msg.peer_id or free[0]
             if identity is not None:
                 self._owners[pid] = identity  # for good: the id is this identity's
             member = MemberState(
@@ -334,6 +349,7 @@ class Tracker:
                     degrees=self._degree,
                     tokens=self._tokens(),
                     revocations=self._revocations(),
+                    run=self.run,
                 )
             )
         joined = Joined(
@@ -383,6 +399,7 @@ class Tracker:
                 degrees=self._degree,
                 tokens=tokens,
                 revocations=revocations,
+                run=self.run,
             )
             with contextlib.suppress(TransportError):
                 await member.channel.send(welcome)
@@ -409,7 +426,10 @@ class Tracker:
                 )
                 with contextlib.suppress(TransportError):
                     await m.channel.send(Refused(reason="your membership was revoked"))
+                await self._left(m)  # now, not when its handler notices: it must not be counted
                 await m.channel.conn.aclose()
+        if not self.welcomed:
+            return  # members still waiting get the list with their welcome
         for m in self.members.values():
             if m.alive and m.identity not in revoked:
                 with contextlib.suppress(TransportError):

@@ -38,7 +38,13 @@ from fltorrent.net.memory import MemoryListener
 from fltorrent.peer import Peer
 from fltorrent.plans.base import round_blobs
 from fltorrent.runtime.local import run_local
-from fltorrent.security import Credentials, LocalFederation, TokenVerifier, create_local_federation
+from fltorrent.security import (
+    Credentials,
+    LocalFederation,
+    TokenVerifier,
+    create_local_federation,
+    identity_of,
+)
 from fltorrent.security.audit import AuditEvent, MemoryAudit
 from fltorrent.security.guard import PeerGuard
 from fltorrent.security.tls import contexts
@@ -407,6 +413,125 @@ async def test_a_registration_without_valid_credentials_is_refused_and_audited(
         assert [e.reason.split(":")[0] for e in refused] == [reason], refused
         assert refused[0].address == "memory-client"
         assert not _events(audit, "join")
+
+
+def _broken_version(token: bytes) -> bytes:
+    """``token`` as DER with its X.509 version field set to a value no parser knows."""
+    der = bytearray(certificate_der(load_certificate(token)))
+    at = der.index(b"\xa0\x03\x02\x01\x02")  # [0] EXPLICIT INTEGER 2 (v3)
+    der[at + 4] = 0x40
+    return bytes(der)
+
+
+@aio(timeout=30)
+async def test_a_malformed_token_is_a_counted_refusal_not_a_crash() -> None:
+    # A token whose version field is unknown made the parser raise something other than a
+    # ValueError, which escaped the tracker's handler: nothing was refused, counted or audited.
+    fed = create_local_federation(NAME, 2)
+    audit = MemoryAudit()
+    admission = _admission(fed, audit, max_refusals_per_address=2)
+    bad = _broken_version(fed.peers[1].token)
+    async with MemoryNetwork() as net, Tracker(NAME, 2, topology=FULL, admission=admission) as t:
+        address = await t.start(net, "tracker", 0)
+        for _ in range(2):
+            conn = await net.connect(*address, timeout=2)
+            client = RawForger(conn, bad, fed.peers[1].key)
+            with pytest.raises(TrackerError, match="refused registration"):
+                await _register(client)
+            await client.aclose()
+        assert [e.reason.split(":")[0] for e in _events(audit, "refused")] == ["bad_token"] * 2
+        assert admission.blocked("memory-client")  # the refusals counted against the address
+    guard = _guard(fed, 2, MemoryAudit())
+    assert not guard.admit(1, bad)  # a peer handed such a token refuses it, and carries on
+
+
+class RawForger(Forger):
+    """A forger that sends its token's bytes as they are (not re-encoded from a parse)."""
+
+    def _proof(self, hello: Hello) -> dict[str, str]:
+        assert self.token is not None and self.key is not None
+        signed = self.key.sign(register_message(hello.nonce, hello.federation))
+        return {"token": encode_token(self.token), "proof": signed.hex()}
+
+
+@aio(timeout=30)
+async def test_a_revocation_while_the_federation_forms_spares_the_others(tmp_path: Path) -> None:
+    fed = create_local_federation(NAME, 3)
+    audit = MemoryAudit()
+    revoked = tmp_path / REVOKED
+    fed.authority.save(tmp_path)
+    admission = _admission(fed, audit, revocations_path=revoked)
+    async with (
+        MemoryNetwork() as net,
+        Tracker(NAME, 3, topology=FULL, admission=admission) as tracker,
+    ):
+        address = await tracker.start(net, "tracker", 0)
+        one = await _member(net, address, fed.peers[1])
+        two = await _member(net, address, fed.peers[2])
+        first = asyncio.create_task(_register(one, timeout=5))
+        second = asyncio.create_task(_register(two, timeout=5))
+        await asyncio.sleep(0.1)
+        signed = Revocations.from_bytes(revoked.read_bytes())
+        fed.authority.revoke(signed, serial=None, identity=fed.peers[1].identity, reason="lost")
+        revoked.write_bytes(signed.to_bytes())
+        three = await _member(net, address, fed.peers[3])
+        third = asyncio.create_task(_register(three, timeout=5))  # the tracker sees the list
+        with pytest.raises(TrackerError, match="revoked"):
+            await first
+        await asyncio.sleep(0.2)
+        # Peer 2, waiting for its welcome, was not sent the list (it gets it in the welcome):
+        # before, that message broke its registration and the federation could never form.
+        assert not second.done() and not third.done()
+        assert {p: m.alive for p, m in tracker.members.items()} == {2: True, 3: True}
+        assert [e.peer for e in _events(audit, "revoked")] == [1]
+        for task in (second, third):
+            task.cancel()
+        for c in (one, two, three):
+            await c.aclose()
+
+
+@aio(timeout=30)
+async def test_when_every_id_is_held_by_another_identity_the_refusal_says_so() -> None:
+    fed = create_local_federation(NAME, 0)
+    audit = MemoryAudit()
+
+    def unbound() -> Credentials:
+        key = Ed25519PrivateKey.generate()
+        return Credentials(key, fed.authority.issue(key.public_key()), fed.tracker.federation)
+
+    async with (
+        MemoryNetwork() as net,
+        Tracker(NAME, 2, topology=FULL, admission=_admission(fed, audit)) as tracker,
+    ):
+        address = await tracker.start(net, "tracker", 0)
+        gone = await _member(net, address, unbound())
+        waiting = asyncio.create_task(_register(gone, timeout=5))
+        await asyncio.sleep(0.1)
+        await gone.aclose()  # id 1 stays with its identity, which left before the welcome
+        with contextlib.suppress(TrackerError):
+            await waiting
+        await asyncio.sleep(0.05)
+        second = await _member(net, address, unbound())
+        waits = asyncio.create_task(_register(second, timeout=5))  # gets id 2, and waits
+        await asyncio.sleep(0.1)
+        third = await _member(net, address, unbound())
+        with pytest.raises(TrackerError, match="no peer id is free"):
+            await _register(third)
+        assert list(tracker.members) == [2]
+        waits.cancel()
+        for c in (second, third):
+            await c.aclose()
+
+
+def test_a_peer_refuses_one_identity_under_two_ids() -> None:
+    # The tracker maps ids to tokens; a peer does not trust it for that: one identity, one id.
+    fed = create_local_federation(NAME, 3)
+    key = Ed25519PrivateKey.generate()
+    token = fed.authority.issue(key.public_key())  # binds no id
+    guard = _guard(fed, 3, MemoryAudit())
+    assert guard.admit(1, token)
+    assert not guard.admit(2, token)
+    assert guard.keys.identity(2) is None and guard.keys.peers_of({identity_of(key)}) == [1]
 
 
 @aio(timeout=30)

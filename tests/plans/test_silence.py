@@ -46,12 +46,40 @@ async def test_a_silent_member_is_not_waited_for_until_the_deadline(
     plan: str, waited_s: float
 ) -> None:
     rounds = await _rounds(f"exchange.plan={plan}")
-    assert rounds and all(not m.deadline_hit for m in rounds)
-    # Everyone else delivered within about a second; the silent one got 3x that, 10 s at least.
-    assert all(m.exchange_s < 30 for m in rounds), [m.exchange_s for m in rounds]
+    first = [m for m in rounds if m.round == 1]
+    later = [m for m in rounds if m.round > 1]
+    # Round 1: nobody's pace is known yet, so the silent member costs one deadline.
+    assert all(m.exchange_s >= waited_s - 1e-6 for m in first), [m.exchange_s for m in first]
+    # Then: everyone else delivered within about a second; the silent one, never seen to
+    # deliver, gets 3x the wait, 10 s at least.
+    assert later and all(not m.deadline_hit for m in later)
+    assert all(m.exchange_s < 30 for m in later), [m.exchange_s for m in later]
     if plan == "all_to_all":
         assert all(m.authors_aggregated == 7 for m in rounds)
     waited = await _rounds(
-        f"exchange.plan={plan}", "bittorrent.silence_factor=0", "federate.total_round_num=1"
+        f"exchange.plan={plan}", "bittorrent.silence_factor=0", "federate.total_round_num=2"
     )
-    assert all(m.exchange_s >= waited_s for m in waited), [m.exchange_s for m in waited]
+    assert all(m.exchange_s >= waited_s - 1e-6 for m in waited), [m.exchange_s for m in waited]
+
+
+@pytest.mark.slow
+@aio(timeout=7200, virtual=True)
+async def test_honest_slow_trainers_keep_their_place() -> None:
+    # Half the peers are IoT devices training ten epochs: they publish tens of seconds after
+    # the edge servers, every round. They are slow, not silent: nobody goes on without them.
+    config = load_config(
+        None,
+        [
+            *SMALL,
+            "federate.client_num=6",
+            "federate.total_round_num=2",
+            "train.local_epochs=10",
+            "devices.distribution={edge_server: 0.5, iot_device: 0.5}",
+        ],
+    )
+    outcomes, _ = await run_peers(config)
+    rounds = [m for o in outcomes for m in o.metrics]
+    assert len(rounds) == 12
+    assert all(m.authors_aggregated == 6 and not m.deadline_hit for m in rounds)
+    trains = sorted(m.train_s for m in rounds if m.round == 1)
+    assert trains[-1] > 5 * trains[0]  # the slow ones really are slow

@@ -84,3 +84,14 @@ def test_signature_is_bound_to_the_manifest_context(author: Ed25519PrivateKey) -
     assert keys.check_manifest(3, BLOB, author.sign(BLOB)) == "bad_signature"
     assert verify_signature(public_bytes(author), BLOB, author.sign(BLOB))
     assert not verify_signature(b"short key", BLOB, author.sign(BLOB))
+
+
+def test_a_signature_from_another_run_is_refused(author: Ed25519PrivateKey) -> None:
+    # Same federation, same keys, a later run: an update signed before cannot be replayed.
+    keys = AuthorKeys()
+    keys.set(1, identity_of(author), public_bytes(author))
+    run1, run2 = bytes(range(16)), bytes(range(1, 17))
+    sig = Signer(author).sign_manifest(BLOB, run1)
+    assert keys.check_manifest(1, BLOB, sig, run1) is None
+    assert keys.check_manifest(1, BLOB, sig, run2) == "bad_signature"
+    assert keys.check_manifest(1, BLOB, sig) == "bad_signature"

@@ -9,10 +9,13 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from fltorrent.errors import BrokenResourceError, ConnectError
+from fltorrent.errors import BrokenResourceError, ConnectError, SecurityError
 from fltorrent.net.base import Address, Connection
 from fltorrent.net.tcp import TcpTransport
 from fltorrent.security import Credentials, TokenVerifier, create_local_federation
@@ -317,3 +320,23 @@ async def test_byte_flipped_toward_the_client_breaks_the_connection() -> None:
     finally:
         await relay.aclose()
         await listener.aclose()
+
+
+def test_credentials_in_der_files_work_as_pem_ones(tmp_path: Path) -> None:
+    # `keys show` accepts DER, so `fltorrent peer` must too (TLS contexts load PEM only).
+    fed = create_local_federation("der", 1)
+    fed.save(tmp_path)
+    for name in ("federation.crt", "peer-1.token"):
+        cert = x509.load_pem_x509_certificate((tmp_path / name).read_bytes())
+        (tmp_path / f"{name}.der").write_bytes(cert.public_bytes(serialization.Encoding.DER))
+    creds = Credentials.load(
+        tmp_path / "peer-1.key", tmp_path / "peer-1.token.der", tmp_path / "federation.crt.der"
+    )
+    assert creds.member().peer_id == 1
+    server, client = creds.tls_contexts()
+    assert server.verify_mode == client.verify_mode == ssl.CERT_REQUIRED
+    (tmp_path / "junk.der").write_bytes(b"\x30\x03\x02\x01\x05")
+    with pytest.raises(SecurityError, match="not a token"):
+        Credentials.load(
+            tmp_path / "peer-1.key", tmp_path / "junk.der", tmp_path / "federation.crt"
+        )

@@ -6,12 +6,14 @@ hundreds (``reduce_scatter`` is the bandwidth optimum). The exchange ends
 
 * as soon as every expected author's update is complete; an author that left the federation
   (or was banned for corrupt pieces) is not waited for once nothing more of its update can be
-  fetched from any neighbour, and an author that published nothing is not waited for beyond
-  ``silence_factor`` times the exchange's time so far, counted from when every other author
-  had delivered (a registered member that never publishes, or a dead one whose departure the
-  tracker cannot relay, must not hold every round until a deadline); an author whose update
-  is on its way is waited for, however slow its link (its missing pieces may simply not have
-  reached a neighbour yet: counting those as lost cut honest slow devices off);
+  fetched from any neighbour; an author that published nothing, once every other author
+  delivered, is waited for as long as its pace in earlier rounds says (``silence_factor``
+  times it), or, if it never delivered, ``silence_factor`` times the wait so far (a registered
+  member that never publishes, or a dead one whose departure the tracker cannot relay, must
+  not hold every round until a deadline; see :class:`~fltorrent.plans.base.Silence`); an
+  author whose update is on its way is waited for, however slow its link (its missing pieces
+  may simply not have reached a neighbour yet: counting those as lost cut honest slow devices
+  off);
 * otherwise at the soft deadline if ``min_completion_ratio`` of the expected pieces arrived, or
   at the hard deadline in any case.
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 
 from fltorrent.defense import DefenseReport
@@ -33,6 +36,7 @@ from fltorrent.plans.base import (
     RoundContext,
     RoundOutcome,
     RoundPlan,
+    Silence,
     aggregate_flops,
     aggregate_updates,
     held_pieces,
@@ -69,6 +73,10 @@ class AllToAll(RoundPlan):
     """See the module docstring."""
 
     name = "all_to_all"
+
+    def __init__(self) -> None:
+        self._silence = Silence()  # authors' pace, kept across rounds
+
     _blob_cache: tuple[tuple[object, ...], dict[int, Blob]] | None = None
 
     def authors(self, membership: Membership) -> set[int] | None:
@@ -85,6 +93,7 @@ class AllToAll(RoundPlan):
         self._silent_after: float | None = None  # when authors silent so far stop counting
         self._started = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._silence.begin(asyncio.get_running_loop().time())
         swarm.drop_blobs(lambda m: not self.keep(m, round_))
         swarm.forget_before(round_ - 1)
         me = membership.me
@@ -133,6 +142,7 @@ class AllToAll(RoundPlan):
         for author, done in blobs.items():
             if done.complete and author not in self._finished:
                 self._finished.append(author)
+                self._silence.delivered(author, ctx.now())
         if ctx.quorum is not None and self._participants(ctx) >= ctx.quorum:
             return True  # overcommitted: the first updates to arrive are enough
         silent = []
@@ -149,15 +159,19 @@ class AllToAll(RoundPlan):
         return not silent or self._silence_over(ctx, silent)
 
     def _silence_over(self, ctx: RoundContext, silent: list[int]) -> bool:
-        """Every author that published has delivered; whether the silent ones had their time."""
-        policy = ctx.policy
-        if policy.silence_factor <= 0 or self._participants(ctx) < ctx.min_participants:
+        """Every author that published has delivered; whether the silent ones had their time
+        (:class:`~fltorrent.plans.base.Silence`)."""
+        if self._participants(ctx) < ctx.min_participants:
             return False
         now = ctx.now()
         if self._silent_after is None:
-            grace = max(policy.silence_floor, policy.silence_factor * (now - self._started))
-            self._silent_after = now + grace
-            self._timer = asyncio.get_running_loop().call_later(grace, ctx.swarm.notify)
+            self._silent_after = self._silence.deadline(
+                ctx.policy, silent, now, now - self._started
+            )
+            if self._silent_after < math.inf:
+                self._timer = asyncio.get_running_loop().call_at(
+                    self._silent_after, ctx.swarm.notify
+                )
             return False
         if now < self._silent_after:
             return False

@@ -49,6 +49,7 @@ class Neighbours(AllToAll):
     def __init__(
         self, neighbours: Collection[int] = (), degrees: Mapping[int, int] | None = None
     ) -> None:
+        super().__init__()
         self.neighbours = neighbours  # live: the overlay may be repaired during the run
         self.degrees = dict(degrees or {})
 

@@ -19,10 +19,10 @@ or when no owner published anything by the soft deadline (dead or late owners), 
 aggregates that chunk itself from the authors' pieces (``fallback_chunks``): authors keep
 serving their updates for the whole round, and every chunk owner holds them. A departed owner's
 chunks fall to the next member on the ring, which fetches the pieces and publishes in its place
-unless the chunk is settled already. An author that published nothing is not waited for once
-every other author's piece of a chunk arrived and ``silence_factor`` times the wait so far
-passed (as in ``all_to_all``). At the deadline, partial aggregation holds per chunk: a chunk
-with no value keeps this peer's own.
+unless the chunk is settled already. An author that published nothing is given up on once
+every other author's piece of a chunk arrived and its time passed, as in ``all_to_all``
+(:class:`~fltorrent.plans.base.Silence`). At the deadline, partial aggregation holds per
+chunk: a chunk with no value keeps this peer's own.
 
 Over 500 lines, knowingly: wants, votes, fallbacks and the exchange loop are one state machine
 over the same round state; the owner ring (``owners.py``) and the shared helpers (``base.py``)
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -47,6 +48,7 @@ from fltorrent.plans.base import (
     RoundContext,
     RoundOutcome,
     RoundPlan,
+    Silence,
     Vectors,
     aggregate_flops,
     aggregate_updates,
@@ -100,6 +102,7 @@ class ReduceScatter(RoundPlan):
         self.replicas = replicas
         self.seed = seed
         self.neighbours = neighbours  # the overlay's (live) neighbours: never disconnected
+        self._silence = Silence()  # authors' pace, kept across rounds
         # Rewrites an aggregated chunk before it is published: a seam for faults (a Byzantine
         # owner in tests and experiments), like the swarm's serve_hook.
         self.aggregate_hook = aggregate_hook
@@ -126,6 +129,7 @@ class ReduceScatter(RoundPlan):
         if self._own is not None:
             self._previous = self._own.partners(membership.me)
         self._st = _Round(round_)
+        self._silence.begin(asyncio.get_running_loop().time())
         self._replan()
 
     def membership_changed(self, swarm: Swarm, membership: Membership) -> None:
@@ -359,6 +363,7 @@ class ReduceScatter(RoundPlan):
             blob = blobs.get(a)
             if blob is not None and blob.has(c):
                 arrived.add(a)
+                self._silence.delivered(a, ctx.now())
             elif (members.away(a, r) or swarm.banned(a)) and (
                 blob is None or not swarm.obtainable(blob)
             ):
@@ -366,23 +371,24 @@ class ReduceScatter(RoundPlan):
             elif blob is None:
                 silent += 1
         here = len(expected & arrived)
-        if silent and here + gone + silent == len(expected) and self._silence_over(ctx, c):
-            gone += silent
+        if silent and here + gone + silent == len(expected):
+            quiet = [a for a in expected - arrived if blobs.get(a) is None]
+            if self._silence_over(ctx, c, quiet):
+                gone += silent
         return here + gone == len(expected), here / len(expected)
 
-    def _silence_over(self, ctx: RoundContext, c: int) -> bool:
-        """Every author of chunk ``c`` delivered but those that published nothing: whether
-        these had their grace (as in ``all_to_all``: ``silence_factor`` x the time chunk ``c``
-        has been waited for, at least ``silence_floor``)."""
-        policy, st = ctx.policy, self._st
-        if policy.silence_factor <= 0:
-            return False
+    def _silence_over(self, ctx: RoundContext, c: int, silent: list[int]) -> bool:
+        """Every author of chunk ``c`` delivered but ``silent``, which published nothing:
+        whether these had their time (:class:`~fltorrent.plans.base.Silence`, the wait counted
+        from when chunk ``c`` became ours or a fallback)."""
+        st = self._st
         now = ctx.now()
         if c not in st.silent_after:
             since = st.owned_since.get(c, st.fallback.get(c, now))
-            grace = max(policy.silence_floor, policy.silence_factor * (now - since))
-            st.silent_after[c] = now + grace
-            asyncio.get_running_loop().call_later(grace, ctx.swarm.notify)  # wake the loop then
+            at = self._silence.deadline(ctx.policy, silent, now, now - since)
+            st.silent_after[c] = at
+            if at < math.inf:
+                asyncio.get_running_loop().call_at(at, ctx.swarm.notify)  # wake the loop then
         return now >= st.silent_after[c]
 
     def _ready(self, ctx: RoundContext, now: float) -> list[int]:
@@ -442,7 +448,8 @@ class ReduceScatter(RoundPlan):
 
     def _timers(self, ctx: RoundContext, t0: float) -> list[float]:
         policy, st = ctx.policy, self._st
-        times = [t0 + policy.timeout, t0 + policy.hard_timeout, *st.silent_after.values()]
+        times = [t0 + policy.timeout, t0 + policy.hard_timeout]
+        times += [t for t in st.silent_after.values() if t < math.inf]
         for c, since in st.owned_since.items():
             if c not in st.published:
                 times += [since + policy.timeout / 2, since + policy.hard_timeout / 2]

@@ -385,6 +385,7 @@ def _guard(client: TrackerClient, welcome: Welcome, hooks: NodeHooks) -> PeerGua
         peer_id=welcome.peer_id,
         require_tls=hooks.require_tls,
         audit=hooks.audit,
+        run=bytes.fromhex(welcome.run),
     )
     if welcome.revocations:
         guard.revoke(welcome.revocations)

@@ -1,10 +1,12 @@
 """Security events and the ``security.jsonl`` audit log.
 
 Every join, refusal (bad or expired token, revoked member, identity mismatch, bad signature,
-replayed manifest, limits), ban and revocation becomes one :class:`AuditEvent`: when, who
+replayed manifest), connection the tracker drops at a limit (the 1st, 2nd, 4th, 8th... of
+them), ban and revocation that fltorrent's code sees becomes one :class:`AuditEvent`: when, who
 observed it (``tracker`` or ``peer N``), about whom (identity and display id, when known),
-where from, what, and why. The log is append-only JSON lines, one per event; several
-processes of one run append to the same file (each line is one ``write``).
+where from, what, and why. A TLS handshake that OpenSSL refuses (a non-member, an expired
+token) never reaches that code and is not audited. The log is append-only JSON lines, one per
+event; several processes of one run append to the same file (each line is one ``write``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
-KINDS = frozenset({"join", "refused", "ban", "revoked", "bad_signature", "replay", "left", "limit"})
+from fltorrent.errors import SecurityError
+
+KINDS = frozenset({"join", "refused", "ban", "revoked", "bad_signature", "replay", "limit"})
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,10 @@ class JsonlAudit:
         self.path = path
         self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SecurityError(f"cannot write the audit log in {path.parent}: {exc}") from None
 
     def __call__(self, event: AuditEvent) -> None:
         record = asdict(event)

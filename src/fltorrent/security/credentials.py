@@ -28,6 +28,7 @@ from fltorrent.security.tokens import (
     Revocations,
     TokenVerifier,
     certificate_pem,
+    load_certificate,
 )
 
 
@@ -67,7 +68,10 @@ class Credentials:
 
     def tls_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
         """(server, client) TLS contexts presenting our token."""
-        return contexts(self.key, self.token, self.federation)
+        try:
+            return contexts(self.key, self.token, self.federation)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise SecurityError(f"cannot set up TLS with this key and token: {exc}") from None
 
     def save(self, directory: Path, name: str) -> None:
         """``name.key`` (owner-only) and ``name.token`` in ``directory``."""
@@ -84,6 +88,7 @@ class Credentials:
             tok, fed = token.read_bytes(), federation.read_bytes()
         except OSError as exc:
             raise SecurityError(f"cannot read {exc.filename}: {exc.strerror}") from None
+        tok, fed = _pem(tok, token, "token"), _pem(fed, federation, "federation certificate")
         revocations = None
         if revoked is not None and revoked.exists():
             try:
@@ -97,6 +102,14 @@ class Credentials:
             raise SecurityError(f"{revoked}: {exc}") from None
         creds.member()
         return creds
+
+
+def _pem(data: bytes, path: Path, what: str) -> bytes:
+    """A certificate file's bytes (PEM or DER) as PEM, which TLS contexts load."""
+    try:
+        return certificate_pem(load_certificate(data))
+    except AuthError as exc:
+        raise SecurityError(f"{path} is not a {what}: {exc}") from None
 
 
 @dataclass

@@ -35,6 +35,7 @@ class PeerGuard:
         peer_id: int,
         require_tls: bool,
         audit: AuditLog | None = None,
+        run: bytes = b"",
     ) -> None:
         self.credentials = credentials
         self.verifier = credentials.verifier
@@ -42,6 +43,7 @@ class PeerGuard:
         self.peer_id = peer_id
         self.require_tls = require_tls
         self.audit = audit
+        self.run = run  # the tracker's nonce for this run: signatures are valid in it only
         self.keys = AuthorKeys()
 
     def report(self, kind: str, reason: str, *, peer: int | None = None) -> None:
@@ -58,6 +60,12 @@ class PeerGuard:
                 raise AuthError(f"a {member.role} token", reason="bad_role")
             if member.peer_id not in (None, peer_id):
                 raise AuthError(f"token is for peer {member.peer_id}", reason="identity_mismatch")
+            held = self.keys.peers_of({member.identity})
+            if held and held != [peer_id]:  # the tracker is not trusted to map ids: one each
+                raise AuthError(
+                    f"identity {member.identity} is already member {held[0]}",
+                    reason="identity_mismatch",
+                )
         except AuthError as exc:
             self.keys.remove(peer_id)
             self.report("refused", f"{exc.reason}: member {peer_id}: {exc}", peer=peer_id)
@@ -85,10 +93,10 @@ class PeerGuard:
 
     # ------------------------------------------------------------------ swarm hooks
     def sign(self, blob_id: bytes) -> bytes:
-        return self.signer.sign_manifest(blob_id)
+        return self.signer.sign_manifest(blob_id, self.run)
 
     def verify_manifest(self, author: int, blob_id: bytes, signature: bytes) -> str | None:
-        return self.keys.check_manifest(author, blob_id, signature)
+        return self.keys.check_manifest(author, blob_id, signature, self.run)
 
     def authenticate(self, certificate: bytes | None, claimed: int) -> str | None:
         """Why a connection claiming to be peer ``claimed`` is refused (``None``: it is not)."""

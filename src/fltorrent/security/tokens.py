@@ -67,7 +67,7 @@ def load_certificate(data: bytes) -> x509.Certificate:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError as exc:
+    except Exception as exc:
         raise AuthError(f"not a token: {exc}", reason="bad_token") from None
 
 
@@ -271,7 +271,17 @@ def _ed25519(cert: x509.Certificate) -> Ed25519PublicKey:
 @functools.lru_cache(maxsize=16384)
 def _checked(authority_der: bytes, token: bytes) -> tuple[Member, dt.datetime]:
     """Signature, names and key of ``token`` against the authority (pure, so cached: peers of
-    one process check the same tokens)."""
+    one process check the same tokens). Whatever the parser raises on remote bytes (it parses
+    some fields lazily) is an :class:`AuthError`."""
+    try:
+        return _check(authority_der, token)
+    except AuthError:
+        raise
+    except Exception as exc:
+        raise AuthError(f"malformed token: {exc}", reason="bad_token") from None
+
+
+def _check(authority_der: bytes, token: bytes) -> tuple[Member, dt.datetime]:
     ca = x509.load_der_x509_certificate(authority_der)
     cert = load_certificate(token)
     try:
@@ -312,6 +322,8 @@ class TokenVerifier:
         self.name = _attr(self.certificate.subject, NameOID.ORGANIZATION_NAME) or ""
         self._der = certificate_der(self.certificate)
         self.revocations = Revocations(self.name)
+        self._serials: set[int] = set()  # of the adopted list (checked per token: kept as sets)
+        self._identities: set[str] = set()
         if revocations is not None:
             self.update_revocations(revocations)
 
@@ -334,7 +346,8 @@ class TokenVerifier:
         # A copy: the caller (the admin's code, a shared Credentials) may go on appending to
         # its object, which must neither bypass the signature check nor hide what is new.
         self.revocations = revocations.copy()
-        return self.revocations.identities - before
+        self._serials, self._identities = self.revocations.serials, self.revocations.identities
+        return self._identities - before
 
     def examine(self, token: bytes) -> Member:
         """What ``token`` says once its signature, names and key are checked, whatever its
@@ -350,11 +363,9 @@ class TokenVerifier:
             raise AuthError(f"token of {member.identity} expired", reason="expired_token")
         if now + _SKEW < not_before:
             raise AuthError(f"token of {member.identity} not valid yet", reason="bad_token")
-        if member.serial in self.revocations.serials or (
-            member.identity in self.revocations.identities
-        ):
+        if member.serial in self._serials or member.identity in self._identities:
             raise AuthError(f"token of {member.identity} is revoked", reason="revoked")
         return member
 
     def is_revoked(self, identity: str) -> bool:
-        return identity in self.revocations.identities
+        return identity in self._identities
