@@ -774,3 +774,21 @@ async def test_a_federation_with_the_default_security_runs_over_tls_only() -> No
     for o in outcomes:
         assert o.counters is not None
         assert o.counters.refused_peers == 0 and o.counters.bad_signatures == 0
+
+
+def test_a_revoked_member_cannot_open_a_session() -> None:
+    fed = create_local_federation(NAME, 3)
+    guard = _guard(fed, 1, MemoryAudit())
+    cert = certificate_der(load_certificate(fed.peers[2].token))
+    assert guard.authenticate(cert, 2) is None
+    assert fed.tracker.revocations is not None
+    signed = fed.tracker.revocations.copy()
+    fed.authority.revoke(signed, serial=None, identity=fed.peers[2].identity, reason="stolen")
+    assert guard.revoke(signed.to_bytes().decode()) == [2]
+    refusal = guard.authenticate(cert, 2)
+    assert refusal is not None and refusal.startswith("revoked")
+    # An unsigned list (anyone could write one) revokes nobody.
+    forged = signed.copy()
+    forged.entries.append({"identity": fed.peers[3].identity, "reason": "forged"})
+    assert guard.revoke(forged.to_bytes().decode()) == []
+    assert guard.authenticate(certificate_der(load_certificate(fed.peers[3].token)), 3) is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fltorrent.errors import BrokenResourceError, ConnectError, SecurityError
 from fltorrent.net.base import Address, Connection
@@ -340,3 +342,34 @@ def test_credentials_in_der_files_work_as_pem_ones(tmp_path: Path) -> None:
         Credentials.load(
             tmp_path / "peer-1.key", tmp_path / "junk.der", tmp_path / "federation.crt"
         )
+
+
+@aio(timeout=30)
+async def test_an_expired_token_cannot_connect() -> None:
+    fed = create_local_federation("tls", 1)
+    key = Ed25519PrivateKey.generate()
+    expired = fed.authority.issue(key.public_key(), peer_id=2, valid_for=dt.timedelta(seconds=-1))
+    stale = Credentials(key, expired, fed.peers[1].federation)
+    handler = Recorder(reply=b"server-data")
+    listener = await _transport(fed.peers[1]).listen(HOST, 0, handler)
+    try:
+        received = b""
+        try:  # TLS 1.3: the server judges the client's certificate after the client finished
+            conn = await _transport(stale).connect(*listener.address, timeout=5)
+            await conn.send(SECRET)
+            received = await _receive_all(conn, 1)
+            await conn.aclose()
+        except (ConnectError, BrokenResourceError):
+            pass
+        await asyncio.sleep(0.2)
+        assert received == b""
+        assert handler.calls == 0
+        # And an expired listener is refused by a member that dials it.
+        expired_listener = await _transport(stale).listen(HOST, 0, Recorder())
+        try:
+            with pytest.raises(ConnectError, match="TLS"):
+                await _transport(fed.peers[1]).connect(*expired_listener.address, timeout=5)
+        finally:
+            await expired_listener.aclose()
+    finally:
+        await listener.aclose()
