@@ -23,7 +23,7 @@ from fltorrent.config_chunks import ChunkConfig
 from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
 from fltorrent.config_security import SecurityConfig
-from fltorrent.config_types import Fraction, Mbit, PositiveInt, Seconds, Section
+from fltorrent.config_types import Fraction, ImportString, Mbit, PositiveInt, Seconds, Section
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
@@ -141,10 +141,19 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    """Which model of the zoo."""
+    """Which model: one of the zoo, or the user's own (``factory``)."""
 
     name: Literal["mlp", "cnn1d", "cnn2d", "resnet", "transformer"] = "cnn1d"
     hidden: PositiveInt = 32
+    factory: ImportString | None = Field(
+        None,
+        description="the user's model: an import string 'package.module:function', called "
+        "with the keyword arguments in model.options, returning a torch.nn.Module (replaces "
+        "name and hidden); resolved from the current directory and installed packages",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for model.factory"
+    )
 
 
 class TrainConfig(Section):

@@ -13,6 +13,10 @@ Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Seconds = Positive
 Mbit = Positive
+# User code by name, "package.module:attribute" (fltorrent.learn.plugins resolves it).
+ImportString = Annotated[
+    str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+]
 
 
 class Section(BaseModel):

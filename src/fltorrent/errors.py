@@ -19,6 +19,8 @@ catch everything of ours with one clause and still tell the kinds apart::
     │   ├── ManifestError           a manifest is malformed or inconsistent
     │   └── PieceVerificationError  a piece did not match its hash
     ├── LearnError                  datasets, models, chunk plans (e.g. mismatched state dict)
+    │   └── PluginError             user code plugged in (a model factory) failed; the message
+    │                               names the key and carries the user's traceback
     ├── AggregationError            preconditions of an aggregation rule are violated
     ├── TrackerError                rendezvous failed (timeout, refused registration)
     ├── SecurityError               keys, tokens and signatures
@@ -91,6 +93,10 @@ class PieceVerificationError(SwarmError):
 
 class LearnError(FltorrentError):
     """Datasets, models or chunk plans were used inconsistently."""
+
+
+class PluginError(LearnError):
+    """User code plugged in by import string failed, or returned the wrong kind of object."""
 
 
 class AggregationError(FltorrentError):

@@ -6,8 +6,10 @@ same seed gives bit-identical initial weights and the caller's global RNG state 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -222,13 +224,21 @@ def build_model(
         raise LearnError(f"hidden must be at least 1, got {hidden}")
     if name not in MODEL_NAMES:
         raise LearnError(f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}")
-    # torch's initialisers draw from the global generator. fork_rng restores it on exit
-    # (devices=[] keeps it off accelerators), and the lock keeps peers that build their models
-    # in concurrent threads from reseeding it under each other: without it, peers of one process
-    # started from different weights and their average was noise.
+    with seeded(seed):
+        return _construct(name, shape=shape, num_classes=num_classes, hidden=hidden)
+
+
+@contextlib.contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Build a model inside: every peer gets the same initial weights for the same seed.
+
+    torch's initialisers draw from the global generator. fork_rng restores it on exit
+    (devices=[] keeps it off accelerators), and the lock keeps peers that build their models in
+    concurrent threads from reseeding it under each other: without it, peers of one process
+    started from different weights and their average was noise."""
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _construct(name, shape=shape, num_classes=num_classes, hidden=hidden)
+        yield
 
 
 def _construct(name: str, *, shape: tuple[int, ...], num_classes: int, hidden: int) -> nn.Module:

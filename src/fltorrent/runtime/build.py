@@ -31,6 +31,7 @@ from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import EvalCache, Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
+from fltorrent.learn.plugins import resolve, user_model
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
 from fltorrent.plans import RoundPlan, make_plan
@@ -92,13 +93,17 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
     """The learner of peer ``peer_id`` (1-based): same initial model on every peer."""
     ds = data.dataset
     seed = config.federate.seed
-    model = build_model(
-        config.model.name,
-        input_shape=ds.input_shape,
-        num_classes=ds.num_classes,
-        hidden=config.model.hidden,
-        seed=seed,
-    )
+    m = config.model
+    if m.factory is not None:
+        model = user_model(m.factory, m.options, seed=seed, who=f"peer {peer_id}")
+    else:
+        model = build_model(
+            m.name,
+            input_shape=ds.input_shape,
+            num_classes=ds.num_classes,
+            hidden=m.hidden,
+            seed=seed,
+        )
     train_idx = data.train_parts[peer_id - 1]
     test_idx = data.test_parts[peer_id - 1]
     t = config.train
@@ -209,6 +214,13 @@ def build_selector(config: Config) -> Selector:
         window=sel.window,
         capabilities=caps,
     )
+
+
+def check_plugins(config: Config) -> None:
+    """Import the user's code named in ``config`` now, so that a bad import string is a
+    configuration error before anything starts (each peer resolves it again where it runs)."""
+    if config.model.factory is not None:
+        resolve(config.model.factory, key="model.factory")
 
 
 def make_tracker(

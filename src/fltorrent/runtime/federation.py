@@ -26,6 +26,7 @@ from fltorrent.config import Config, dump_config, load_config, parse_config
 from fltorrent.errors import FederationError
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
+from fltorrent.runtime.build import check_plugins
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
@@ -123,6 +124,7 @@ class Federation:
 
     async def _arun(self) -> FederationResult:
         cfg = self.config
+        check_plugins(cfg)  # before anything is written
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))

@@ -1,0 +1,126 @@
+"""The user's own model, plugged in by import string (``model.factory``)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fltorrent.config import load_config
+from fltorrent.errors import ConfigError, FederationError, PluginError
+from fltorrent.learn.plugins import resolve, user_model
+from fltorrent.runtime.federation import Federation
+
+MLP = "tests.learn.user_models:make_mlp"
+SMALL = [
+    "federate.mode=sim",
+    "federate.client_num=4",
+    "federate.total_round_num=2",
+    "data.num_samples=2000",
+    "output.progress=none",
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.learn.no_such_module:make", "cannot import 'tests.learn.no_such_module'"),
+        ("tests.learn.user_models:missing", "has no 'missing'"),
+        ("tests.learn.user_models:NOT_CALLABLE", "is not callable"),
+        ("not an import string", "is not an import string"),
+    ],
+)
+def test_what_does_not_resolve_is_a_config_error_naming_the_key(spec: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        resolve(spec, key="model.factory")
+    assert caught.value.path == "model.factory"
+
+
+def test_the_factory_gets_its_options_and_the_federations_seed() -> None:
+    a = user_model(MLP, {"hidden": 8}, seed=3, who="peer 1")
+    b = user_model(MLP, {"hidden": 8}, seed=3, who="peer 2")
+    c = user_model(MLP, {"hidden": 8}, seed=4, who="peer 3")
+    assert a.state_dict()["1.weight"].shape == (8, 40)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])  # every peer starts from the same weights
+    assert not torch.equal(a.state_dict()["1.weight"], c.state_dict()["1.weight"])
+
+
+def test_errors_in_user_code_carry_the_users_traceback_and_the_peer() -> None:
+    with pytest.raises(PluginError) as caught:
+        user_model("tests.learn.user_models:broken", {"hidden": 8}, seed=0, who="peer 3")
+    text = str(caught.value)
+    assert text.startswith("peer 3: model.factory 'tests.learn.user_models:broken' raised")
+    assert "the user's bug" in text and "_deep_inside" in text  # the user's own frames
+    with pytest.raises(PluginError, match=r"returned a int, not an nn\.Module"):
+        user_model("tests.learn.user_models:not_a_model", {}, seed=0, who="peer 1")
+
+
+@pytest.mark.slow
+def test_a_federation_trains_the_users_model(tmp_path: Path) -> None:
+    config = load_config(None, [*SMALL, f"model.factory={MLP}", "model.options={hidden: 12}"])
+    result = Federation(config, output_dir=tmp_path).run()
+    assert result.summary["finished_peers"] == [1, 2, 3, 4]
+    assert all(r["completion"] == 1.0 for r in result.metrics)
+    saved = load_file(str(tmp_path / "model.safetensors"))
+    assert set(saved) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+    assert saved["1.weight"].shape == (12, 40)
+    assert result.summary["final_accuracy_mean"] > 0.2  # learning, not chance (0.1)
+
+
+def test_a_bad_import_string_stops_the_run_before_anything_is_written(tmp_path: Path) -> None:
+    config = load_config(None, [*SMALL, "model.factory=tests.learn.nowhere:make"])
+    with pytest.raises(ConfigError, match=r"model\.factory"):
+        Federation(config, output_dir=tmp_path / "out").run()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_failing_factory_ends_the_run_with_the_users_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = load_config(None, [*SMALL, "model.factory=tests.learn.user_models:broken"])
+    with caplog.at_level(logging.ERROR), pytest.raises(FederationError, match="no peer finished"):
+        Federation(config, output_dir=tmp_path).run()
+    failures = [r.getMessage() for r in caplog.records if "the user's bug" in r.getMessage()]
+    assert len(failures) == 4 and all("_deep_inside" in f for f in failures)
+
+
+@pytest.mark.slow
+def test_the_users_model_runs_in_peer_processes(tmp_path: Path) -> None:
+    # Import strings reach other processes through the configuration, as they reach other
+    # hosts through the tracker's welcome.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fltorrent",
+            "run",
+            "--processes",
+            "--peers",
+            "3",
+            "--rounds",
+            "1",
+            "--set",
+            "data.num_samples=2000",
+            "--set",
+            f"model.factory={MLP}",
+            "--progress",
+            "none",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = load_file(str(tmp_path / "run" / "model.safetensors"))
+    assert set(saved) == {"1.weight", "1.bias", "3.weight", "3.bias"}
