@@ -127,7 +127,7 @@ class BitTorrentConfig(Section):
 
 
 class DataConfig(Section):
-    """Built-in dataset and how it is split among peers."""
+    """Built-in dataset and how it is split among peers, or the user's own (``factory``)."""
 
     name: Literal["mnist1d", "digits", "synthetic"] = "mnist1d"
     num_samples: PositiveInt | None = None
@@ -138,6 +138,16 @@ class DataConfig(Section):
     synthetic_alpha: float = Field(1.0, ge=0.0)
     synthetic_beta: float = Field(1.0, ge=0.0)
     cache_dir: Path | None = None
+    factory: ImportString | None = Field(
+        None,
+        description="the user's data: an import string 'package.module:function', called on "
+        "each peer with peer (from 1), num_peers, seed and the keyword arguments in "
+        "data.options, returning (train, test) torch Datasets of (input, label) pairs "
+        "(replaces name, num_samples and partition)",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for data.factory"
+    )
 
 
 class ModelConfig(Section):

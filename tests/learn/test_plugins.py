@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from fltorrent.config import load_config
 from fltorrent.errors import ConfigError, FederationError, PluginError
-from fltorrent.learn.plugins import resolve, user_model
+from fltorrent.learn.plugins import resolve, user_data, user_model
 from fltorrent.runtime.federation import Federation
 
 MLP = "tests.learn.user_models:make_mlp"
@@ -124,3 +124,40 @@ def test_the_users_model_runs_in_peer_processes(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     saved = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert set(saved) == {"1.weight", "1.bias", "3.weight", "3.bias"}
+
+
+BLOBS = "tests.learn.user_models:blobs"
+
+
+def test_a_peers_own_data_becomes_tensors() -> None:
+    own = user_data(BLOBS, {"samples": 30}, peer=2, num_peers=3, seed=1, who="peer 2")
+    assert own.train[0].shape == (30, 40) and own.train[0].dtype == torch.float32
+    assert own.train[1].dtype == torch.long and own.test[0].shape == (100, 40)
+    assert own.classes == 4
+    other = user_data(BLOBS, {"samples": 30}, peer=3, num_peers=3, seed=1, who="peer 3")
+    assert not torch.equal(own.train[0], other.train[0])  # each peer's own
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("tests.learn.user_models:not_a_pair", r"must return \(train, test\)"),
+        ("tests.learn.user_models:ragged", "item 0 is not|inputs differ in shape"),
+    ],
+)
+def test_data_that_is_not_pairs_of_one_shape_is_refused(spec: str, message: str) -> None:
+    with pytest.raises(PluginError, match=message):
+        user_data(spec, {}, peer=1, num_peers=2, seed=0, who="peer 1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", [MLP, None])
+def test_a_federation_trains_on_each_peers_own_data(tmp_path: Path, model: str | None) -> None:
+    overrides = [*SMALL, f"data.factory={BLOBS}", "data.options={samples: 150}"]
+    if model is not None:
+        overrides += [f"model.factory={model}", "model.options={classes: 4}"]
+    else:
+        overrides += ["model.name=mlp"]  # a zoo model: the classes come from the dataset
+    result = Federation(load_config(None, overrides), output_dir=tmp_path).run()
+    assert result.summary["finished_peers"] == [1, 2, 3, 4]
+    assert result.summary["final_accuracy_mean"] > 0.9  # the blobs are well apart

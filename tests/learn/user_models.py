@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
+from torch.utils.data import Dataset
 
 
 def make_mlp(in_features: int = 40, classes: int = 10, hidden: int = 16) -> nn.Module:
@@ -25,3 +27,40 @@ def not_a_model() -> object:
 
 
 NOT_CALLABLE = 3
+
+
+class Blobs(Dataset[tuple[np.ndarray, int]]):
+    """Four Gaussian blobs in 40 dimensions (same centres on every peer, own samples)."""
+
+    def __init__(self, samples: int, seed: int) -> None:
+        self.classes = ["north", "east", "south", "west"]  # as torchvision datasets say it
+        centres = np.random.default_rng(0).normal(size=(4, 40)) * 3
+        rng = np.random.default_rng(seed)
+        self.y = rng.integers(0, 4, samples)
+        self.x = (centres[self.y] + rng.normal(size=(samples, 40))).astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.x[i], int(self.y[i])
+
+
+def blobs(*, peer: int, num_peers: int, seed: int, samples: int = 200) -> tuple[Blobs, Blobs]:
+    """A peer's own data: its train and test sets, drawn from its own seed."""
+    assert 1 <= peer <= num_peers
+    return Blobs(samples, seed * 1000 + peer), Blobs(100, seed * 1000 + 500 + peer)
+
+
+def not_a_pair(**_kwargs: object) -> list[int]:
+    return [1, 2, 3]
+
+
+class _Ragged(Blobs):
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        x, y = super().__getitem__(i)
+        return (x if i % 2 else x[:10]), y
+
+
+def ragged(*, peer: int, num_peers: int, seed: int) -> tuple[Blobs, Blobs]:
+    return _Ragged(20, peer), _Ragged(10, peer)

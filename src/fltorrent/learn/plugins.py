@@ -9,6 +9,10 @@ with the current directory first (as ``python -m`` does), so a project made by
 * ``model.factory``: called with the keyword arguments in ``model.options``; returns a
   ``torch.nn.Module``. It runs under the federation's seed (:func:`~.models.seeded`), so every
   peer starts from the same weights, as with the built-in models.
+* ``data.factory``: called with ``peer`` (the peer's number, from 1), ``num_peers``, ``seed``
+  and the keyword arguments in ``data.options``, on the peer's own host; returns ``(train,
+  test)``, each a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs. The peer's data
+  never leaves it; it is read once into tensors (so it must fit in memory).
 
 Resolving a string that does not import is a configuration error naming the key; an exception
 raised by the user's code is a :class:`~fltorrent.errors.PluginError` carrying the user's
@@ -23,8 +27,10 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from fltorrent.errors import ConfigError, PluginError
@@ -79,3 +85,68 @@ def user_model(spec: str, options: Mapping[str, Any], *, seed: int, who: str) ->
     if not any(p.requires_grad for p in model.parameters()):
         raise PluginError(f"{who}: model.factory {spec!r} returned a model with no parameters")
     return model
+
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class UserData:
+    """One peer's data from the user's factory, as tensors."""
+
+    train: Pair
+    test: Pair
+    classes: int | None  # len(train.classes) when the dataset says (torchvision's do)
+
+
+def user_data(
+    spec: str, options: Mapping[str, Any], *, peer: int, num_peers: int, seed: int, who: str
+) -> UserData:
+    """``(train, test)`` from the data factory ``spec``, called with ``peer`` (from 1),
+    ``num_peers``, ``seed`` and ``options``, as tensors: inputs stacked as float32, labels as
+    int64. Each must be a ``torch.utils.data.Dataset`` (``len`` and indexing) of
+    ``(input, label)`` pairs, every input of one shape."""
+    factory = resolve(spec, key="data.factory")
+    kwargs = {"peer": peer, "num_peers": num_peers, "seed": seed, **options}
+    pair = call_user(factory, spec, "data.factory", who, **kwargs)
+    if not (isinstance(pair, tuple) and len(pair) == 2):
+        raise PluginError(f"{who}: data.factory {spec!r} must return (train, test)")
+    train, test = _tensors(pair[0], "train", spec, who), _tensors(pair[1], "test", spec, who)
+    if train[0].shape[1:] != test[0].shape[1:]:
+        raise PluginError(
+            f"{who}: data.factory {spec!r}: train inputs {tuple(train[0].shape[1:])} and test "
+            f"inputs {tuple(test[0].shape[1:])} differ in shape"
+        )
+    names = getattr(pair[0], "classes", None)
+    return UserData(train, test, len(names) if isinstance(names, list | tuple) else None)
+
+
+def _tensors(ds: Any, name: str, spec: str, who: str) -> Pair:
+    where = f"{who}: data.factory {spec!r}: the {name} set"
+    try:
+        n = len(ds)
+    except TypeError:
+        raise PluginError(f"{where} is not a Dataset (it has no length)") from None
+    if n == 0:
+        raise PluginError(f"{where} is empty")
+    xs, ys = [], []
+    for i in range(n):
+        try:
+            item = ds[i]
+            x, y = item
+            xs.append(torch.as_tensor(x, dtype=torch.float32))
+            ys.append(int(y))
+        except Exception as exc:
+            tb = "".join(traceback.format_exception(exc)[1:])
+            problem = f"{type(exc).__name__}: {exc}"
+            raise PluginError(
+                f"{where}: item {i} is not an (input, label) pair: {problem}\n{tb}"
+            ) from None
+    try:
+        x_all = torch.stack(xs)
+    except RuntimeError as exc:
+        raise PluginError(f"{where}: inputs differ in shape ({exc})") from None
+    y_all = torch.tensor(ys, dtype=torch.long)
+    if int(y_all.min()) < 0:
+        raise PluginError(f"{where}: labels must be class indices (0 or more)")
+    return x_all, y_all

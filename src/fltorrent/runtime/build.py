@@ -26,12 +26,13 @@ from fltorrent.devices.failures import FailureParams, crash_share_schedule
 from fltorrent.devices.failures import failure_schedule as plan_failures
 from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams
 from fltorrent.devices.profiles import DeviceProfile, assign_profiles
+from fltorrent.errors import LearnError
 from fltorrent.learn.data import Dataset, load_dataset
 from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import EvalCache, Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
-from fltorrent.learn.plugins import resolve, user_model
+from fltorrent.learn.plugins import resolve, user_data, user_model
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
 from fltorrent.plans import RoundPlan, make_plan
@@ -60,9 +61,12 @@ class FederationData:
     eval_cache: EvalCache
 
 
-def load_federation_data(config: Config) -> FederationData:
-    """Load (or generate) the dataset and split it among ``client_num`` peers, seeded."""
+def load_federation_data(config: Config) -> FederationData | None:
+    """Load (or generate) the dataset and split it among ``client_num`` peers, seeded;
+    ``None`` when each peer loads its own (``data.factory``)."""
     d = config.data
+    if d.factory is not None:
+        return None
     seed = config.federate.seed
     n = config.federate.client_num
     dataset = load_dataset(
@@ -89,42 +93,39 @@ def load_federation_data(config: Config) -> FederationData:
     return FederationData(dataset, parts, tests, x_test, y_test, EvalCache())
 
 
-def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner:
+def build_learner(config: Config, peer_id: int, data: FederationData | None) -> Learner:
     """The learner of peer ``peer_id`` (1-based): same initial model on every peer."""
-    ds = data.dataset
     seed = config.federate.seed
+    mine = _peer_data(config, peer_id, data)
     m = config.model
     if m.factory is not None:
         model = user_model(m.factory, m.options, seed=seed, who=f"peer {peer_id}")
+    elif mine.classes is None:
+        raise LearnError(
+            "a built-in model needs the number of classes, which one peer's data cannot tell: "
+            "give the datasets of data.factory a 'classes' list, or use model.factory"
+        )
     else:
         model = build_model(
             m.name,
-            input_shape=ds.input_shape,
-            num_classes=ds.num_classes,
+            input_shape=mine.input_shape,
+            num_classes=mine.classes,
             hidden=m.hidden,
             seed=seed,
         )
-    train_idx = data.train_parts[peer_id - 1]
-    test_idx = data.test_parts[peer_id - 1]
-    t = config.train
-    chunk = config.chunk
-    labels = torch.from_numpy(ds.y_train[train_idx])
+    labels = mine.train[1]
     attack = config.attack
     if attack.type == "label_flip" and peer_id in attack.attackers(
         config.federate.client_num, config.federate.seed
     ):
-        labels = ds.num_classes - 1 - labels
+        labels = (mine.classes or int(labels.max()) + 1) - 1 - labels
+    t = config.train
+    chunk = config.chunk
     return Learner(
         model=model,
-        train_data=(
-            torch.from_numpy(ds.x_train[train_idx]),
-            labels,
-        ),
-        test_data=(data.x_test, data.y_test),
-        local_test_data=(
-            torch.from_numpy(ds.x_test[test_idx]),
-            torch.from_numpy(ds.y_test[test_idx]),
-        ),
+        train_data=(mine.train[0], labels),
+        test_data=mine.test,
+        local_test_data=mine.local_test,
         plan_size=chunk.plan_size(),
         layout=chunk.layout,
         train_options={
@@ -141,7 +142,43 @@ def build_learner(config: Config, peer_id: int, data: FederationData) -> Learner
             seed=seed * 1000 + peer_id,
         ),
         seed=seed * 1000 + peer_id,
-        eval_cache=data.eval_cache,
+        eval_cache=data.eval_cache if data is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class _PeerData:
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]  # what "accuracy" is measured on
+    local_test: tuple[torch.Tensor, torch.Tensor]  # "local_accuracy"
+    input_shape: tuple[int, ...]
+    classes: int | None
+
+
+def _peer_data(config: Config, peer_id: int, data: FederationData | None) -> _PeerData:
+    """The peer's share of the built-in dataset, or its own data from ``data.factory`` (whose
+    test set is then both the global and the local one: no peer sees another's)."""
+    d = config.data
+    if d.factory is not None:
+        own = user_data(
+            d.factory,
+            d.options,
+            peer=peer_id,
+            num_peers=config.federate.client_num,
+            seed=config.federate.seed,
+            who=f"peer {peer_id}",
+        )
+        shape = tuple(int(s) for s in own.train[0].shape[1:])
+        return _PeerData(own.train, own.test, own.test, shape, own.classes)
+    assert data is not None, "built-in data is loaded by load_federation_data"
+    ds = data.dataset
+    train_idx, test_idx = data.train_parts[peer_id - 1], data.test_parts[peer_id - 1]
+    return _PeerData(
+        (torch.from_numpy(ds.x_train[train_idx]), torch.from_numpy(ds.y_train[train_idx])),
+        (data.x_test, data.y_test),
+        (torch.from_numpy(ds.x_test[test_idx]), torch.from_numpy(ds.y_test[test_idx])),
+        ds.input_shape,
+        ds.num_classes,
     )
 
 
@@ -219,8 +256,12 @@ def build_selector(config: Config) -> Selector:
 def check_plugins(config: Config) -> None:
     """Import the user's code named in ``config`` now, so that a bad import string is a
     configuration error before anything starts (each peer resolves it again where it runs)."""
-    if config.model.factory is not None:
-        resolve(config.model.factory, key="model.factory")
+    for key, spec in (
+        ("model.factory", config.model.factory),
+        ("data.factory", config.data.factory),
+    ):
+        if spec is not None:
+            resolve(spec, key=key)
 
 
 def make_tracker(
