@@ -1,4 +1,4 @@
-"""Command line: ``fltorrent run | tracker | peer | config show | config validate | keys``.
+"""Command line: ``fltorrent run | tracker | peer | new | config show | config validate | keys``.
 
 Thin: parse arguments, build a configuration, call the runtime, map errors to exit codes
 (configuration errors 2, other failures 1) with a one-line message instead of a traceback.
@@ -284,6 +284,19 @@ def peer(
     finally:
         sink.close()
     raise typer.Exit(code)
+
+
+@app.command()
+def new(
+    directory: Annotated[Path, typer.Argument(help="The project's directory (new or empty).")],
+) -> None:
+    """Write a small runnable project to edit: model.py, data.py and fltorrent.yaml."""
+    from fltorrent.project import write_project
+
+    written = _guard(lambda: write_project(directory))
+    for path in written:
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: cd {directory} && fltorrent run -c fltorrent.yaml")
 
 
 @config_app.command("show")
