@@ -175,6 +175,13 @@ class TrainConfig(Section):
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    proximal_mu: float = Field(
+        0.0,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="FedProx: weight of the proximal term mu/2 ||w - w_round_start||^2 in "
+        "local training (0: plain FedAvg); 0.001-0.1 is the usual range",
+    )
 
 
 Codec = Literal["none", "topk", "q8"]

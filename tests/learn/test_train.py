@@ -152,3 +152,40 @@ def test_functional_sgd_matches_torch_optim_sgd() -> None:
             opt.step()
     for (name, a), b in zip(ours.state_dict().items(), ref.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
+
+
+def _distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float(((a[k] - b[k]) ** 2).sum()) for k in a))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fedprox_keeps_the_model_near_the_round_start(optimizer: str) -> None:
+    x, y = _blobs()
+    moved = {}
+    for mu in (0.0, 1.0, 10.0):
+        model = build_model("mlp", input_shape=(8,), num_classes=2, hidden=16, seed=0)
+        start = _state(model)
+        train_local(model, x, y, epochs=3, lr=0.05, optimizer=optimizer, proximal_mu=mu, seed=1)
+        moved[mu] = _distance(_state(model), start)
+    assert moved[0.0] > moved[1.0] > moved[10.0] > 0
+    with pytest.raises(LearnError, match="proximal_mu"):
+        train_local(model, x, y, proximal_mu=-1.0)
+
+
+def test_fedprox_adds_mu_times_the_drift_to_each_gradient() -> None:
+    # Full-batch plain SGD, three steps, against the same steps written out by hand.
+    x, y = _blobs(n=16)
+    lr, mu = 0.1, 0.5
+    model = build_model("mlp", input_shape=(8,), num_classes=2, hidden=4, seed=0)
+    by_hand = build_model("mlp", input_shape=(8,), num_classes=2, hidden=4, seed=0)
+    train_local(model, x, y, epochs=3, batch_size=16, lr=lr, momentum=0.0, proximal_mu=mu)
+    start = [p.detach().clone() for p in by_hand.parameters()]
+    for _ in range(3):
+        by_hand.zero_grad()
+        F.cross_entropy(by_hand(x), y).backward()
+        with torch.no_grad():
+            for p, p0 in zip(by_hand.parameters(), start, strict=True):
+                assert p.grad is not None
+                p.sub_(lr * (p.grad + mu * (p - p0)))
+    for k, v in _state(by_hand).items():
+        torch.testing.assert_close(_state(model)[k], v, rtol=1e-5, atol=1e-6)

@@ -97,9 +97,15 @@ def train_local(
     optimizer: str = "sgd",
     momentum: float = 0.9,
     weight_decay: float = 0.0,
+    proximal_mu: float = 0.0,
     seed: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place with cross-entropy for ``epochs`` passes over (x, y).
+
+    ``proximal_mu`` > 0 is FedProx (Li et al., 2020): the objective gains
+    ``mu / 2 * ||w - w_start||^2``, which keeps a peer with skewed data near the round's
+    starting model; its gradient ``mu (w - w_start)`` is added to each step's (the reported
+    loss is the cross-entropy alone).
 
     A fresh optimizer is built on every call (``sgd`` with ``momentum``, or ``adam``, which
     ignores ``momentum``), so no optimizer state survives between rounds. Each epoch visits the
@@ -115,6 +121,8 @@ def train_local(
         raise LearnError(f"lr must be positive, got {lr}")
     if optimizer not in OPTIMIZERS:
         raise LearnError(f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZERS)}")
+    if not proximal_mu >= 0:
+        raise LearnError(f"proximal_mu must be non-negative, got {proximal_mu}")
     n = len(y)
     if n == 0 or epochs == 0:
         return TrainResult(num_samples=n, loss=math.nan, steps=0, seconds=0.0)
@@ -126,6 +134,8 @@ def train_local(
     else:
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     model.train()
     steps = 0
     epoch_loss = torch.zeros(())
@@ -138,6 +148,9 @@ def train_local(
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x[idx]), y[idx])
             loss.backward()
+            for p, a in zip(params if anchor else (), anchor, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(p.detach() - a, alpha=proximal_mu)
             opt.step()
             epoch_loss += loss.detach() * len(idx)
             steps += 1

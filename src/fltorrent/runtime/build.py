@@ -135,6 +135,7 @@ def build_learner(config: Config, peer_id: int, data: FederationData | None) -> 
             "optimizer": t.optimizer,
             "momentum": t.momentum,
             "weight_decay": t.weight_decay,
+            "proximal_mu": t.proximal_mu,
         },
         scorer=ImportanceScorer(
             chunk.importance_method,
