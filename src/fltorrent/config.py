@@ -182,6 +182,16 @@ class TrainConfig(Section):
         description="FedProx: weight of the proximal term mu/2 ||w - w_round_start||^2 in "
         "local training (0: plain FedAvg); 0.001-0.1 is the usual range",
     )
+    server_momentum: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="FedAvgM: momentum each peer applies to its own aggregate, over rounds "
+        "(0: the aggregate as it is); 0.9 is the usual value, with server_lr 1",
+    )
+    server_lr: float = Field(
+        1.0, gt=0.0, allow_inf_nan=False, description="FedAvgM: step along the velocity"
+    )
 
 
 Codec = Literal["none", "topk", "q8"]

@@ -50,6 +50,7 @@ from fltorrent.stages import (
     Privatizer,
     PublishContext,
     Publisher,
+    ServerMomentum,
     Trained,
     no_privacy,
 )
@@ -101,6 +102,7 @@ class Peer:
         privatizer: Privatizer = no_privacy,
         neighbours: Collection[int] = (),
         addresses: Mapping[int, Address] | None = None,
+        server_step: ServerMomentum | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.learner = learner
@@ -121,6 +123,7 @@ class Peer:
         self.selector = selector or Selector()
         self.publisher: Publisher = publisher or HonestPublisher()
         self.privatizer = privatizer
+        self.server_step = server_step  # FedAvgM on the aggregate (None: load it as it is)
         chunks = learner.plan
         self._weights_mask = [chunks.floating(c) for c in range(chunks.num_chunks)]
         self.phase = Phase.STARTING
@@ -193,6 +196,13 @@ class Peer:
             await self._round(r)
         self._enter(Phase.SEEDING)
         return self.history
+
+    def _loader(self, before: Sequence[np.ndarray]) -> Callable[[Sequence[np.ndarray]], None]:
+        """How the round's aggregate becomes the model: as it is, or through the server step."""
+        step, learner = self.server_step, self.learner
+        if step is None:
+            return learner.load_vectors
+        return lambda vectors: learner.load_vectors(step(before, vectors, self._weights_mask))
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -296,7 +306,7 @@ class Peer:
             compute=self._work,
             enter=self._enter,
             now=self._now,
-            load=learner.load_vectors,
+            load=self._loader(before),
             observe=self._observe,
         )
         outcome = await self.plan.exchange(ctx)

@@ -21,6 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
+from fltorrent.aggregate.momentum import server_momentum
 from fltorrent.learn.chunking import ChunkPlan
 from fltorrent.learn.compress import Codec
 from fltorrent.learn.learner import LocalUpdate
@@ -131,3 +132,25 @@ class HonestPublisher:
         self, base: Sequence[np.ndarray], others: Mapping[int, Mapping[int, np.ndarray]]
     ) -> None:
         """An honest peer keeps nothing of what it received."""
+
+
+class ServerMomentum:
+    """The stage between aggregation and the next round: FedAvgM's momentum on this peer's
+    own aggregate (:func:`fltorrent.aggregate.momentum.server_momentum`); it keeps the
+    velocity from round to round."""
+
+    def __init__(self, *, beta: float, lr: float = 1.0) -> None:
+        self.beta = beta
+        self.lr = lr
+        self.velocity: list[np.ndarray] | None = None
+
+    def __call__(
+        self,
+        base: Sequence[np.ndarray],
+        aggregate: Sequence[np.ndarray],
+        mask: Sequence[np.ndarray],
+    ) -> list[np.ndarray]:
+        model, self.velocity = server_momentum(
+            base, aggregate, self.velocity, beta=self.beta, lr=self.lr, mask=mask
+        )
+        return model

@@ -56,7 +56,7 @@ from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
 from fltorrent.security.guard import PeerGuard
 from fltorrent.selection import Selector
-from fltorrent.stages import HonestPublisher, Publisher
+from fltorrent.stages import HonestPublisher, Publisher, ServerMomentum
 from fltorrent.swarm import Counters, Swarm, SwarmSecurity
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker_client import TrackerClient
@@ -94,6 +94,7 @@ class PeerState:
     defense: Defense  # its trust table survives too
     adversary: Adversary | None
     selector: Selector
+    server_step: ServerMomentum | None = None  # FedAvgM's velocity survives too
 
 
 @dataclass
@@ -207,6 +208,7 @@ async def _peer_state(
         defense=build_defense(config, peer_id),
         adversary=build_adversary(config, peer_id),
         selector=build_selector(config),
+        server_step=server_step(config),
     )
     if hooks.saved is not None:
         hooks.saved[peer_id] = state
@@ -315,6 +317,7 @@ async def _run_peer(
         publisher=_publisher(state.adversary),
         neighbours=neighbours,
         addresses=welcome.members,
+        server_step=state.server_step,
     )
     for gone in client.left | set(welcome.departed):
         peer.membership.left(gone)
@@ -402,6 +405,14 @@ def _swarm_security(guard: PeerGuard | None) -> SwarmSecurity | None:
         authenticate=guard.authenticate,
         audit=guard.swarm_event,
     )
+
+
+def server_step(config: Config) -> ServerMomentum | None:
+    """FedAvgM's stage, when the configuration asks for it."""
+    t = config.train
+    if t.server_momentum == 0 and t.server_lr == 1:
+        return None
+    return ServerMomentum(beta=t.server_momentum, lr=t.server_lr)
 
 
 def _publisher(adversary: Adversary | None) -> Publisher:
