@@ -15,7 +15,7 @@ from pydantic import Field
 
 from fltorrent.aggregate import check_preaggregator, check_rule
 from fltorrent.attacks.behaviour import AttackKind
-from fltorrent.config_types import Fraction, Positive, Section
+from fltorrent.config_types import Fraction, ImportString, Positive, Section
 from fltorrent.errors import AggregationError, ConfigError
 
 RuleName = Literal[
@@ -68,6 +68,12 @@ class RobustConfig(Section):
 
     rule: RuleName = Field(
         "mean", description="'mean' is sample-weighted FedAvg; the others ignore sample counts"
+    )
+    rule_factory: ImportString | None = Field(
+        None,
+        description="the user's own rule: an import string naming a function of the (n, d) "
+        "array of the authors' deltas for one chunk that returns the d-vector delta (replaces "
+        "rule; detection and trust still apply)",
     )
     f: int = Field(0, ge=0, description="Byzantine authors the rule must tolerate")
     m: int | None = Field(None, ge=1, description="multi_krum: updates averaged (n - f)")

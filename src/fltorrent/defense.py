@@ -28,7 +28,7 @@ The peer calls :meth:`Defense.aggregate`; the math lives in :mod:`fltorrent.aggr
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,7 +43,7 @@ from fltorrent.aggregate import (
 )
 from fltorrent.aggregate import median as coordinate_median
 from fltorrent.aggregate.trust import TrustTable, UpdateMomentum, flag_authors, flagged
-from fltorrent.errors import AggregationError
+from fltorrent.errors import AggregationError, PluginError
 
 Vector = np.ndarray
 
@@ -75,6 +75,9 @@ class Defense:
     burst_k: float = 3.0
     trust: TrustTable | None = None
     seed: int = 0
+    # The user's rule over the (n, d) deltas of one chunk (replaces ``rule``; the runtime wraps
+    # it so that its errors carry the user's traceback).
+    custom: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -109,6 +112,7 @@ class Defense:
             and self.preagg == "none"
             and not self.detection
             and self.trust is None
+            and self.custom is None
         )
 
     def aggregate(
@@ -181,6 +185,14 @@ class Defense:
         )
 
     def _robust(self, deltas: np.ndarray, weights: np.ndarray) -> tuple[Vector, bool]:
+        if self.custom is not None:
+            out = np.asarray(self.custom(deltas), dtype=np.float64)
+            if out.shape != deltas.shape[1:] or not np.all(np.isfinite(out)):
+                raise PluginError(
+                    f"robust.rule_factory returned {out.shape}, not a finite vector of "
+                    f"{deltas.shape[1:]} for deltas of shape {deltas.shape}"
+                )
+            return out, False
         x = deltas
         n = len(x)
         try:

@@ -7,13 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from fltorrent.config import load_config
+from fltorrent.defense import Defense
 from fltorrent.errors import ConfigError, FederationError, PluginError
-from fltorrent.learn.plugins import resolve, user_data, user_model
+from fltorrent.learn.plugins import resolve, user_data, user_model, user_rule
 from fltorrent.runtime.federation import Federation
 
 MLP = "tests.learn.user_models:make_mlp"
@@ -161,3 +163,27 @@ def test_a_federation_trains_on_each_peers_own_data(tmp_path: Path, model: str |
     result = Federation(load_config(None, overrides), output_dir=tmp_path).run()
     assert result.summary["finished_peers"] == [1, 2, 3, 4]
     assert result.summary["final_accuracy_mean"] > 0.9  # the blobs are well apart
+
+
+def test_a_users_rule_aggregates_each_chunk() -> None:
+    rule = user_rule("tests.learn.user_models:middle_mean", who="peer 1")
+    defense = Defense(custom=rule)
+    assert not defense.plain
+    base = [np.zeros(3)]
+    others = {a: (1.0, {0: np.full(3, float(a))}) for a in (2, 3, 4, 50)}
+    out, _ = defense.aggregate(1, me=1, base=base, own=[np.ones(3)], own_weight=1.0, others=others)
+    np.testing.assert_allclose(out[0], np.full(3, 3.0))  # 1, 2, 3, 4, 50: the middle three
+    bad = Defense(custom=user_rule("tests.learn.user_models:wrong_shape", who="peer 1"))
+    with pytest.raises(PluginError, match="not a finite vector"):
+        bad.aggregate(1, me=1, base=base, own=[np.ones(3)], own_weight=1.0, others=others)
+    failing = Defense(custom=user_rule("tests.learn.user_models:failing_rule", who="peer 2"))
+    with pytest.raises(PluginError, match=r"peer 2: robust\.rule_factory .* the user's rule broke"):
+        failing.aggregate(1, me=1, base=base, own=[np.ones(3)], own_weight=1.0, others=others)
+
+
+@pytest.mark.slow
+def test_a_federation_aggregates_with_the_users_rule(tmp_path: Path) -> None:
+    rule = "robust.rule_factory=tests.learn.user_models:middle_mean"
+    result = Federation(load_config(None, [*SMALL, rule]), output_dir=tmp_path).run()
+    assert result.summary["finished_peers"] == [1, 2, 3, 4]
+    assert result.summary["final_accuracy_mean"] > 0.2

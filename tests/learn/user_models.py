@@ -64,3 +64,18 @@ class _Ragged(Blobs):
 
 def ragged(*, peer: int, num_peers: int, seed: int) -> tuple[Blobs, Blobs]:
     return _Ragged(20, peer), _Ragged(10, peer)
+
+
+def middle_mean(deltas: np.ndarray) -> np.ndarray:
+    """A user's rule: drop the largest and smallest value per coordinate, average the rest."""
+    if len(deltas) <= 2:
+        return np.asarray(deltas.mean(axis=0))
+    return np.asarray(np.sort(deltas, axis=0)[1:-1].mean(axis=0))
+
+
+def wrong_shape(deltas: np.ndarray) -> np.ndarray:
+    return np.asarray(deltas[:, :1].mean(axis=0))
+
+
+def failing_rule(deltas: np.ndarray) -> np.ndarray:
+    raise ArithmeticError("the user's rule broke")

@@ -13,6 +13,8 @@ with the current directory first (as ``python -m`` does), so a project made by
   and the keyword arguments in ``data.options``, on the peer's own host; returns ``(train,
   test)``, each a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs. The peer's data
   never leaves it; it is read once into tensors (so it must fit in memory).
+* ``robust.rule_factory``: called with ``deltas``, the (n, d) array of the authors' deltas of
+  one chunk; returns the d-vector delta (the peer's defence calls it per chunk).
 
 Resolving a string that does not import is a configuration error naming the key; an exception
 raised by the user's code is a :class:`~fltorrent.errors.PluginError` carrying the user's
@@ -30,6 +32,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -150,3 +153,15 @@ def _tensors(ds: Any, name: str, spec: str, who: str) -> Pair:
     if int(y_all.min()) < 0:
         raise PluginError(f"{where}: labels must be class indices (0 or more)")
     return x_all, y_all
+
+
+def user_rule(spec: str, *, who: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The aggregation rule ``spec`` names (``robust.rule_factory``): a function of the
+    (n, d) deltas of one chunk returning the d-vector delta, wrapped so that an exception in
+    it is a :class:`PluginError` with the user's traceback."""
+    rule = resolve(spec, key="robust.rule_factory")
+
+    def guarded(deltas: np.ndarray) -> np.ndarray:
+        return np.asarray(call_user(rule, spec, "robust.rule_factory", who, deltas=deltas))
+
+    return guarded

@@ -32,7 +32,7 @@ from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import EvalCache, Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
-from fltorrent.learn.plugins import resolve, user_data, user_model
+from fltorrent.learn.plugins import resolve, user_data, user_model, user_rule
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
 from fltorrent.plans import RoundPlan, make_plan
@@ -260,6 +260,7 @@ def check_plugins(config: Config) -> None:
     for key, spec in (
         ("model.factory", config.model.factory),
         ("data.factory", config.data.factory),
+        ("robust.rule_factory", config.robust.rule_factory),
     ):
         if spec is not None:
             resolve(spec, key=key)
@@ -429,6 +430,11 @@ def build_defense(config: Config, peer_id: int) -> Defense:
             else None
         ),
         seed=config.federate.seed * 1000 + peer_id,
+        custom=(
+            user_rule(rb.rule_factory, who=f"peer {peer_id}")
+            if rb.rule_factory is not None
+            else None
+        ),
     )
 
 
