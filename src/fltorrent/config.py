@@ -192,6 +192,15 @@ class TrainConfig(Section):
     server_lr: float = Field(
         1.0, gt=0.0, allow_inf_nan=False, description="FedAvgM: step along the velocity"
     )
+    step: ImportString | None = Field(
+        None,
+        description="the user's local training: step(model=, x=, y=, options=, seed=) trains "
+        "the model in place on the peer's tensors and returns the mean loss (options: this "
+        "section as a dict)",
+    )
+    evaluate: ImportString | None = Field(
+        None, description="the user's evaluation: evaluate(model=, x=, y=) -> (accuracy, loss)"
+    )
 
 
 Codec = Literal["none", "topk", "q8"]

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from fltorrent.config import load_config
 from fltorrent.defense import Defense
 from fltorrent.errors import ConfigError, FederationError, PluginError
-from fltorrent.learn.plugins import resolve, user_data, user_model, user_rule
+from fltorrent.learn.plugins import resolve, user_data, user_evaluate, user_model, user_rule
 from fltorrent.runtime.federation import Federation
 
 MLP = "tests.learn.user_models:make_mlp"
@@ -187,3 +187,25 @@ def test_a_federation_aggregates_with_the_users_rule(tmp_path: Path) -> None:
     result = Federation(load_config(None, [*SMALL, rule]), output_dir=tmp_path).run()
     assert result.summary["finished_peers"] == [1, 2, 3, 4]
     assert result.summary["final_accuracy_mean"] > 0.2
+
+
+@pytest.mark.slow
+def test_a_federation_trains_and_evaluates_with_the_users_functions(tmp_path: Path) -> None:
+    overrides = [
+        *SMALL,
+        "train.step=tests.learn.user_models:sgd_step",
+        "train.evaluate=tests.learn.user_models:accuracy_only",
+        "train.lr=0.3",  # plain SGD without momentum needs a larger step in two rounds
+        "train.local_epochs=2",
+    ]
+    result = Federation(load_config(None, overrides), output_dir=tmp_path).run()
+    assert result.summary["finished_peers"] == [1, 2, 3, 4]
+    assert all(r["loss"] == -1.0 for r in result.metrics)  # the user's evaluation ran
+    assert all(r["train_loss"] > 0 for r in result.metrics)  # the user's step's loss
+    assert result.summary["final_accuracy_mean"] > 0.2
+
+
+def test_a_users_evaluation_must_give_accuracy_and_loss() -> None:
+    evaluate = user_evaluate("tests.learn.user_models:not_a_pair_of_floats", who="peer 4")
+    with pytest.raises(PluginError, match=r"peer 4: train\.evaluate .* not \(accuracy, loss\)"):
+        evaluate(model=torch.nn.Linear(2, 2), x=torch.zeros(1, 2), y=torch.zeros(1))

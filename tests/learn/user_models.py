@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset
 
@@ -79,3 +82,32 @@ def wrong_shape(deltas: np.ndarray) -> np.ndarray:
 
 def failing_rule(deltas: np.ndarray) -> np.ndarray:
     raise ArithmeticError("the user's rule broke")
+
+
+def sgd_step(
+    *, model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: dict[str, Any], seed: int
+) -> float:
+    """A user's own training step: plain SGD, no momentum, its own batching."""
+    opt = torch.optim.SGD(model.parameters(), lr=options["lr"])
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    total = 0.0
+    for _ in range(options["epochs"]):
+        total = 0.0
+        for first in range(0, len(y), options["batch_size"]):
+            idx = order[first : first + options["batch_size"]]
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+    return total / len(y)
+
+
+def accuracy_only(*, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """A user's own evaluation: accuracy, and a loss it does not compute (-1)."""
+    with torch.no_grad():
+        return float((model(x).argmax(dim=1) == y).float().mean()), -1.0
+
+
+def not_a_pair_of_floats(**_kwargs: object) -> str:
+    return "good"

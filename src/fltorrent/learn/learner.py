@@ -7,10 +7,11 @@ keeps serving neighbours); nothing here knows about sockets or rounds beyond a n
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +108,8 @@ class Learner:
         seed: int = 0,
         layout: Layout = "auto",
         eval_cache: EvalCache | None = None,
+        train_fn: Callable[..., float | None] | None = None,
+        eval_fn: Callable[..., tuple[float, float]] | None = None,
     ) -> None:
         self.model = model
         self.x, self.y = train_data
@@ -117,6 +120,9 @@ class Learner:
         self.scorer = scorer
         self.seed = seed
         self.eval_cache = eval_cache
+        # The user's own training and evaluation (train.step, train.evaluate), or ours.
+        self.train_fn = train_fn
+        self.eval_fn = eval_fn
         self._forward_flops: float | None = None
 
     @property
@@ -150,9 +156,22 @@ class Learner:
     def local_round(self, round_: int) -> LocalUpdate:
         """Train one round, then cut the model into chunks and score them."""
         before = self.vectors()
-        result = train_local(
-            self.model, self.x, self.y, seed=self.seed * 100_003 + round_, **self.train_options
-        )
+        seed = self.seed * 100_003 + round_
+        if self.train_fn is None:
+            result = train_local(self.model, self.x, self.y, seed=seed, **self.train_options)
+        else:
+            t0 = time.perf_counter()
+            loss = self.train_fn(
+                model=self.model, x=self.x, y=self.y, options=dict(self.train_options), seed=seed
+            )
+            opts = self.train_options
+            batches = math.ceil(len(self.y) / int(opts.get("batch_size", 32)))
+            result = TrainResult(
+                num_samples=len(self.y),
+                loss=math.nan if loss is None else float(loss),
+                steps=batches * int(opts.get("epochs", 1)),
+                seconds=time.perf_counter() - t0,
+            )
         state = self.model.state_dict()
         chunks = self.plan.split(state)
         after = [self.plan.chunk_to_vector(i, c) for i, c in enumerate(chunks)]
@@ -184,6 +203,10 @@ class Learner:
 
     def evaluate(self) -> Evaluation:
         """Evaluate on the global test set and on this peer's local test split."""
+        if self.eval_fn is not None:
+            acc, loss = self.eval_fn(model=self.model, x=self.x_test, y=self.y_test)
+            local_acc, local_loss = self.eval_fn(model=self.model, x=self.x_local, y=self.y_local)
+            return Evaluation(acc, loss, local_acc, local_loss)
         if self.eval_cache is not None:
             acc, loss = self.eval_cache.evaluate(self.model, self.x_test, self.y_test)
         else:

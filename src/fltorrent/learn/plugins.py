@@ -13,6 +13,10 @@ with the current directory first (as ``python -m`` does), so a project made by
   and the keyword arguments in ``data.options``, on the peer's own host; returns ``(train,
   test)``, each a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs. The peer's data
   never leaves it; it is read once into tensors (so it must fit in memory).
+* ``train.step``: called as ``step(model=, x=, y=, options=, seed=)`` with the peer's training
+  tensors, the ``train`` section as a dict (epochs, batch_size, lr, ...) and the round's seed;
+  trains ``model`` in place and returns the mean loss (or ``None``).
+* ``train.evaluate``: called as ``evaluate(model=, x=, y=)``; returns ``(accuracy, loss)``.
 * ``robust.rule_factory``: called with ``deltas``, the (n, d) array of the authors' deltas of
   one chunk; returns the d-vector delta (the peer's defence calls it per chunk).
 
@@ -163,5 +167,35 @@ def user_rule(spec: str, *, who: str) -> Callable[[np.ndarray], np.ndarray]:
 
     def guarded(deltas: np.ndarray) -> np.ndarray:
         return np.asarray(call_user(rule, spec, "robust.rule_factory", who, deltas=deltas))
+
+    return guarded
+
+
+def user_train(spec: str, *, who: str) -> Callable[..., float | None]:
+    """The training step ``spec`` names (``train.step``), guarded like every plug-in."""
+    step = resolve(spec, key="train.step")
+
+    def guarded(**kwargs: Any) -> float | None:
+        loss = call_user(step, spec, "train.step", who, **kwargs)
+        if loss is not None and not isinstance(loss, int | float | torch.Tensor):
+            raise PluginError(f"{who}: train.step {spec!r} returned {loss!r}, not a loss")
+        return None if loss is None else float(loss)
+
+    return guarded
+
+
+def user_evaluate(spec: str, *, who: str) -> Callable[..., tuple[float, float]]:
+    """The evaluation ``spec`` names (``train.evaluate``): ``(accuracy, loss)``."""
+    evaluate = resolve(spec, key="train.evaluate")
+
+    def guarded(**kwargs: Any) -> tuple[float, float]:
+        out = call_user(evaluate, spec, "train.evaluate", who, **kwargs)
+        try:
+            acc, loss = out
+            return float(acc), float(loss)
+        except (TypeError, ValueError):
+            raise PluginError(
+                f"{who}: train.evaluate {spec!r} returned {out!r}, not (accuracy, loss)"
+            ) from None
 
     return guarded

@@ -32,7 +32,14 @@ from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import EvalCache, Learner
 from fltorrent.learn.models import build_model
 from fltorrent.learn.partition import partition, split_test_like
-from fltorrent.learn.plugins import resolve, user_data, user_model, user_rule
+from fltorrent.learn.plugins import (
+    resolve,
+    user_data,
+    user_evaluate,
+    user_model,
+    user_rule,
+    user_train,
+)
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
 from fltorrent.plans import RoundPlan, make_plan
@@ -144,6 +151,10 @@ def build_learner(config: Config, peer_id: int, data: FederationData | None) -> 
         ),
         seed=seed * 1000 + peer_id,
         eval_cache=data.eval_cache if data is not None else None,
+        train_fn=user_train(t.step, who=f"peer {peer_id}") if t.step is not None else None,
+        eval_fn=(
+            user_evaluate(t.evaluate, who=f"peer {peer_id}") if t.evaluate is not None else None
+        ),
     )
 
 
@@ -261,6 +272,8 @@ def check_plugins(config: Config) -> None:
         ("model.factory", config.model.factory),
         ("data.factory", config.data.factory),
         ("robust.rule_factory", config.robust.rule_factory),
+        ("train.step", config.train.step),
+        ("train.evaluate", config.train.evaluate),
     ):
         if spec is not None:
             resolve(spec, key=key)
