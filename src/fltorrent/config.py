@@ -364,6 +364,20 @@ class Config(Section):
     attack: AttackConfig = AttackConfig()
     security: SecurityConfig = SecurityConfig()
 
+    def _plugin_checks(self) -> None:
+        """Refuse settings that a plug-in would silently override."""
+        if self.model.options and self.model.factory is None:
+            raise _unused("model.options", "they are for model.factory, which is not set")
+        if self.data.options and self.data.factory is None:
+            raise _unused("data.options", "they are for data.factory, which is not set")
+        if self.train.step is not None and self.train.proximal_mu > 0:
+            raise _unused(
+                "train.proximal_mu", "FedProx is part of the built-in step; train.step replaces it"
+            )
+        rb = self.robust
+        if rb.rule_factory is not None and (rb.rule != "mean" or rb.preagg != "none"):
+            raise _unused("robust.rule", "robust.rule_factory replaces robust.rule and preagg")
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # ConfigError (not ValueError) passes through pydantic untouched, with its key path.
@@ -379,6 +393,7 @@ class Config(Section):
                     f"round {rnd} or peer ids {bad} outside the federation",
                     path="faults.crash_rounds",
                 )
+        self._plugin_checks()
         self.robust.check(n)
         self.attack.check(n)
         self.selection.check(n)
@@ -410,6 +425,10 @@ class Config(Section):
                 seed=self.federate.seed,
             )
         return self
+
+
+def _unused(path: str, why: str) -> ConfigError:
+    return ConfigError(f"would be ignored: {why}", path=path)
 
 
 def _format_errors(exc: ValidationError) -> str:

@@ -209,3 +209,56 @@ def test_a_users_evaluation_must_give_accuracy_and_loss() -> None:
     evaluate = user_evaluate("tests.learn.user_models:not_a_pair_of_floats", who="peer 4")
     with pytest.raises(PluginError, match=r"peer 4: train\.evaluate .* not \(accuracy, loss\)"):
         evaluate(model=torch.nn.Linear(2, 2), x=torch.zeros(1, 2), y=torch.zeros(1))
+
+
+def test_a_factory_may_build_a_zoo_model_and_numpy_draws_are_seeded() -> None:
+    # The lock is reentrant (before, this deadlocked); numpy's generator is seeded as torch's.
+    a = user_model("tests.learn.user_models:wrapped_zoo", {}, seed=1, who="peer 1")
+    assert sum(p.numel() for p in a.parameters()) > 0
+    first = user_model("tests.learn.user_models:numpy_init", {"hidden": 3}, seed=9, who="p 1")
+    again = user_model("tests.learn.user_models:numpy_init", {"hidden": 3}, seed=9, who="p 2")
+    for k, v in first.state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+
+
+def test_labels_the_model_has_no_output_for_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    overrides = [
+        *SMALL,
+        f"data.factory={BLOBS}",
+        f"model.factory={MLP}",
+        "model.options={classes: 3}",  # the blobs have four classes
+    ]
+    with caplog.at_level(logging.WARNING), pytest.raises(FederationError, match="no peer finished"):
+        Federation(load_config(None, overrides), output_dir=tmp_path).run()
+    assert any("has label 3, the model only 3 classes" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["model.options={hidden: 3}"], "model.options"),
+        (["data.options={samples: 3}"], "data.options"),
+        (["train.step=a.b:c", "train.proximal_mu=0.1"], "train.proximal_mu"),
+        (["robust.rule_factory=a.b:c", "robust.rule=median"], "robust.rule"),
+    ],
+)
+def test_settings_a_plug_in_would_override_are_refused(overrides: list[str], key: str) -> None:
+    with pytest.raises(ConfigError, match="would be ignored") as caught:
+        load_config(None, overrides)
+    assert caught.value.path == key
+
+
+@pytest.mark.slow
+def test_the_users_step_gets_the_model_in_train_mode(tmp_path: Path) -> None:
+    from tests.learn import user_models
+
+    user_models.MODES.clear()
+    overrides = [
+        *SMALL,
+        "federate.total_round_num=3",
+        "train.step=tests.learn.user_models:mode_spy",
+    ]
+    Federation(load_config(None, overrides), output_dir=tmp_path).run()
+    assert len(user_models.MODES) == 12 and all(user_models.MODES)

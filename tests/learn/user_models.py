@@ -111,3 +111,30 @@ def accuracy_only(*, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tupl
 
 def not_a_pair_of_floats(**_kwargs: object) -> str:
     return "good"
+
+
+def wrapped_zoo(hidden: int = 8) -> nn.Module:
+    """A factory that builds one of fltorrent's own models (it takes the same lock)."""
+    from fltorrent.learn.models import build_model
+
+    return build_model("mlp", input_shape=(40,), num_classes=10, hidden=hidden, seed=5)
+
+
+def numpy_init(hidden: int = 8) -> nn.Module:
+    """A factory that initialises from numpy's global generator."""
+    model = make_mlp(hidden=hidden)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.from_numpy(np.random.normal(size=tuple(p.shape))))
+    return model
+
+
+def mode_spy(
+    *, model: nn.Module, x: torch.Tensor, y: torch.Tensor, options: dict[str, Any], seed: int
+) -> float:
+    """A training step that records whether it was handed the model in train mode."""
+    MODES.append(model.training)
+    return sgd_step(model=model, x=x, y=y, options=options, seed=seed)
+
+
+MODES: list[bool] = []

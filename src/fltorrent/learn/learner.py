@@ -161,6 +161,7 @@ class Learner:
             result = train_local(self.model, self.x, self.y, seed=seed, **self.train_options)
         else:
             t0 = time.perf_counter()
+            self.model.train()
             loss = self.train_fn(
                 model=self.model, x=self.x, y=self.y, options=dict(self.train_options), seed=seed
             )
@@ -204,9 +205,11 @@ class Learner:
     def evaluate(self) -> Evaluation:
         """Evaluate on the global test set and on this peer's local test split."""
         if self.eval_fn is not None:
-            acc, loss = self.eval_fn(model=self.model, x=self.x_test, y=self.y_test)
-            local_acc, local_loss = self.eval_fn(model=self.model, x=self.x_local, y=self.y_local)
-            return Evaluation(acc, loss, local_acc, local_loss)
+            self.model.eval()
+            with torch.no_grad():
+                acc, loss = self.eval_fn(model=self.model, x=self.x_test, y=self.y_test)
+                local = self.eval_fn(model=self.model, x=self.x_local, y=self.y_local)
+            return Evaluation(acc, loss, *local)
         if self.eval_cache is not None:
             acc, loss = self.eval_cache.evaluate(self.model, self.x_test, self.y_test)
         else:

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,7 +22,8 @@ MODEL_NAMES: tuple[str, ...] = ("mlp", "cnn1d", "cnn2d", "resnet", "transformer"
 """The names :func:`build_model` understands."""
 
 
-_GLOBAL_RNG_LOCK = threading.Lock()
+# Reentrant: a user's model factory may build a zoo model inside its own seeded() call.
+_GLOBAL_RNG_LOCK = threading.RLock()
 
 
 class MLP(nn.Module):
@@ -235,9 +238,25 @@ def seeded(seed: int) -> Iterator[None]:
     torch's initialisers draw from the global generator. fork_rng restores it on exit
     (devices=[] keeps it off accelerators), and the lock keeps peers that build their models in
     concurrent threads from reseeding it under each other: without it, peers of one process
-    started from different weights and their average was noise."""
+    started from different weights and their average was noise. numpy's and Python's global
+    generators are seeded too (a user's factory may draw from them) and restored on exit."""
     with _GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        np_state, py_state = np.random.get_state(), random.getstate()
         torch.manual_seed(seed)
+        np.random.seed(seed % (1 << 32))
+        random.seed(seed)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """Run user code that may draw from the global generators (a data factory) while no peer
+    of this process builds a model: its draws would shift that model's initial weights."""
+    with _GLOBAL_RNG_LOCK:
         yield
 
 

@@ -13,12 +13,14 @@ with the current directory first (as ``python -m`` does), so a project made by
   and the keyword arguments in ``data.options``, on the peer's own host; returns ``(train,
   test)``, each a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs. The peer's data
   never leaves it; it is read once into tensors (so it must fit in memory).
-* ``train.step``: called as ``step(model=, x=, y=, options=, seed=)`` with the peer's training
-  tensors, the ``train`` section as a dict (epochs, batch_size, lr, ...) and the round's seed;
-  trains ``model`` in place and returns the mean loss (or ``None``).
-* ``train.evaluate``: called as ``evaluate(model=, x=, y=)``; returns ``(accuracy, loss)``.
-* ``robust.rule_factory``: called with ``deltas``, the (n, d) array of the authors' deltas of
-  one chunk; returns the d-vector delta (the peer's defence calls it per chunk).
+* ``train.step``: called as ``step(model=, x=, y=, options=, seed=)`` with the model in train
+  mode, the peer's training tensors, the training settings as a dict (``epochs``,
+  ``batch_size``, ``lr``, ``optimizer``, ``momentum``, ``weight_decay``, ``proximal_mu``) and
+  the round's seed; trains ``model`` in place and returns the mean loss (or ``None``).
+* ``train.evaluate``: called as ``evaluate(model=, x=, y=)`` with the model in eval mode and
+  gradients off; returns ``(accuracy, loss)``.
+* ``robust.rule_factory``: called with one argument, the (n, d) array of the authors' deltas
+  of one chunk; returns the d-vector delta (the peer's defence calls it per chunk).
 
 Resolving a string that does not import is a configuration error naming the key; an exception
 raised by the user's code is a :class:`~fltorrent.errors.PluginError` carrying the user's
@@ -41,7 +43,7 @@ import torch
 from torch import nn
 
 from fltorrent.errors import ConfigError, PluginError
-from fltorrent.learn.models import seeded
+from fltorrent.learn.models import exclusive, seeded
 
 SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
@@ -69,10 +71,13 @@ def resolve(spec: str, *, key: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def call_user(fn: Callable[..., Any], spec: str, key: str, who: str, **kwargs: Any) -> Any:
-    """``fn(**kwargs)``; an exception becomes a :class:`PluginError` with the user's traceback."""
+def call_user(
+    fn: Callable[..., Any], spec: str, key: str, who: str, *args: Any, **kwargs: Any
+) -> Any:
+    """``fn(*args, **kwargs)``; an exception becomes a :class:`PluginError` with the user's
+    traceback."""
     try:
-        return fn(**kwargs)
+        return fn(*args, **kwargs)
     except Exception as exc:
         tb = "".join(traceback.format_exception(exc)[1:])  # from the user's frame on
         raise PluginError(
@@ -80,11 +85,24 @@ def call_user(fn: Callable[..., Any], spec: str, key: str, who: str, **kwargs: A
         ) from None
 
 
+# Per (factory, options, seed), the initial weights the first peer of this process built: the
+# others load them, so that threads of other peers drawing from torch's global generator
+# (their own training, say) cannot make one peer start from other weights.
+_INITIAL: dict[tuple[str, str, int], dict[str, torch.Tensor]] = {}
+
+
 def user_model(spec: str, options: Mapping[str, Any], *, seed: int, who: str) -> nn.Module:
-    """The model ``spec`` builds from ``options``, initialised under ``seed``."""
+    """The model ``spec`` builds from ``options``, initialised under ``seed`` (the same
+    weights on every peer)."""
     factory = resolve(spec, key="model.factory")
+    key = (spec, repr(sorted(options.items())), seed)
     with seeded(seed):
         model = call_user(factory, spec, "model.factory", who, **options)
+        if isinstance(model, nn.Module):
+            first = _INITIAL.setdefault(
+                key, {k: v.detach().clone() for k, v in model.state_dict().items()}
+            )
+            model.load_state_dict(first)
     if not isinstance(model, nn.Module):
         raise PluginError(
             f"{who}: model.factory {spec!r} returned a {type(model).__name__}, not an nn.Module"
@@ -115,7 +133,8 @@ def user_data(
     ``(input, label)`` pairs, every input of one shape."""
     factory = resolve(spec, key="data.factory")
     kwargs = {"peer": peer, "num_peers": num_peers, "seed": seed, **options}
-    pair = call_user(factory, spec, "data.factory", who, **kwargs)
+    with exclusive():  # not while a peer of this process builds its model
+        pair = call_user(factory, spec, "data.factory", who, **kwargs)
     if not (isinstance(pair, tuple) and len(pair) == 2):
         raise PluginError(f"{who}: data.factory {spec!r} must return (train, test)")
     train, test = _tensors(pair[0], "train", spec, who), _tensors(pair[1], "test", spec, who)
@@ -142,7 +161,10 @@ def _tensors(ds: Any, name: str, spec: str, who: str) -> Pair:
             item = ds[i]
             x, y = item
             xs.append(torch.as_tensor(x, dtype=torch.float32))
-            ys.append(int(y))
+            label = float(y)
+            if not label.is_integer():
+                raise ValueError(f"label {y!r} is not a class index")
+            ys.append(int(label))
         except Exception as exc:
             tb = "".join(traceback.format_exception(exc)[1:])
             problem = f"{type(exc).__name__}: {exc}"
@@ -166,7 +188,7 @@ def user_rule(spec: str, *, who: str) -> Callable[[np.ndarray], np.ndarray]:
     rule = resolve(spec, key="robust.rule_factory")
 
     def guarded(deltas: np.ndarray) -> np.ndarray:
-        return np.asarray(call_user(rule, spec, "robust.rule_factory", who, deltas=deltas))
+        return np.asarray(call_user(rule, spec, "robust.rule_factory", who, deltas))
 
     return guarded
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from fltorrent.admission import Admission
 from fltorrent.aggregate.trust import TrustTable
@@ -26,7 +27,7 @@ from fltorrent.devices.failures import FailureParams, crash_share_schedule
 from fltorrent.devices.failures import failure_schedule as plan_failures
 from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams
 from fltorrent.devices.profiles import DeviceProfile, assign_profiles
-from fltorrent.errors import LearnError
+from fltorrent.errors import LearnError, PluginError
 from fltorrent.learn.data import Dataset, load_dataset
 from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import EvalCache, Learner
@@ -120,6 +121,8 @@ def build_learner(config: Config, peer_id: int, data: FederationData | None) -> 
             hidden=m.hidden,
             seed=seed,
         )
+    if config.data.factory is not None:
+        _check_labels(model, mine, who=f"peer {peer_id}")
     labels = mine.train[1]
     attack = config.attack
     if attack.type == "label_flip" and peer_id in attack.attackers(
@@ -156,6 +159,30 @@ def build_learner(config: Config, peer_id: int, data: FederationData | None) -> 
             user_evaluate(t.evaluate, who=f"peer {peer_id}") if t.evaluate is not None else None
         ),
     )
+
+
+def _check_labels(model: nn.Module, mine: _PeerData, *, who: str) -> None:
+    """The user's labels must be class indices the model has outputs for: one forward pass
+    on two samples (in eval mode, so no batch-norm statistics move) tells how many."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(mine.train[0][:2])
+    except Exception as exc:
+        raise PluginError(
+            f"{who}: the model cannot take the inputs of data.factory "
+            f"({tuple(mine.train[0].shape[1:])}): {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        model.train(was_training)
+    if out.dim() != 2:
+        raise PluginError(f"{who}: the model gives outputs of shape {tuple(out.shape)}, not (n, C)")
+    top = max(int(mine.train[1].max()), int(mine.test[1].max()))
+    if top >= out.shape[1]:
+        raise PluginError(
+            f"{who}: data.factory has label {top}, the model only {out.shape[1]} classes"
+        )
 
 
 @dataclass(frozen=True)
