@@ -57,6 +57,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from fltorrent.net import TcpTransport  # noqa: E402
+from fltorrent.runtime.security import peer_transport  # noqa: E402
 from fltorrent.security import Credentials, create_local_federation  # noqa: E402
 from fltorrent.security.keys import key_pem  # noqa: E402
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions  # noqa: E402
@@ -199,7 +200,7 @@ def _transport(secrets: Secrets | None) -> TcpTransport:
     key = load_pem_private_key(secrets[0], password=None)
     assert isinstance(key, Ed25519PrivateKey)
     creds = Credentials(key, secrets[1], secrets[2])
-    return TcpTransport(tls=creds.tls_contexts(), handshake_timeout=HANDSHAKE_TIMEOUT)
+    return peer_transport(creds, tls=True, handshake_timeout=HANDSHAKE_TIMEOUT)
 
 
 async def _swarm_peer(

@@ -16,7 +16,9 @@ import base64
 import binascii
 import contextlib
 import logging
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +60,7 @@ class Admission:
     max_refusals_per_address: int = 64
     refusals: dict[str, int] = field(default_factory=dict)
     _stamp: tuple[int, int] = (0, 0)
+    _checked_at: float = -math.inf
 
     @staticmethod
     def nonce() -> str:
@@ -110,11 +113,13 @@ class Admission:
         if self.audit is not None:
             self.audit(AuditEvent(kind, "tracker", reason, identity, peer, address))
 
-    def reload(self) -> set[str]:
-        """Adopt the revocation file if it changed (one ``stat``); returns the identities it
-        newly revokes."""
-        if self.revocations_path is None:
+    def reload(self, *, at_most_every: float = 0.0) -> set[str]:
+        """Adopt the revocation file if it changed (one ``stat``, skipped if the last was less
+        than ``at_most_every`` seconds ago); returns the identities it newly revokes."""
+        now = time.monotonic()
+        if self.revocations_path is None or now - self._checked_at < at_most_every:
             return set()
+        self._checked_at = now
         with contextlib.suppress(OSError):
             st = self.revocations_path.stat()
             if (st.st_mtime_ns, st.st_size) != self._stamp:

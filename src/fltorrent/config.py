@@ -20,10 +20,11 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from fltorrent.config_chunks import ChunkConfig
+from fltorrent.config_learn import DataConfig, ModelConfig, TrainConfig
 from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
 from fltorrent.config_security import SecurityConfig
-from fltorrent.config_types import Fraction, ImportString, Mbit, PositiveInt, Seconds, Section
+from fltorrent.config_types import Fraction, Mbit, PositiveInt, Seconds, Section
 from fltorrent.devices.availability import load_traces
 from fltorrent.devices.policy import COMPRESSION_BY_TIER
 from fltorrent.devices.profiles import (
@@ -124,83 +125,6 @@ class BitTorrentConfig(Section):
         if self.hard_timeout is not None and self.hard_timeout < self.timeout:
             raise ValueError("hard_timeout must be at least timeout")
         return self
-
-
-class DataConfig(Section):
-    """Built-in dataset and how it is split among peers, or the user's own (``factory``)."""
-
-    name: Literal["mnist1d", "digits", "synthetic"] = "mnist1d"
-    num_samples: PositiveInt | None = None
-    partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
-    alpha: float = Field(0.5, gt=0.0)
-    shards_per_client: PositiveInt = 2
-    min_samples: int = Field(10, ge=0)
-    synthetic_alpha: float = Field(1.0, ge=0.0)
-    synthetic_beta: float = Field(1.0, ge=0.0)
-    cache_dir: Path | None = None
-    factory: ImportString | None = Field(
-        None,
-        description="the user's data: an import string 'package.module:function', called on "
-        "each peer with peer (from 1), num_peers, seed and the keyword arguments in "
-        "data.options, returning (train, test) torch Datasets of (input, label) pairs "
-        "(replaces name, num_samples and partition)",
-    )
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for data.factory"
-    )
-
-
-class ModelConfig(Section):
-    """Which model: one of the zoo, or the user's own (``factory``)."""
-
-    name: Literal["mlp", "cnn1d", "cnn2d", "resnet", "transformer"] = "cnn1d"
-    hidden: PositiveInt = 32
-    factory: ImportString | None = Field(
-        None,
-        description="the user's model: an import string 'package.module:function', called "
-        "with the keyword arguments in model.options, returning a torch.nn.Module (replaces "
-        "name and hidden); resolved from the current directory and installed packages",
-    )
-    options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for model.factory"
-    )
-
-
-class TrainConfig(Section):
-    """Local training on each peer."""
-
-    local_epochs: PositiveInt = 1
-    batch_size: PositiveInt = 32
-    lr: float = Field(0.05, gt=0.0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    proximal_mu: float = Field(
-        0.0,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="FedProx: weight of the proximal term mu/2 ||w - w_round_start||^2 in "
-        "local training (0: plain FedAvg); 0.001-0.1 is the usual range",
-    )
-    server_momentum: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="FedAvgM: momentum each peer applies to its own aggregate, over rounds "
-        "(0: the aggregate as it is); 0.9 is the usual value, with server_lr 1",
-    )
-    server_lr: float = Field(
-        1.0, gt=0.0, allow_inf_nan=False, description="FedAvgM: step along the velocity"
-    )
-    step: ImportString | None = Field(
-        None,
-        description="the user's local training: step(model=, x=, y=, options=, seed=) trains "
-        "the model in place on the peer's tensors and returns the mean loss (options: this "
-        "section as a dict)",
-    )
-    evaluate: ImportString | None = Field(
-        None, description="the user's evaluation: evaluate(model=, x=, y=) -> (accuracy, loss)"
-    )
 
 
 Codec = Literal["none", "topk", "q8"]

@@ -1,6 +1,7 @@
 """What every config section shares: the section base (unknown keys refused, assignments
 validated) and the constrained value types, for :mod:`fltorrent.config` and its split-out
-sections (``config_chunks``, ``config_plans``, ``config_robust``)."""
+sections (``config_chunks``, ``config_learn``, ``config_plans``, ``config_robust``,
+``config_security``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,8 @@ Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 Seconds = Positive
 Mbit = Positive
 # User code by name, "package.module:attribute" (fltorrent.learn.plugins resolves it).
-ImportString = Annotated[
-    str, Field(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-]
+IMPORT_STRING = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+ImportString = Annotated[str, Field(pattern=IMPORT_STRING)]
 
 
 class Section(BaseModel):

@@ -13,17 +13,12 @@ connection dropped may register again with its id (rejoin after a crash); its ``
 names the round the federation is in.
 
 Membership is checked by an :class:`~fltorrent.admission.Admission` (the runtime always gives
-one): every connection first gets a ``Hello`` with a nonce; a registration must carry a valid
-token of the federation and a signature over that nonce by the token's key, one identity holds
-one membership, and a departed member's id is given back only to the identity that held it.
-The welcome carries every member's token (peers check them against the federation's
-certificate themselves, and verify manifest signatures with the keys they name) and the signed
-revocation list; when the admin revokes members the tracker sends the new list (``Revoked``)
-and closes their connections.
-
-The control protocol (messages, line framing) is in :mod:`fltorrent.control`, the peer side in
-:mod:`fltorrent.tracker_client`. Model updates
-never pass through here.
+one): each connection first gets a ``Hello`` nonce, which a registration signs with the key of
+its federation token; one identity holds one membership and its id for good. The welcome carries
+every member's token (peers check them and verify manifest signatures with their keys) and the
+signed revocation list; on a revocation the tracker sends the new list (``Revoked``) and closes
+the revoked members' connections. Messages are in :mod:`fltorrent.control`, the peer's side in
+:mod:`fltorrent.tracker_client`. Model updates never pass through here.
 """
 
 from __future__ import annotations
@@ -411,11 +406,12 @@ class Tracker:
     def _revocations(self) -> str:
         return self.admission.revocations_text() if self.admission is not None else ""
 
-    async def _check_revocations(self) -> None:
-        """Adopt a changed revocation list: pass it on, and end revoked members' connections."""
+    async def _check_revocations(self, *, at_most_every: float = 0.0) -> None:
+        """Adopt a changed revocation list: pass it on, and end revoked members' connections.
+        Every registration looks; members' messages (many per round) at most once a second."""
         if self.admission is None:
             return
-        revoked = self.admission.reload()
+        revoked = self.admission.reload(at_most_every=at_most_every)
         if not revoked:
             return
         text = self.admission.revocations_text()
@@ -436,7 +432,7 @@ class Tracker:
                     await m.channel.send(Revoked(revocations=text))
 
     async def _on_message(self, member: MemberState, msg: TrackerMessage) -> None:
-        await self._check_revocations()
+        await self._check_revocations(at_most_every=1.0)
         match msg:
             case Progress():
                 member.round = msg.round

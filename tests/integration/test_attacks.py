@@ -64,6 +64,7 @@ from fltorrent.wire import (
     pack_bits,
 )
 from tests.aio import aio
+from tests.integration.test_federation import SMALL
 from tests.swarm.helpers import FED, RawPeer, random_blob
 
 HOST = "127.0.0.1"
@@ -729,13 +730,6 @@ async def test_a_join_flood_from_one_address_is_cut_off_and_others_still_join() 
 
 
 # ---------------------------------------------------------------------- 5. end to end
-SMALL = [
-    "data.num_samples=2000",
-    "federate.client_num=4",
-    "federate.total_round_num=2",
-    "bittorrent.seed_grace=2",
-    "output.save_model=false",
-]
 
 
 def _uid(certificate: bytes) -> str | None:

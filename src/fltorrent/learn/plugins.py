@@ -42,15 +42,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fltorrent.config_types import IMPORT_STRING
 from fltorrent.errors import ConfigError, PluginError
 from fltorrent.learn.models import exclusive, seeded
 
-SPEC = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+SPEC = re.compile(IMPORT_STRING)
 
 
 def resolve(spec: str, *, key: str) -> Callable[..., Any]:
     """The callable ``spec`` names; :class:`ConfigError` (naming ``key``) if there is none."""
-    if not SPEC.fullmatch(spec):
+    if not SPEC.match(spec):
         raise ConfigError(f"{spec!r} is not an import string 'package.module:name'", path=key)
     module_name, _, attribute = spec.partition(":")
     cwd = os.getcwd()

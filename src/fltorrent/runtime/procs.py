@@ -19,6 +19,7 @@ from fltorrent.runtime.build import make_tracker
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
 from fltorrent.runtime.node import NodeOutcome
 from fltorrent.runtime.security import AUDIT_FILE, run_security
+from fltorrent.security.credentials import PEER_FILES
 from fltorrent.security.tokens import FEDERATION_CERT
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.telemetry.sink import read_metrics
@@ -105,9 +106,9 @@ async def run_processes(
                     "--federation",
                     str(sec.key_dir / FEDERATION_CERT),
                     "--key",
-                    str(sec.key_dir / f"peer-{i}.key"),
+                    str(sec.key_dir / f"{PEER_FILES.format(i)}.key"),
                     "--token",
-                    str(sec.key_dir / f"peer-{i}.token"),
+                    str(sec.key_dir / f"{PEER_FILES.format(i)}.token"),
                     "--transport",
                     config.security.transport,
                 )

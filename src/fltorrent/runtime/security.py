@@ -87,12 +87,26 @@ def run_security(config: Config, output_dir: Path | None, *, write_keys: bool) -
         fed.save(key_dir, with_admin_key=sec.federation_dir is None)
         if revocations_path is None:
             revocations_path = key_dir / REVOKED
+    return _security(config, output_dir, fed.tracker, fed.peers, revocations_path, key_dir=key_dir)
+
+
+def _security(
+    config: Config,
+    output_dir: Path | None,
+    tracker: Credentials,
+    peers: dict[int, Credentials],
+    revocations_path: Path | None,
+    *,
+    key_dir: Path | None = None,
+) -> RunSecurity:
+    """The rest follows from the ``security`` section: transport, timeouts, limits, audit."""
+    sec = config.security
     audit: AuditLog = MemoryAudit()
     if sec.audit and output_dir is not None:
         audit = JsonlAudit(output_dir / AUDIT_FILE)
     return RunSecurity(
-        tracker=fed.tracker,
-        peers=fed.peers,
+        tracker=tracker,
+        peers=peers,
         tls=sec.transport == "tls",
         handshake_timeout=sec.handshake_timeout,
         audit=audit,
@@ -126,7 +140,7 @@ def peer_credentials(federation: Path, key: Path, token: Path) -> Credentials:
 
 def peer_transport(
     credentials: Credentials, *, tls: bool, handshake_timeout: float = 10.0
-) -> Transport:
+) -> TcpTransport:
     """TCP for one participant: TLS presenting its token, or plaintext."""
     if not tls:
         return TcpTransport()
@@ -154,15 +168,4 @@ def tracker_security(config: Config, federation: Path, output_dir: Path | None) 
         raise SecurityError(f"{federation} holds neither tracker.key nor admin.key")
     if creds.member().role != "tracker":
         raise SecurityError(f"the token in {federation} is not a tracker token")
-    audit: AuditLog = MemoryAudit()
-    if sec.audit and output_dir is not None:
-        audit = JsonlAudit(output_dir / AUDIT_FILE)
-    return RunSecurity(
-        tracker=creds,
-        peers={},
-        tls=sec.transport == "tls",
-        handshake_timeout=sec.handshake_timeout,
-        audit=audit,
-        revocations_path=revoked if revoked.exists() else None,
-        max_refusals_per_address=sec.max_refusals_per_address,
-    )
+    return _security(config, output_dir, creds, {}, revoked if revoked.exists() else None)

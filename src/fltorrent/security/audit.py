@@ -41,11 +41,10 @@ class AuditLog(Protocol):
 
 
 class JsonlAudit:
-    """Appends events to a JSONL file; counts them by kind."""
+    """Appends events to a JSONL file."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.counts: dict[str, int] = {}
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,10 +56,8 @@ class JsonlAudit:
         if not record["time"]:
             record["time"] = round(time.time(), 3)
         line = (json.dumps({k: v for k, v in record.items() if v is not None}) + "\n").encode()
-        with self._lock:
-            self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
-            with self.path.open("ab") as f:
-                f.write(line)
+        with self._lock, self.path.open("ab") as f:
+            f.write(line)
 
 
 class MemoryAudit:
@@ -71,6 +68,3 @@ class MemoryAudit:
 
     def __call__(self, event: AuditEvent) -> None:
         self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]

@@ -22,7 +22,6 @@ from fltorrent.security.signing import Signer
 from fltorrent.security.tls import contexts
 from fltorrent.security.tokens import (
     FEDERATION_CERT,
-    REVOKED,
     Authority,
     Member,
     Revocations,
@@ -112,6 +111,9 @@ def _pem(data: bytes, path: Path, what: str) -> bytes:
         raise SecurityError(f"{path} is not a {what}: {exc}") from None
 
 
+PEER_FILES = "peer-{}"  # peer N's key and token: peer-N.key, peer-N.token
+
+
 @dataclass
 class LocalFederation:
     """A federation made for one run: its authority, the tracker's and each peer's credentials."""
@@ -131,15 +133,7 @@ class LocalFederation:
             (directory / FEDERATION_CERT).write_bytes(certificate_pem(self.authority.certificate))
         self.tracker.save(directory, "tracker")
         for pid, creds in self.peers.items():
-            creds.save(directory, f"peer-{pid}")
-
-    def peer_files(self, directory: Path, peer_id: int) -> tuple[Path, Path, Path]:
-        """(key, token, federation certificate) of peer ``peer_id`` as :meth:`save` wrote them."""
-        return (
-            directory / f"peer-{peer_id}.key",
-            directory / f"peer-{peer_id}.token",
-            directory / FEDERATION_CERT,
-        )
+            creds.save(directory, PEER_FILES.format(pid))
 
 
 def create_local_federation(
@@ -166,8 +160,3 @@ def create_local_federation(
     return LocalFederation(
         authority, holder("tracker", None), {i: holder("peer", i) for i in range(1, peers + 1)}
     )
-
-
-def federation_files(directory: Path) -> tuple[Path, Path]:
-    """(federation certificate, revocation list) inside a federation directory."""
-    return directory / FEDERATION_CERT, directory / REVOKED

@@ -3,14 +3,14 @@
 Each context trusts exactly the federation's certificate, requires the other side's
 certificate (mutual authentication), and refuses anything older than TLS 1.3. A token is a
 certificate for the member's own Ed25519 key, so completing the handshake proves that the other
-side holds the key its token names; :func:`peer_token` hands that certificate to the layers
-that then check the claimed display id, role and revocation (:mod:`.tokens`). Host names are not
-checked: peers are named by identity, not by DNS.
+side holds the key its token names; the transport hands that certificate on
+(``Connection.peer_certificate``) to the layers that check the claimed display id, role and
+revocation (:mod:`.tokens`). Host names are not checked: peers are named by identity, not by
+DNS.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
 import tempfile
 from pathlib import Path
@@ -45,12 +45,3 @@ def contexts(
         _context(ssl.PROTOCOL_TLS_SERVER, key, token, federation),
         _context(ssl.PROTOCOL_TLS_CLIENT, key, token, federation),
     )
-
-
-def peer_token(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bytes | None:
-    """The certificate (DER) the other side proved in the handshake, if any."""
-    if ssl_object is None:
-        return None
-    with contextlib.suppress(ValueError):
-        return ssl_object.getpeercert(binary_form=True)
-    return None

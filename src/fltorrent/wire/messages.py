@@ -9,6 +9,9 @@ it announces the blob (``Announce``). Messages about pieces that the holder send
 ``Bitfield``, ``Piece``, ``Reject``) and messages the other side sends to the holder
 (``Request``, ``Cancel``, ``ManifestRequest``) all use the holder's handle. A handle costs 4
 bytes per message where the 32-byte blob id would cost 32, which matters at 16 KiB blocks.
+
+Just over 500 lines, knowingly: every message of the protocol in one module, as
+``docs/PROTOCOL.md`` has them in one table.
 """
 
 from __future__ import annotations
