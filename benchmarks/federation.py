@@ -35,7 +35,7 @@ def centralized(rounds: int, peers: int, seed: int) -> dict[str, Any]:
 
     from fltorrent.aggregate import fedavg
     from fltorrent.config import load_config
-    from fltorrent.runtime.build import build_learner, load_federation_data
+    from fltorrent.runtime.learning import build_learner, load_federation_data
 
     torch.set_num_threads(1)
     config = load_config(None, [f"federate.client_num={peers}", f"federate.seed={seed}"])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -72,6 +73,14 @@ def test_spec_example_validates(tmp_path: Path) -> None:
         ("faults: {crash_rounds: {2: [99]}}", "faults.crash_rounds"),
         ("federate: {mode: sim}\nruntime: {processes: true}", "runtime.processes"),
         ("network: {up_mbit: 0}", "network.up_mbit"),
+        ("data: {name: cifar10}", "data.path: data.name 'cifar10' needs data.path"),
+        ("data: {path: x.npz}", "data.path: is for data.name cifar10, emnist, femnist or files"),
+        ("data: {name: cifar10, path: 'c{peer}'}", "{peer} is for data.name 'files'"),
+        ("data: {name: files, path: 'p{id}.npz'}", "the only placeholder is {peer}"),
+        ("data: {partition: natural}", "'natural' needs data.name synthetic or femnist"),
+        ("data: {name: files, path: a.csv, test_fraction: 1.0}", "data.test_fraction"),
+        ("train: {device: gpu}", "train.device"),
+        ("model: {name: cnn2d}", "'cnn2d' needs image data"),
     ],
 )
 def test_bad_configs_exit_2_with_the_key_path(tmp_path: Path, text: str, message: str) -> None:
@@ -93,6 +102,20 @@ def test_bad_overrides_and_arguments_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "cannot read config file" in result.output
     result = runner.invoke(app, ["peer", "--tracker", "localhost"])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+def test_what_this_host_lacks_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    missing = ["--set", "data.name=files", "--set", f"data.path={tmp_path}/p{{peer}}.npz"]
+    result = runner.invoke(app, ["run", "--peers", "3", "-o", str(out), *missing])
+    assert result.exit_code == 2, result.output
+    assert "data.path" in result.output and "p1.npz and 2 more" in result.output
+    assert not out.exists()
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["run", "-o", str(out), "--set", "train.device=cuda"])
+        assert result.exit_code == 2 and "train.device" in result.output
+        assert "no CUDA device" in result.output
+        assert not out.exists()
 
 
 def _fltorrent(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fltorrent.config import load_config
 from fltorrent.net import MemoryNetwork
 from fltorrent.peer import Peer, RoundPolicy
-from fltorrent.runtime.build import build_learner, load_federation_data
+from fltorrent.runtime.learning import build_learner, load_federation_data
 from fltorrent.swarm import Manifest, Swarm, SwarmOptions
 from tests.aio import aio
 

@@ -219,6 +219,18 @@ def peer(
     transport: Annotated[
         str, typer.Option("--transport", help="tls|plain: as the federation's security.transport")
     ] = "tls",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data",
+            help="Train on this peer's own data (a folder of images, .npz, .pt or .csv) instead "
+            "of the federation's data section; it never leaves this host.",
+        ),
+    ] = None,
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="auto|cpu|cuda|cuda:N: where this peer trains."),
+    ] = None,
     log_level: LogOpt = "warning",
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.")] = False,
 ) -> None:
@@ -226,6 +238,8 @@ def peer(
 
     It proves its membership with --key and --token (see 'fltorrent keys'); --federation is
     the federation's certificate (federation.crt, or the directory holding it)."""
+    from fltorrent.learn.accel import select_device
+    from fltorrent.learn.files import check_own_data
     from fltorrent.runtime.federation import default_output_dir
     from fltorrent.runtime.node import NodeHooks, run_node
     from fltorrent.runtime.security import AUDIT_FILE, peer_credentials, peer_transport
@@ -246,6 +260,16 @@ def peer(
             "a peer needs --federation, --key and --token (an admin issues tokens with: "
             "fltorrent keys issue)",
         )
+    if data is not None:
+        try:
+            check_own_data(data)
+        except FltorrentError as exc:
+            raise _fail(2, f"--data: {exc}") from None
+    if device is not None:
+        try:
+            select_device(device)
+        except FltorrentError as exc:
+            raise _fail(2, f"--device: {exc}") from None
     creds = _guard(lambda: peer_credentials(federation, key, token))
     _setup_logging(log_level or "warning")
     out = output_dir or default_output_dir()
@@ -271,7 +295,13 @@ def peer(
             host=host,
             peer_id=peer_id,
             model_dir=models_dir or out / "models",
-            hooks=NodeHooks(on_metrics=on_metrics, audit=audit, require_tls=transport == "tls"),
+            hooks=NodeHooks(
+                on_metrics=on_metrics,
+                audit=audit,
+                require_tls=transport == "tls",
+                own_data=data,
+                device=device,
+            ),
             credentials=creds,
         )
         if not outcome.finished:

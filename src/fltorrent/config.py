@@ -294,6 +294,8 @@ class Config(Section):
             raise _unused("model.options", "they are for model.factory, which is not set")
         if self.data.options and self.data.factory is None:
             raise _unused("data.options", "they are for data.factory, which is not set")
+        if self.data.factory is not None and self.data.path is not None:
+            raise _unused("data.path", "data.factory replaces it")
         if self.train.step is not None and self.train.proximal_mu > 0:
             raise _unused(
                 "train.proximal_mu", "FedProx is part of the built-in step; train.step replaces it"
@@ -305,10 +307,12 @@ class Config(Section):
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
         # ConfigError (not ValueError) passes through pydantic untouched, with its key path.
-        if self.data.partition == "natural" and self.data.name != "synthetic":
-            raise ConfigError("'natural' needs data.name 'synthetic'", path="data.partition")
-        if self.model.name == "cnn2d" and self.data.name != "digits":
-            raise ConfigError("'cnn2d' needs image data (data.name 'digits')", path="model.name")
+        self.data.check()
+        if self.model.name == "cnn2d" and self.data.name in ("mnist1d", "synthetic"):
+            raise ConfigError(
+                "'cnn2d' needs image data (data.name digits, cifar10, emnist, femnist or files)",
+                path="model.name",
+            )
         n = self.federate.client_num
         for rnd, ids in self.faults.crash_rounds.items():
             bad = [i for i in ids if not 1 <= i <= n]

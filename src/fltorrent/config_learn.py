@@ -14,13 +14,39 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from fltorrent.config_types import ImportString, PositiveInt, Section
+from fltorrent.config_types import DEVICE_PATTERN, ImportString, PositiveInt, Section
+from fltorrent.errors import ConfigError
 
 
 class DataConfig(Section):
     """Built-in dataset and how it is split among peers, or the user's own (``factory``)."""
 
-    name: Literal["mnist1d", "digits", "synthetic"] = "mnist1d"
+    name: Literal["mnist1d", "digits", "synthetic", "cifar10", "emnist", "femnist", "files"] = (
+        "mnist1d"
+    )
+    path: str | None = Field(
+        None,
+        description="cifar10, emnist, femnist: the folder holding the local copy; files: a "
+        "folder of images (one sub-folder per class), .npz, .pt or .csv, split among the peers "
+        "as the built-in data, or, with {peer} in it (data/peer{peer}.npz), each peer's own",
+    )
+    emnist_split: Literal["byclass", "bymerge", "balanced", "letters", "digits", "mnist"] = (
+        "balanced"
+    )
+    label_column: int | str = Field(
+        -1, description="files, CSV: the label's column, by index (default the last) or name"
+    )
+    image_size: tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="files, images: resize every image to (height, width)"
+    )
+    test_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="files without a test split: the part held out"
+    )
+    num_classes: PositiveInt | None = Field(
+        None,
+        description="classes of the federation, for a built-in model when each peer brings its "
+        "own data (one peer's labels cannot tell)",
+    )
     num_samples: PositiveInt | None = None
     partition: Literal["iid", "dirichlet", "shards", "natural"] = "dirichlet"
     alpha: float = Field(0.5, gt=0.0)
@@ -39,6 +65,34 @@ class DataConfig(Section):
     options: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for data.factory"
     )
+
+    @property
+    def per_peer(self) -> bool:
+        """Each peer loads its own data (data.factory, or a data.path with {peer})."""
+        return self.factory is not None or (self.name == "files" and "{peer}" in (self.path or ""))
+
+    def check(self) -> None:
+        """Cross-checks of the section (called by the whole config's validator)."""
+        local = self.name in ("cifar10", "emnist", "femnist", "files")
+        if local and not self.path:
+            raise ConfigError(f"data.name {self.name!r} needs data.path", path="data.path")
+        if self.path is not None:
+            if not local:
+                raise ConfigError(
+                    "is for data.name cifar10, emnist, femnist or files", path="data.path"
+                )
+            if "{peer}" in self.path and self.name != "files":
+                raise ConfigError("{peer} is for data.name 'files'", path="data.path")
+            try:
+                self.path.format(peer=1)
+            except (KeyError, IndexError, ValueError):
+                raise ConfigError(
+                    f"{self.path!r}: the only placeholder is {{peer}}", path="data.path"
+                ) from None
+        if self.partition == "natural" and self.name not in ("synthetic", "femnist"):
+            raise ConfigError(
+                "'natural' needs data.name synthetic or femnist", path="data.partition"
+            )
 
 
 class ModelConfig(Section):
@@ -82,6 +136,13 @@ class TrainConfig(Section):
     )
     server_lr: float = Field(
         1.0, gt=0.0, allow_inf_nan=False, description="FedAvgM: step along the velocity"
+    )
+    device: str = Field(
+        "auto",
+        pattern=DEVICE_PATTERN,
+        description="where peers train: auto (a CUDA GPU when torch sees one, else the CPU), "
+        "cpu, cuda or cuda:N; peers of one process share a GPU by their device profile's "
+        "gpu_share (1 without profiles)",
     )
     step: ImportString | None = Field(
         None,

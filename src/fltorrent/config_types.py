@@ -16,6 +16,8 @@ Seconds = Positive
 Mbit = Positive
 # User code by name, "package.module:attribute" (fltorrent.learn.plugins resolves it).
 IMPORT_STRING = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?)$"
+"""``train.device``: auto, cpu, cuda or cuda:N."""
 ImportString = Annotated[str, Field(pattern=IMPORT_STRING)]
 
 

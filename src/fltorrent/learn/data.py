@@ -42,6 +42,7 @@ class Dataset:
     num_classes: int
     input_shape: tuple[int, ...]
     groups: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None  # when the data names its classes (folders)
 
 
 def load_dataset(
@@ -81,7 +82,7 @@ def load_dataset(
     raise LearnError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}")
 
 
-def _finish(
+def finish_dataset(
     name: str,
     x_train: np.ndarray,
     y_train: np.ndarray,
@@ -90,6 +91,7 @@ def _finish(
     *,
     num_classes: int,
     groups: np.ndarray | None = None,
+    class_names: tuple[str, ...] | None = None,
 ) -> Dataset:
     """Apply the dtype conventions every dataset shares."""
     return Dataset(
@@ -101,6 +103,7 @@ def _finish(
         num_classes=num_classes,
         input_shape=tuple(int(d) for d in x_train.shape[1:]),
         groups=None if groups is None else np.ascontiguousarray(groups, dtype=np.int64),
+        class_names=class_names,
     )
 
 
@@ -117,7 +120,7 @@ def _load_mnist1d(*, num_samples: int, seed: int, cache_dir: Path | None) -> Dat
         arrays = _generate_mnist1d(num_samples=num_samples, seed=seed)
         if path is not None:
             _write_cache(path, arrays)
-    return _finish(
+    return finish_dataset(
         "mnist1d",
         arrays["x_train"],
         arrays["y_train"],
@@ -199,7 +202,7 @@ def _load_digits(*, num_samples: int | None, seed: int) -> Dataset:
         x, y = x[keep], y[keep]
     train, test = _stratified_split(np.asarray(y), rng)
     x = (np.asarray(x, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    return _finish("digits", x[train], y[train], x[test], y[test], num_classes=10)
+    return finish_dataset("digits", x[train], y[train], x[test], y[test], num_classes=10)
 
 
 def _stratified_split(y: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -255,7 +258,7 @@ def _make_synthetic(
         n_test = round(TEST_FRACTION * len(y))
         test, train = perm[:n_test], perm[n_test:]
         parts.append((x[train], y[train], x[test], y[test], np.full(len(train), k)))
-    return _finish(
+    return finish_dataset(
         "synthetic",
         np.concatenate([p[0] for p in parts]),
         np.concatenate([p[1] for p in parts]),
@@ -263,4 +266,30 @@ def _make_synthetic(
         np.concatenate([p[3] for p in parts]),
         num_classes=c,
         groups=np.concatenate([p[4] for p in parts]),
+    )
+
+
+def subsample(ds: Dataset, num_samples: int, *, seed: int) -> Dataset:
+    """At most ``num_samples`` samples of ``ds`` (train and test together, in their ratio),
+    drawn with ``seed``; ``ds`` itself when it is no larger."""
+    total = len(ds.y_train) + len(ds.y_test)
+    if num_samples >= total:
+        return ds
+    n_test = max(1, round(num_samples * len(ds.y_test) / total))
+    n_train = num_samples - n_test
+    if n_train < 1:
+        raise LearnError(f"num_samples {num_samples} leaves no training sample")
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(len(ds.y_train), size=n_train, replace=False))
+    test = np.sort(rng.choice(len(ds.y_test), size=n_test, replace=False))
+    return Dataset(
+        name=ds.name,
+        x_train=ds.x_train[train],
+        y_train=ds.y_train[train],
+        x_test=ds.x_test[test],
+        y_test=ds.y_test[test],
+        num_classes=ds.num_classes,
+        input_shape=ds.input_shape,
+        groups=None if ds.groups is None else ds.groups[train],
+        class_names=ds.class_names,
     )

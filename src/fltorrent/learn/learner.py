@@ -11,7 +11,8 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fltorrent.learn.accel import GPU_SHARES
 from fltorrent.learn.flops import TRAIN_FACTOR, forward_flops_per_sample
 from fltorrent.learn.importance import ImportanceScorer, ScoreInputs
 from fltorrent.learn.layout import Layout, plan_for_model
@@ -110,6 +112,9 @@ class Learner:
         eval_cache: EvalCache | None = None,
         train_fn: Callable[..., float | None] | None = None,
         eval_fn: Callable[..., tuple[float, float]] | None = None,
+        device: torch.device | None = None,
+        gpu_share: float = 1.0,
+        gpu_wait: float = 600.0,
     ) -> None:
         self.model = model
         self.x, self.y = train_data
@@ -123,7 +128,24 @@ class Learner:
         # The user's own training and evaluation (train.step, train.evaluate), or ours.
         self.train_fn = train_fn
         self.eval_fn = eval_fn
+        # Where training and evaluation run (the model is back on the CPU between them).
+        self.device = device or torch.device("cpu")
+        self.gpu_share = gpu_share
+        self.gpu_wait = gpu_wait
         self._forward_flops: float | None = None
+
+    @contextmanager
+    def _placed(self) -> Iterator[torch.device]:
+        """Inside, the model is on :attr:`device` (holding this peer's share of a GPU)."""
+        if self.device.type == "cpu":
+            yield self.device
+            return
+        with GPU_SHARES.hold(self.device, self.gpu_share, timeout=self.gpu_wait):
+            self.model.to(self.device)
+            try:
+                yield self.device
+            finally:
+                self.model.to("cpu")
 
     @property
     def forward_flops(self) -> float:
@@ -157,22 +179,9 @@ class Learner:
         """Train one round, then cut the model into chunks and score them."""
         before = self.vectors()
         seed = self.seed * 100_003 + round_
-        if self.train_fn is None:
-            result = train_local(self.model, self.x, self.y, seed=seed, **self.train_options)
-        else:
-            t0 = time.perf_counter()
-            self.model.train()
-            loss = self.train_fn(
-                model=self.model, x=self.x, y=self.y, options=dict(self.train_options), seed=seed
-            )
-            opts = self.train_options
-            batches = math.ceil(len(self.y) / int(opts.get("batch_size", 32)))
-            result = TrainResult(
-                num_samples=len(self.y),
-                loss=math.nan if loss is None else float(loss),
-                steps=batches * int(opts.get("epochs", 1)),
-                seconds=time.perf_counter() - t0,
-            )
+        with self._placed() as device:
+            x, y = self.x.to(device), self.y.to(device)
+            result = self._train(x, y, seed)
         state = self.model.state_dict()
         chunks = self.plan.split(state)
         after = [self.plan.chunk_to_vector(i, c) for i, c in enumerate(chunks)]
@@ -198,21 +207,43 @@ class Learner:
             score_s=time.perf_counter() - t0,
         )
 
+    def _train(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> TrainResult:
+        if self.train_fn is None:
+            return train_local(self.model, x, y, seed=seed, **self.train_options)
+        t0 = time.perf_counter()
+        self.model.train()
+        loss = self.train_fn(
+            model=self.model, x=x, y=y, options=dict(self.train_options), seed=seed
+        )
+        opts = self.train_options
+        batches = math.ceil(len(y) / int(opts.get("batch_size", 32)))
+        return TrainResult(
+            num_samples=len(y),
+            loss=math.nan if loss is None else float(loss),
+            steps=batches * int(opts.get("epochs", 1)),
+            seconds=time.perf_counter() - t0,
+        )
+
     def load_vectors(self, vectors: Sequence[np.ndarray]) -> None:
         """Replace the model's state by aggregated chunk vectors."""
         self.model.load_state_dict(self.plan.vectors_to_state(vectors))
 
     def evaluate(self) -> Evaluation:
         """Evaluate on the global test set and on this peer's local test split."""
-        if self.eval_fn is not None:
-            self.model.eval()
-            with torch.no_grad():
-                acc, loss = self.eval_fn(model=self.model, x=self.x_test, y=self.y_test)
-                local = self.eval_fn(model=self.model, x=self.x_local, y=self.y_local)
-            return Evaluation(acc, loss, *local)
-        if self.eval_cache is not None:
-            acc, loss = self.eval_cache.evaluate(self.model, self.x_test, self.y_test)
+        if self.device.type != "cpu":
+            with self._placed() as device:
+                glob = self._evaluate(self.x_test.to(device), self.y_test.to(device))
+                local = self._evaluate(self.x_local.to(device), self.y_local.to(device))
+            return Evaluation(*glob, *local)
+        if self.eval_fn is None and self.eval_cache is not None:
+            glob = self.eval_cache.evaluate(self.model, self.x_test, self.y_test)
         else:
-            acc, loss = evaluate(self.model, self.x_test, self.y_test)
-        local_acc, local_loss = evaluate(self.model, self.x_local, self.y_local)
-        return Evaluation(acc, loss, local_acc, local_loss)
+            glob = self._evaluate(self.x_test, self.y_test)
+        return Evaluation(*glob, *self._evaluate(self.x_local, self.y_local))
+
+    def _evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+        if self.eval_fn is None:
+            return evaluate(self.model, x, y)
+        self.model.eval()
+        with torch.no_grad():
+            return self.eval_fn(model=self.model, x=x, y=y)

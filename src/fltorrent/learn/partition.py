@@ -36,7 +36,8 @@ def partition(
       shuffled indices (Hsu et al. 2019); redrawn until every client has ``min_samples``.
     - ``shards``: sort by label, cut into ``num_clients * shards_per_client`` shards and deal
       ``shards_per_client`` random shards to each client (McMahan et al. 2017).
-    - ``natural``: client k gets the k-th distinct value of ``groups`` (sorted).
+    - ``natural``: client k gets the k-th distinct value of ``groups`` (sorted); with more
+      groups than clients, groups k, k + n, k + 2n, ... (whole writers, say).
 
     ``alpha`` and ``min_samples`` only apply to ``dirichlet``, ``shards_per_client`` only to
     ``shards`` and ``groups`` only to ``natural``; each is validated only where it applies.
@@ -123,11 +124,14 @@ def _natural(n: int, num_clients: int, *, groups: np.ndarray | None) -> list[np.
     if groups.shape != (n,):
         raise LearnError(f"groups must have one entry per sample ({n}), got shape {groups.shape}")
     distinct = np.unique(groups)
-    if len(distinct) != num_clients:
+    if len(distinct) < num_clients:
         raise LearnError(
-            f"the natural partition has {len(distinct)} groups, so it needs that many clients, "
-            f"not {num_clients}"
+            f"the natural partition has {len(distinct)} groups, too few for {num_clients} clients"
         )
+    if len(distinct) > num_clients:
+        # More groups (writers) than clients: client k gets groups k, k + n, k + 2n, ...
+        owner = np.searchsorted(distinct, groups) % num_clients
+        return [np.flatnonzero(owner == k) for k in range(num_clients)]
     return [np.flatnonzero(groups == g) for g in distinct]
 
 

@@ -138,11 +138,12 @@ def train_local(
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
     model.train()
     steps = 0
-    epoch_loss = torch.zeros(())
+    epoch_loss = torch.zeros((), device=x.device)
     for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
+        # Drawn on the CPU (the same order on every device), then moved beside the data.
+        order = torch.randperm(n, generator=generator).to(x.device)
         # Summed as a tensor: calling .item() every step would cost a sync per batch.
-        epoch_loss = torch.zeros(())
+        epoch_loss = torch.zeros((), device=x.device)
         for first in range(0, n, batch_size):
             idx = order[first : first + batch_size]
             opt.zero_grad(set_to_none=True)

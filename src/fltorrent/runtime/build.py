@@ -6,15 +6,9 @@ This and ``config.py`` are the only places that read the configuration tree.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
-from torch import nn
 
 from fltorrent.admission import Admission
 from fltorrent.aggregate.trust import TrustTable
@@ -27,19 +21,10 @@ from fltorrent.devices.failures import FailureParams, crash_share_schedule
 from fltorrent.devices.failures import failure_schedule as plan_failures
 from fltorrent.devices.policy import COMPRESSION_BY_TIER, PolicyParams
 from fltorrent.devices.profiles import DeviceProfile, assign_profiles
-from fltorrent.errors import LearnError, PluginError
-from fltorrent.learn.data import Dataset, load_dataset
-from fltorrent.learn.importance import ImportanceScorer
-from fltorrent.learn.learner import EvalCache, Learner
-from fltorrent.learn.models import build_model
-from fltorrent.learn.partition import partition, split_test_like
+from fltorrent.learn.learner import Learner
 from fltorrent.learn.plugins import (
     resolve,
-    user_data,
-    user_evaluate,
-    user_model,
     user_rule,
-    user_train,
 )
 from fltorrent.net.shaping import LinkProfile
 from fltorrent.phases import RoundPolicy
@@ -47,178 +32,6 @@ from fltorrent.plans import RoundPlan, make_plan
 from fltorrent.selection import Selector, capability
 from fltorrent.swarm import SwarmOptions
 from fltorrent.tracker import MemberState, TopologySpec, Tracker
-
-
-def default_cache_dir() -> Path:
-    """Where generated datasets are cached (``$XDG_CACHE_HOME/fltorrent``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "fltorrent"
-
-
-@dataclass(frozen=True)
-class FederationData:
-    """The dataset and every peer's share of it (indices into train and test)."""
-
-    dataset: Dataset
-    train_parts: list[np.ndarray]
-    test_parts: list[np.ndarray]
-    # The global test set as tensors, shared by every peer of the process (one copy in memory,
-    # and the identity the evaluation cache keys on).
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    eval_cache: EvalCache
-
-
-def load_federation_data(config: Config) -> FederationData | None:
-    """Load (or generate) the dataset and split it among ``client_num`` peers, seeded;
-    ``None`` when each peer loads its own (``data.factory``)."""
-    d = config.data
-    if d.factory is not None:
-        return None
-    seed = config.federate.seed
-    n = config.federate.client_num
-    dataset = load_dataset(
-        d.name,
-        num_samples=d.num_samples,
-        seed=seed,
-        cache_dir=d.cache_dir or default_cache_dir(),
-        num_groups=n,
-        synthetic_alpha=d.synthetic_alpha,
-        synthetic_beta=d.synthetic_beta,
-    )
-    parts = partition(
-        dataset.y_train,
-        n,
-        method=d.partition,
-        alpha=d.alpha,
-        shards_per_client=d.shards_per_client,
-        seed=seed,
-        min_samples=d.min_samples,
-        groups=dataset.groups,
-    )
-    tests = split_test_like(parts, dataset.y_train, dataset.y_test, seed=seed)
-    x_test, y_test = torch.from_numpy(dataset.x_test), torch.from_numpy(dataset.y_test)
-    return FederationData(dataset, parts, tests, x_test, y_test, EvalCache())
-
-
-def build_learner(config: Config, peer_id: int, data: FederationData | None) -> Learner:
-    """The learner of peer ``peer_id`` (1-based): same initial model on every peer."""
-    seed = config.federate.seed
-    mine = _peer_data(config, peer_id, data)
-    m = config.model
-    if m.factory is not None:
-        model = user_model(m.factory, m.options, seed=seed, who=f"peer {peer_id}")
-    elif mine.classes is None:
-        raise LearnError(
-            "a built-in model needs the number of classes, which one peer's data cannot tell: "
-            "give the datasets of data.factory a 'classes' list, or use model.factory"
-        )
-    else:
-        model = build_model(
-            m.name,
-            input_shape=mine.input_shape,
-            num_classes=mine.classes,
-            hidden=m.hidden,
-            seed=seed,
-        )
-    if config.data.factory is not None:
-        _check_labels(model, mine, who=f"peer {peer_id}")
-    labels = mine.train[1]
-    attack = config.attack
-    if attack.type == "label_flip" and peer_id in attack.attackers(
-        config.federate.client_num, config.federate.seed
-    ):
-        labels = (mine.classes or int(labels.max()) + 1) - 1 - labels
-    t = config.train
-    chunk = config.chunk
-    return Learner(
-        model=model,
-        train_data=(mine.train[0], labels),
-        test_data=mine.test,
-        local_test_data=mine.local_test,
-        plan_size=chunk.plan_size(),
-        layout=chunk.layout,
-        train_options={
-            "epochs": t.local_epochs,
-            "batch_size": t.batch_size,
-            "lr": t.lr,
-            "optimizer": t.optimizer,
-            "momentum": t.momentum,
-            "weight_decay": t.weight_decay,
-            "proximal_mu": t.proximal_mu,
-        },
-        scorer=ImportanceScorer(
-            chunk.importance_method,
-            options=chunk.importance_config.model_dump(),
-            seed=seed * 1000 + peer_id,
-        ),
-        seed=seed * 1000 + peer_id,
-        eval_cache=data.eval_cache if data is not None else None,
-        train_fn=user_train(t.step, who=f"peer {peer_id}") if t.step is not None else None,
-        eval_fn=(
-            user_evaluate(t.evaluate, who=f"peer {peer_id}") if t.evaluate is not None else None
-        ),
-    )
-
-
-def _check_labels(model: nn.Module, mine: _PeerData, *, who: str) -> None:
-    """The user's labels must be class indices the model has outputs for: one forward pass
-    on two samples (in eval mode, so no batch-norm statistics move) tells how many."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(mine.train[0][:2])
-    except Exception as exc:
-        raise PluginError(
-            f"{who}: the model cannot take the inputs of data.factory "
-            f"({tuple(mine.train[0].shape[1:])}): {type(exc).__name__}: {exc}"
-        ) from None
-    finally:
-        model.train(was_training)
-    if out.dim() != 2:
-        raise PluginError(f"{who}: the model gives outputs of shape {tuple(out.shape)}, not (n, C)")
-    top = max(int(mine.train[1].max()), int(mine.test[1].max()))
-    if top >= out.shape[1]:
-        raise PluginError(
-            f"{who}: data.factory has label {top}, the model only {out.shape[1]} classes"
-        )
-
-
-@dataclass(frozen=True)
-class _PeerData:
-    train: tuple[torch.Tensor, torch.Tensor]
-    test: tuple[torch.Tensor, torch.Tensor]  # what "accuracy" is measured on
-    local_test: tuple[torch.Tensor, torch.Tensor]  # "local_accuracy"
-    input_shape: tuple[int, ...]
-    classes: int | None
-
-
-def _peer_data(config: Config, peer_id: int, data: FederationData | None) -> _PeerData:
-    """The peer's share of the built-in dataset, or its own data from ``data.factory`` (whose
-    test set is then both the global and the local one: no peer sees another's)."""
-    d = config.data
-    if d.factory is not None:
-        own = user_data(
-            d.factory,
-            d.options,
-            peer=peer_id,
-            num_peers=config.federate.client_num,
-            seed=config.federate.seed,
-            who=f"peer {peer_id}",
-        )
-        shape = tuple(int(s) for s in own.train[0].shape[1:])
-        return _PeerData(own.train, own.test, own.test, shape, own.classes)
-    assert data is not None, "built-in data is loaded by load_federation_data"
-    ds = data.dataset
-    train_idx, test_idx = data.train_parts[peer_id - 1], data.test_parts[peer_id - 1]
-    return _PeerData(
-        (torch.from_numpy(ds.x_train[train_idx]), torch.from_numpy(ds.y_train[train_idx])),
-        (data.x_test, data.y_test),
-        (torch.from_numpy(ds.x_test[test_idx]), torch.from_numpy(ds.y_test[test_idx])),
-        ds.input_shape,
-        ds.num_classes,
-    )
 
 
 def swarm_options(

@@ -28,6 +28,7 @@ from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
 from fltorrent.runtime.build import check_plugins
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
+from fltorrent.runtime.learning import check_local
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
 from fltorrent.runtime.procs import ProcessLauncher
@@ -125,6 +126,7 @@ class Federation:
     async def _arun(self) -> FederationResult:
         cfg = self.config
         check_plugins(cfg)  # before anything is written
+        check_local(cfg)
         out = self.output_dir
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(dump_config(cfg))

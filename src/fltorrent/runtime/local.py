@@ -16,9 +16,10 @@ from pathlib import Path
 from fltorrent.config import Config
 from fltorrent.net.base import Transport
 from fltorrent.peer import FaultHook, Peer, PeerStatus
-from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
+from fltorrent.runtime.build import failure_schedule, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
+from fltorrent.runtime.learning import load_federation_data
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics

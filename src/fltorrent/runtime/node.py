@@ -39,19 +39,17 @@ from fltorrent.peer import FaultHook, Peer, PeerCrash, PeerStatus, Phase, RoundP
 from fltorrent.plans import RoundPlan
 from fltorrent.runtime import transports
 from fltorrent.runtime.build import (
-    FederationData,
     build_adversary,
     build_defense,
     build_device,
-    build_learner,
     build_plan,
     build_selector,
     device_profiles,
     link_profile,
-    load_federation_data,
     round_policy,
     swarm_options,
 )
+from fltorrent.runtime.learning import FederationData, build_learner, load_federation_data
 from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
 from fltorrent.security.guard import PeerGuard
@@ -112,6 +110,8 @@ class NodeHooks:
     saved: dict[int, PeerState] | None = None  # keep peer state for a rejoin (sim runtime)
     audit: AuditLog | None = None  # security events (security.jsonl)
     require_tls: bool = False  # refuse plaintext connections (TLS runs; never in simulation)
+    own_data: Path | None = None  # this peer's own data (fltorrent peer --data), not the config's
+    device: str | None = None  # where it trains (fltorrent peer --device), not train.device
 
 
 async def run_node(
@@ -196,9 +196,9 @@ async def _peer_state(
     if hooks.saved is not None and peer_id in hooks.saved:
         return hooks.saved[peer_id]
     data = hooks.data
-    if data is None:
+    if data is None and hooks.own_data is None:
         data = await offload(lambda: load_federation_data(config))
-    learner = await offload(lambda: build_learner(config, peer_id, data))
+    learner = await offload(lambda: build_learner(config, peer_id, data, own_data=hooks.own_data))
     state = PeerState(
         learner=learner,
         device=build_device(config, peer_id, learner, profile),

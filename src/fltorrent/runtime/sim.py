@@ -20,9 +20,10 @@ from fltorrent.errors import FederationError
 from fltorrent.net.clock import is_virtual
 from fltorrent.peer import FaultHook, Peer, PeerStatus
 from fltorrent.runtime import transports
-from fltorrent.runtime.build import failure_schedule, load_federation_data, make_tracker
+from fltorrent.runtime.build import failure_schedule, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
+from fltorrent.runtime.learning import load_federation_data
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics
