@@ -267,7 +267,7 @@ def peer(
             raise _fail(2, f"--data: {exc}") from None
     if device is not None:
         try:
-            select_device(device)
+            select_device(device, key="the device")
         except FltorrentError as exc:
             raise _fail(2, f"--device: {exc}") from None
     creds = _guard(lambda: peer_credentials(federation, key, token))

@@ -8,11 +8,13 @@ import time
 import pytest
 import torch
 
+from fltorrent.config import load_config
 from fltorrent.errors import LearnError
 from fltorrent.learn.accel import GpuShares, select_device
 from fltorrent.learn.importance import ImportanceScorer
 from fltorrent.learn.learner import Learner
 from fltorrent.learn.models import build_model
+from fltorrent.runtime.learning import build_learner, load_federation_data
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -102,3 +104,14 @@ def test_training_on_a_gpu_leaves_the_model_on_the_cpu_and_matches_it() -> None:
     for u, v in zip(a.vectors, b.vectors, strict=True):
         assert u == pytest.approx(v, abs=1e-4)
     assert on_gpu.evaluate().accuracy == pytest.approx(on_cpu.evaluate().accuracy, abs=0.02)
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the refusal on a host without CUDA")
+def test_a_peer_device_replaces_the_config_and_no_gpu_share_means_the_cpu() -> None:
+    config = load_config(None, ["train.device=cuda", "data.num_samples=200"])
+    data = load_federation_data(config)
+    with pytest.raises(LearnError, match=r"train\.device is 'cuda'"):
+        build_learner(config, 1, data)
+    assert build_learner(config, 1, data, device="cpu").device == torch.device("cpu")
+    # A device profile without a GPU (gpu_share 0) trains on the CPU whatever the setting.
+    assert build_learner(config, 1, data, gpu_share=0.0).device == torch.device("cpu")

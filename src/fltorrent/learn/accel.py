@@ -26,10 +26,11 @@ from fltorrent.errors import LearnError
 _DEVICE = re.compile(DEVICE_PATTERN)
 
 
-def select_device(spec: str) -> torch.device:
-    """The device ``spec`` names on this host; :class:`LearnError` when it is not here."""
+def select_device(spec: str, *, key: str = "train.device") -> torch.device:
+    """The device ``spec`` (the setting ``key``) names on this host; :class:`LearnError` when
+    it is not here."""
     if not _DEVICE.match(spec):
-        raise LearnError(f"train.device must be auto, cpu, cuda or cuda:N, not {spec!r}")
+        raise LearnError(f"{key} must be auto, cpu, cuda or cuda:N, not {spec!r}")
     available = torch.cuda.is_available()
     if spec == "auto":
         return torch.device("cuda" if available else "cpu")
@@ -37,13 +38,13 @@ def select_device(spec: str) -> torch.device:
         return torch.device("cpu")
     if not available:
         raise LearnError(
-            f"train.device is {spec!r}, but torch sees no CUDA device on this host (a CPU-only "
+            f"{key} is {spec!r}, but torch sees no CUDA device on this host (a CPU-only "
             "torch build, or no driver); use auto or cpu"
         )
     device = torch.device(spec)
     count = torch.cuda.device_count()
     if device.index is not None and device.index >= count:
-        raise LearnError(f"train.device is {spec!r}, but this host has {count} CUDA device(s)")
+        raise LearnError(f"{key} is {spec!r}, but this host has {count} CUDA device(s)")
     return device
 
 

@@ -22,6 +22,7 @@ import gzip
 import io
 import json
 import pickle
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -182,7 +183,7 @@ def _emnist(root: Path, split: str) -> Dataset:
     for which in ("train", "test"):
         images = _idx(raw, f"emnist-{split}-{which}-images-idx3-ubyte", ndim=3)
         labels = _idx(raw, f"emnist-{split}-{which}-labels-idx1-ubyte", ndim=1)
-        if len(images) != len(labels):
+        if len(images) != len(labels) or len(labels) == 0:
             raise LearnError(f"emnist: {which}: {len(images)} images, {len(labels)} labels")
         if labels.max() >= EMNIST_CLASSES[split]:
             raise LearnError(f"emnist: {which} labels go past the {split} split's classes")
@@ -215,7 +216,7 @@ def _idx(folder: Path, name: str, *, ndim: int) -> np.ndarray:
     try:
         with opener(path) as f:
             data = f.read()
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         raise LearnError(f"emnist: cannot read {path} ({exc})") from None
     header = 4 * (1 + ndim)
     if len(data) < header or int.from_bytes(data[:4], "big") != _IDX_MAGIC[ndim]:
@@ -276,7 +277,10 @@ def _leaf_users(path: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
         for user in users:
             record = doc["user_data"][user]
             x = np.asarray(record["x"], dtype=np.float32)
-            y = np.asarray(record["y"], dtype=np.int64)
+            labels = np.asarray(record["y"], dtype=np.float64)
+            if labels.ndim != 1 or not np.all(labels == np.round(labels)):
+                raise ValueError(f"user {user}: labels must be class indices")
+            y = labels.astype(np.int64)
             if x.ndim != 2 or x.shape[1] != 784 or len(x) != len(y):
                 raise ValueError(f"user {user}: x must be (n, 784) with one y each")
             if len(y) and (y.min() < 0 or y.max() >= FEMNIST_CLASSES):

@@ -123,7 +123,7 @@ def _arrays(path: Path, arrays: dict[str, Any], *, seed: int, test_fraction: flo
         return _split(path, x, y, None, seed=seed, test_fraction=test_fraction)
     raise LearnError(
         f"{path}: expected arrays 'x' and 'y' (or x_train, y_train, x_test, y_test), "
-        f"found {sorted(keys)}"
+        f"found {sorted(map(str, keys))}"
     )
 
 
@@ -202,22 +202,26 @@ def _read_csv(
     csv.field_size_limit(MAX_CSV_FIELD)
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f) if row and any(c.strip() for c in row)]
+            reader = csv.reader(f)
+            # (line number in the file, fields), blank lines skipped
+            rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise LearnError(f"{path}: not a readable CSV file ({exc})") from None
     if not rows:
         raise LearnError(f"{path}: the CSV file has no rows")
     header: list[str] | None = None
-    if isinstance(label_column, str) or not all(_is_number(c) for c in _features(rows[0])):
-        header, rows = [c.strip() for c in rows[0]], rows[1:]
+    first = rows[0][1]
+    if isinstance(label_column, str) or not all(
+        _is_number(c) for j, c in enumerate(first) if j != _at(label_column, len(first))
+    ):
+        header, rows = [c.strip() for c in first], rows[1:]
     if not rows:
         raise LearnError(f"{path}: the CSV file has a header and no data")
-    width = len(rows[0]) if header is None else len(header)
+    width = len(rows[0][1]) if header is None else len(header)
     col = _label_index(path, label_column, header, width)
     x = np.empty((len(rows), width - 1), dtype=np.float32)
     labels: list[str] = []
-    for i, row in enumerate(rows):
-        line = i + 1 + (header is not None)
+    for i, (line, row) in enumerate(rows):
         if len(row) != width:
             raise LearnError(f"{path}: line {line} has {len(row)} fields, expected {width}")
         labels.append(row[col].strip())
@@ -241,8 +245,11 @@ def _read_csv(
     return x, np.array([index[v] for v in labels], dtype=np.int64), names
 
 
-def _features(row: list[str]) -> list[str]:
-    return row[:-1] if len(row) > 1 else row
+def _at(label_column: int | str, width: int) -> int | None:
+    """The label's index in a row of ``width`` fields (None when it is out of range)."""
+    if isinstance(label_column, str) or not -width <= label_column < width:
+        return None
+    return label_column % width
 
 
 def _is_number(cell: str) -> bool:
@@ -276,7 +283,7 @@ def _label_index(path: Path, label_column: int | str, header: list[str] | None, 
     return label_column % width
 
 
-# --- images ------------------------------------------------------------------------------------
+# --- images ----------------------------------------------------------------------------------
 
 
 def _image_folder(
@@ -285,11 +292,19 @@ def _image_folder(
     train_dir, test_dir = path / "train", path / "test"
     if train_dir.is_dir() and test_dir.is_dir():
         names = _classes(train_dir)
-        x_tr, y_tr = _images(train_dir, names, size)
-        x_te, y_te = _images(test_dir, names, size, shape=x_tr.shape[1:])
+        train, test = _images(train_dir, names, size), _images(test_dir, names, size)
+        grey = all(p.ndim == 2 for p, _, _ in train + test)
+        x_tr, y_tr = _stack(train, grey)
+        x_te, y_te = _stack(test, grey)
+        if x_te.shape[1:] != x_tr.shape[1:]:
+            raise LearnError(
+                f"{test_dir}: images of shape {x_te.shape[2:]}, the training ones "
+                f"{x_tr.shape[2:]}; give data.image_size to resize them all"
+            )
         return _dataset(path, x_tr, y_tr, x_te, y_te, names=names)
     names = _classes(path)
-    x, y = _images(path, names, size)
+    pictures = _images(path, names, size)
+    x, y = _stack(pictures, all(p.ndim == 2 for p, _, _ in pictures))
     return _split(path, x, y, names, seed=seed, test_fraction=test_fraction)
 
 
@@ -303,55 +318,61 @@ def _classes(root: Path) -> list[str]:
     return names
 
 
-def _images(
-    root: Path,
-    names: list[str],
-    size: tuple[int, int] | None,
-    *,
-    shape: tuple[int, ...] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError  # noqa: PLC0415 (only image folders need it)
+Picture = tuple[np.ndarray, int, Path]  # (H, W) grey or (H, W, 3) colour in [0, 1], label, file
 
-    files: list[tuple[Path, int]] = []
-    for k, name in enumerate(names):
-        folder = root / name
-        if folder.is_dir():
-            files += [
-                (p, k)
-                for p in sorted(folder.rglob("*"))
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            ]
+
+def _images(root: Path, names: list[str], size: tuple[int, int] | None) -> list[Picture]:
     extra = sorted(
         p.name for p in root.iterdir() if p.is_dir() and p.name not in names and p.name[0] != "."
     )
     if extra:
         raise LearnError(f"{root}: classes {extra} are not among the training classes {names}")
+    files = [
+        (p, k)
+        for k, name in enumerate(names)
+        if (root / name).is_dir()
+        for p in sorted((root / name).rglob("*"))
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+    ]
     if not files:
         raise LearnError(f"{root}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {names}")
-    pictures: list[np.ndarray] = []
-    for file, _ in files:
-        try:
-            with Image.open(file) as im:
-                im.load()
-                picture = im if im.mode in ("L", "RGB") else im.convert("RGB")
-                if size is not None:
-                    picture = picture.resize((size[1], size[0]))
-                pictures.append(np.asarray(picture, dtype=np.uint8))
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise LearnError(f"{file}: not a readable image ({exc})") from None
-    grey = all(p.ndim == 2 for p in pictures)
+    return [(_read_image(file, size), k, file) for file, k in files]
+
+
+def _read_image(file: Path, size: tuple[int, int] | None) -> np.ndarray:
+    """One image in [0, 1]: (H, W) when it is greyscale (8 or 16 bits), else (H, W, 3)."""
+    from PIL import Image  # noqa: PLC0415 (only image folders need it)
+
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            im = opened if size is None else opened.resize((size[1], size[0]))
+            if im.mode.startswith("I;16"):
+                return np.asarray(im, dtype=np.float32) / 65535.0
+            if im.mode in ("I", "F"):
+                raise LearnError(f"{file}: {im.mode}-mode images (32-bit) are not supported")
+            if im.mode in ("1", "L", "LA"):
+                return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+            return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise LearnError(f"{file}: not a readable image ({exc})") from None
+
+
+def _chw(p: np.ndarray, grey: bool) -> np.ndarray:
+    if grey:
+        return p[None]
+    return np.repeat(p[None], 3, 0) if p.ndim == 2 else p.transpose(2, 0, 1)
+
+
+def _stack(pictures: list[Picture], grey: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C, H, W): one channel when ``grey``, else three (greyscale ones repeated)."""
     stacked: list[np.ndarray] = []
-    for (file, _), p in zip(files, pictures, strict=True):
-        chw = (
-            p[None] if grey else (np.repeat(p[None], 3, 0) if p.ndim == 2 else p.transpose(2, 0, 1))
-        )
+    for p, _, file in pictures:
+        chw = _chw(p, grey)
         if stacked and chw.shape != stacked[0].shape:
             raise LearnError(
                 f"{file}: image of shape {chw.shape[1:]}, the first was {stacked[0].shape[1:]}; "
                 "give data.image_size to resize them all"
             )
         stacked.append(chw)
-    x = np.stack(stacked).astype(np.float32) / 255.0
-    if shape is not None and x.shape[1:] != shape:
-        raise LearnError(f"{root}: images of shape {x.shape[1:]}, the training ones {shape}")
-    return x, np.array([k for _, k in files], dtype=np.int64)
+    return np.stack(stacked).astype(np.float32), np.array([k for _, k, _ in pictures])

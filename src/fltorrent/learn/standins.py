@@ -23,7 +23,10 @@ def _images(
     rng: np.random.Generator, labels: np.ndarray, *, channels: int, side: int, classes: int
 ) -> np.ndarray:
     """uint8 images (n, channels, side, side): class pattern, shifted, scaled, noisy."""
-    coarse = rng.normal(size=(classes, channels, 4, 4))
+    # A pattern all classes share, plus a smaller one of each class's own.
+    coarse = rng.normal(size=(1, channels, 4, 4)) + 0.35 * rng.normal(
+        size=(classes, channels, 4, 4)
+    )
     patterns = np.kron(coarse, np.ones((side // 4, side // 4)))  # blocky, smoothed below
     for axis in (2, 3):
         patterns = (patterns + np.roll(patterns, 1, axis) + np.roll(patterns, -1, axis)) / 3
@@ -32,7 +35,7 @@ def _images(
     scales = rng.uniform(0.6, 1.4, size=len(labels))
     for i, c in enumerate(labels):
         img = np.roll(patterns[c], tuple(shifts[i]), axis=(1, 2)) * scales[i]
-        img = 128 + 50 * img + rng.normal(scale=45.0, size=img.shape)
+        img = 128 + 30 * img + rng.normal(scale=90.0, size=img.shape)
         out[i] = np.clip(img, 0, 255).astype(np.uint8)
     return out
 

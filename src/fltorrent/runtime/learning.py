@@ -115,9 +115,12 @@ def build_learner(
     trains and evaluates on that file or folder alone. ``device`` (``fltorrent peer
     --device``) replaces ``train.device``; ``gpu_share`` is the peer's share of a GPU (its
     device profile's; 0 trains on the CPU)."""
-    where = select_device(device or config.train.device)
-    if gpu_share <= 0:
+    if gpu_share <= 0:  # a device profile without a GPU
         where = torch.device("cpu")
+    elif device is None:
+        where = select_device(config.train.device)
+    else:
+        where = select_device(device, key="the peer's device")
     seed = config.federate.seed
     mine = _peer_data(config, peer_id, data, own_data)
     m = config.model

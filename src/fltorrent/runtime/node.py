@@ -198,7 +198,16 @@ async def _peer_state(
     data = hooks.data
     if data is None and hooks.own_data is None:
         data = await offload(lambda: load_federation_data(config))
-    learner = await offload(lambda: build_learner(config, peer_id, data, own_data=hooks.own_data))
+    learner = await offload(
+        lambda: build_learner(
+            config,
+            peer_id,
+            data,
+            own_data=hooks.own_data,
+            device=hooks.device,
+            gpu_share=1.0 if profile is None else profile.gpu_share,
+        )
+    )
     state = PeerState(
         learner=learner,
         device=build_device(config, peer_id, learner, profile),
