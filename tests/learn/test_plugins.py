@@ -17,6 +17,7 @@ from fltorrent.defense import Defense
 from fltorrent.errors import ConfigError, FederationError, PluginError
 from fltorrent.learn.plugins import resolve, user_data, user_evaluate, user_model, user_rule
 from fltorrent.runtime.federation import Federation
+from tests.learn import user_models
 
 MLP = "tests.learn.user_models:make_mlp"
 SMALL = [
@@ -262,3 +263,31 @@ def test_the_users_step_gets_the_model_in_train_mode(tmp_path: Path) -> None:
     ]
     Federation(load_config(None, overrides), output_dir=tmp_path).run()
     assert len(user_models.MODES) == 12 and all(user_models.MODES)
+
+
+def test_plugins_as_python_objects(tmp_path: Path) -> None:
+    """Federation(model=..., data=...): a module-level function goes by its import string (it
+    reaches peer processes); a lambda or a local function is registered in this process."""
+    calls: list[int] = []
+
+    def data(*, peer: int, num_peers: int, seed: int) -> tuple[object, object]:
+        calls.append(peer)
+        return user_models.blobs(peer=peer, num_peers=num_peers, seed=seed, samples=60)
+
+    fed = Federation(
+        load_config(None, SMALL), output_dir=tmp_path, model=user_models.make_mlp, data=data
+    )
+    assert fed.config.model.factory == MLP
+    assert fed.config.data.factory is not None
+    assert fed.config.data.factory.startswith("fltorrent.learn.plugins:REGISTERED.")
+    result = fed.run()
+    assert sorted(calls) == [1, 2, 3, 4]  # every peer called the local function
+    assert result.summary["finished_peers"] == [1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="cannot reach peer processes"):
+        Federation(
+            load_config(None, ["federate.client_num=2", "runtime.processes=true"]),
+            output_dir=tmp_path / "p",
+            model=lambda: user_models.make_mlp(hidden=4),
+        )
+    with pytest.raises(ConfigError, match=r"robust\.rule"):  # a clash, refused as in a file
+        Federation(load_config(None, [*SMALL, "robust.rule=median"]), rule=user_models.middle_mean)

@@ -72,6 +72,33 @@ def resolve(spec: str, *, key: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
+class _Registered:
+    """Objects given to ``Federation(...)`` that have no import string of their own (a lambda,
+    a local function, one defined in ``__main__``): reachable by name in this process only."""
+
+
+REGISTERED = _Registered()
+
+
+def as_import_string(obj: Callable[..., Any], *, key: str) -> tuple[str, bool]:
+    """An import string naming ``obj`` and whether it works in other processes: the object's
+    own ``module:qualname`` when that resolves to it, else a name in this process's registry."""
+    if not callable(obj):
+        raise ConfigError(f"{obj!r} is not callable", path=key)
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module and qualname and module != "__main__":
+        spec = f"{module}:{qualname}"
+        if SPEC.match(spec):
+            try:
+                if resolve(spec, key=key) is obj:
+                    return spec, True
+            except ConfigError:
+                pass
+    name = f"{key.replace('.', '_')}_{id(obj):x}"
+    setattr(REGISTERED, name, obj)
+    return f"{__name__}:REGISTERED.{name}", False
+
+
 def call_user(
     fn: Callable[..., Any], spec: str, key: str, who: str, *args: Any, **kwargs: Any
 ) -> Any:

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from fltorrent.config import Config, dump_config, load_config, parse_config
-from fltorrent.errors import FederationError
+from fltorrent.errors import ConfigError, FederationError
+from fltorrent.learn.plugins import as_import_string
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
 from fltorrent.runtime.build import check_plugins
@@ -74,6 +75,27 @@ def _logger_level(level: str) -> Iterator[None]:
         logger.setLevel(before)
 
 
+def _with_plugins(config: Config, objects: Mapping[str, Callable[..., Any]]) -> Config:
+    """``config`` with the plug-ins given as objects named by import strings (validated again,
+    so a clash with a setting is refused as in a file)."""
+    if not objects:
+        return config
+    raw = config.model_dump(mode="json")
+    local = []
+    for key, obj in objects.items():
+        section, name = key.split(".")
+        raw[section][name], portable = as_import_string(obj, key=key)
+        if not portable:
+            local.append(key)
+    updated = parse_config(raw)
+    if local and make_launcher(updated).name == "processes":
+        raise ConfigError(
+            f"{', '.join(local)}: a lambda, a local function or one defined in __main__ cannot "
+            "reach peer processes; define it at the top level of a module"
+        )
+    return updated
+
+
 def default_output_dir() -> Path:
     """``runs/<UTC timestamp>``."""
     return Path("runs") / datetime.now(UTC).strftime("%Y%m%d-%H%M%S-%f")
@@ -89,13 +111,31 @@ class Federation:
         output_dir: Path | str | None = None,
         progress: str | None = None,
         fault_hook: FaultHook | None = None,
+        model: Callable[..., Any] | None = None,
+        data: Callable[..., Any] | None = None,
+        train_step: Callable[..., Any] | None = None,
+        evaluate: Callable[..., Any] | None = None,
+        rule: Callable[..., Any] | None = None,
     ) -> None:
+        """``model``, ``data``, ``train_step``, ``evaluate`` and ``rule`` are the plug-ins as
+        Python objects, in place of ``model.factory``, ``data.factory``, ``train.step``,
+        ``train.evaluate`` and ``robust.rule_factory`` (with the same signatures). A function
+        defined at a module's top level goes by its import string, so it reaches peer processes
+        too; a lambda, a local function or one of ``__main__`` works in this process only."""
         if isinstance(config, Config):
             self.config = config
         elif isinstance(config, str | Path):
             self.config = load_config(config)
         else:
             self.config = parse_config(config)
+        given = {
+            "model.factory": model,
+            "data.factory": data,
+            "train.step": train_step,
+            "train.evaluate": evaluate,
+            "robust.rule_factory": rule,
+        }
+        self.config = _with_plugins(self.config, {k: v for k, v in given.items() if v is not None})
         chosen = output_dir if output_dir is not None else self.config.output.dir
         self.output_dir = Path(chosen) if chosen is not None else default_output_dir()
         self.progress_mode = progress or self.config.output.progress
