@@ -5,27 +5,13 @@ A typo in a rule's options would otherwise surface only hours into a benchmark r
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-from types import ModuleType
-
 import pytest
 
 from fltorrent.config import load_config
 from fltorrent.errors import ConfigError
+from tests.benchmark_scripts import load_benchmark
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _robustness() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("robustness", ROOT / "benchmarks/robustness.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-BENCH = _robustness()
+BENCH = load_benchmark("robustness")
 
 
 @pytest.mark.parametrize("detect", [False, True])

@@ -4,9 +4,7 @@ the model of the textbook FedAvg loop in plain PyTorch, given the same batch ord
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from safetensors.torch import load_file
@@ -14,20 +12,11 @@ from safetensors.torch import load_file
 from fltorrent.learn.standins import write_cifar10
 from fltorrent.runtime.federation import Federation
 from fltorrent.runtime.learning import load_federation_data
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("cifar", ROOT / "benchmarks/cifar.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.benchmark_scripts import load_benchmark
 
 
 def test_the_federation_ends_with_the_textbook_fedavg_model(tmp_path: Path) -> None:
-    bench = _bench()
+    bench = load_benchmark("cifar")
     write_cifar10(tmp_path / "cifar", train=300, test=60, seed=0)
     ns = bench.arguments(["--peers", "3", "--rounds", "2", "--samples", "360", "--width", "4"])
     config = bench.bench_config(tmp_path / "cifar", ns, "output.save_model=true")
