@@ -7,7 +7,9 @@ mnist1d, 1-D CNN) on a Dirichlet(``--alpha``) split, with one algorithm setting 
 * **fedprox-MU**: FedProx, the proximal term ``mu / 2 ||w - w_round_start||^2`` in local
   training (``train.proximal_mu``), for each ``--mu``;
 * **fedavgm-BETA**: FedAvgM, momentum ``BETA`` that each peer applies to its own aggregate
-  over the rounds (``train.server_momentum``), for each ``--momentum``.
+  over the rounds (``train.server_momentum``), for each ``--momentum``;
+* **scaffold**: SCAFFOLD's control variates, estimated by each peer from what it holds
+  (``train.scaffold``; ``--no-scaffold`` leaves it out).
 
 Reported: the mean test accuracy over peers after each round, the final one, and the best.
 Same seed, same data, same split: the differences are the algorithm's (seeds with
@@ -50,6 +52,7 @@ def main() -> None:
     parser.add_argument("--mu", default="0.01,0.1", help="FedProx mu values, comma-separated")
     parser.add_argument("--momentum", default="0.9", help="FedAvgM betas, comma-separated")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds, averaged")
+    parser.add_argument("--no-scaffold", action="store_true", help="leave SCAFFOLD out")
     parser.add_argument("--json", type=Path, default=None)
     ns = parser.parse_args()
     base = [
@@ -63,6 +66,8 @@ def main() -> None:
         cases[f"fedprox-{mu}"] = [f"train.proximal_mu={mu}"]
     for beta in (b for b in ns.momentum.split(",") if b):
         cases[f"fedavgm-{beta}"] = [f"train.server_momentum={beta}"]
+    if not ns.no_scaffold:
+        cases["scaffold"] = ["train.scaffold=true"]
     seeds = [int(s) for s in ns.seeds.split(",")]
     curves: dict[str, list[float]] = {}
     for name, extra in cases.items():

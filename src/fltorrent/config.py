@@ -300,6 +300,10 @@ class Config(Section):
             raise _unused(
                 "train.proximal_mu", "FedProx is part of the built-in step; train.step replaces it"
             )
+        if self.train.scaffold and self.train.step is not None:
+            raise _unused("train.scaffold", "its correction is part of the built-in step")
+        if self.train.scaffold and self.train.optimizer != "sgd":
+            raise ConfigError("SCAFFOLD's correction is for SGD", path="train.scaffold")
         rb = self.robust
         if rb.rule_factory is not None and (rb.rule != "mean" or rb.preagg != "none"):
             raise _unused("robust.rule", "robust.rule_factory replaces robust.rule and preagg")

@@ -134,6 +134,12 @@ class TrainConfig(Section):
         description="FedAvgM: momentum each peer applies to its own aggregate, over rounds "
         "(0: the aggregate as it is); 0.9 is the usual value, with server_lr 1",
     )
+    scaffold: bool = Field(
+        False,
+        description="SCAFFOLD: correct every local step by the federation's control variate "
+        "minus the peer's own, both estimated from what each peer already holds (no extra "
+        "bytes); SGD only",
+    )
     server_lr: float = Field(
         1.0, gt=0.0, allow_inf_nan=False, description="FedAvgM: step along the velocity"
     )

@@ -43,13 +43,14 @@ from fltorrent.net.base import Address
 from fltorrent.peer_metrics import round_metrics
 from fltorrent.phases import FaultHook, PeerCrash, Phase, RoundPolicy
 from fltorrent.plans.all_to_all import AllToAll
-from fltorrent.plans.base import RoundContext, RoundPlan
+from fltorrent.plans.base import RoundContext, RoundPlan, round_blobs
 from fltorrent.selection import Selector
 from fltorrent.stages import (
     HonestPublisher,
     Privatizer,
     PublishContext,
     Publisher,
+    Scaffold,
     ServerMomentum,
     Trained,
     no_privacy,
@@ -103,6 +104,7 @@ class Peer:
         neighbours: Collection[int] = (),
         addresses: Mapping[int, Address] | None = None,
         server_step: ServerMomentum | None = None,
+        scaffold: Scaffold | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.learner = learner
@@ -124,6 +126,7 @@ class Peer:
         self.publisher: Publisher = publisher or HonestPublisher()
         self.privatizer = privatizer
         self.server_step = server_step  # FedAvgM on the aggregate (None: load it as it is)
+        self.scaffold = scaffold  # SCAFFOLD's control variates (None: plain local steps)
         chunks = learner.plan
         self._weights_mask = [chunks.floating(c) for c in range(chunks.num_chunks)]
         self.phase = Phase.STARTING
@@ -198,11 +201,31 @@ class Peer:
         return self.history
 
     def _loader(self, before: Sequence[np.ndarray]) -> Callable[[Sequence[np.ndarray]], None]:
-        """How the round's aggregate becomes the model: as it is, or through the server step."""
-        step, learner = self.server_step, self.learner
-        if step is None:
-            return learner.load_vectors
-        return lambda vectors: learner.load_vectors(step(before, vectors, self._weights_mask))
+        """How the round's aggregate becomes the model: as it is, or through the server step;
+        SCAFFOLD's federation variate is taken from it first."""
+        step, learner, scaffold, mask = (
+            self.server_step,
+            self.learner,
+            self.scaffold,
+            self._weights_mask,
+        )
+        r = self.round
+
+        def load(vectors: Sequence[np.ndarray]) -> None:
+            if scaffold is not None:
+                scaffold.aggregated(before, vectors, self._round_samples(r), mask)
+            learner.load_vectors(vectors if step is None else step(before, vectors, mask))
+
+        return load
+
+    def _round_samples(self, r: int) -> list[float]:
+        """The sample counts of round ``r``'s updates this peer holds a manifest of (its own
+        included): the authors its aggregate is made of, or nearly."""
+        blobs = round_blobs(self.swarm, self.membership, r)
+        counts = [float(b.manifest.num_samples) for b in blobs.values()]
+        if self.last_update is not None:
+            counts.append(float(self.last_update.num_samples))
+        return counts
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -238,9 +261,13 @@ class Peer:
         if not self.publisher.trains:
             zero = [0.0] * len(before)
             return Trained(None, before, [], zero, learner.num_samples), 0.0
+        scaffold = self.scaffold
+        correction = scaffold.correction() if scaffold is not None else None
         update, seconds = await self._work(
-            lambda: learner.local_round(r), learner.train_flops, decision.speed
+            lambda: learner.local_round(r, correction), learner.train_flops, decision.speed
         )
+        if scaffold is not None:
+            scaffold.trained(before, update.vectors, update.train.steps, self._weights_mask)
         trained = Trained(
             update, update.vectors, update.chunks, update.importance, update.num_samples
         )

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from fltorrent.aggregate.momentum import server_momentum
+from fltorrent.aggregate.scaffold import drift_gradient, local_control, mean_steps
 from fltorrent.learn.chunking import ChunkPlan
 from fltorrent.learn.compress import Codec
 from fltorrent.learn.learner import LocalUpdate
@@ -29,6 +30,7 @@ from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.swarm import Manifest, Swarm
 
 Vectors = list[np.ndarray]
+Mask = Sequence[np.ndarray]  # per chunk, the coordinates that are weights
 
 
 @dataclass(frozen=True)
@@ -154,3 +156,43 @@ class ServerMomentum:
             base, aggregate, self.velocity, beta=self.beta, lr=self.lr, mask=mask
         )
         return model
+
+
+class Scaffold:
+    """SCAFFOLD's stages (:mod:`fltorrent.aggregate.scaffold`): the correction ``c - c_i`` for
+    local training, the peer's own variate after it, and the federation's from each round's
+    aggregate. It keeps both variates from round to round."""
+
+    def __init__(self, *, lr: float, epochs: int, batch_size: int) -> None:
+        self.lr = lr  # the effective SGD step (momentum included)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.own: list[np.ndarray] | None = None  # c_i
+        self.federation: list[np.ndarray] | None = None  # c
+
+    def correction(self) -> list[np.ndarray] | None:
+        """``c - c_i`` per chunk (``None`` while both are 0)."""
+        if self.own is None and self.federation is None:
+            return None
+        zero = [np.zeros_like(v) for v in (self.own or self.federation or [])]
+        return [f - o for f, o in zip(self.federation or zero, self.own or zero, strict=True)]
+
+    def trained(
+        self, start: Sequence[np.ndarray], end: Sequence[np.ndarray], steps: int, mask: Mask
+    ) -> None:
+        """After local training from ``start`` to ``end`` in ``steps`` steps."""
+        if steps > 0:
+            drift = drift_gradient(start, end, steps=steps, lr=self.lr, mask=mask)
+            self.own = local_control(self.own, self.federation, drift)
+
+    def aggregated(
+        self,
+        start: Sequence[np.ndarray],
+        aggregate: Sequence[np.ndarray],
+        samples: Sequence[float],
+        mask: Mask,
+    ) -> None:
+        """After the round's aggregate of the authors with ``samples``."""
+        if samples:
+            k = mean_steps(samples, epochs=self.epochs, batch_size=self.batch_size)
+            self.federation = drift_gradient(start, aggregate, steps=k, lr=self.lr, mask=mask)

@@ -175,13 +175,16 @@ class Learner:
         """The model's current state, one float64 vector per chunk."""
         return self.plan.state_to_vectors(self.model.state_dict())
 
-    def local_round(self, round_: int) -> LocalUpdate:
-        """Train one round, then cut the model into chunks and score them."""
+    def local_round(
+        self, round_: int, correction: Sequence[np.ndarray] | None = None
+    ) -> LocalUpdate:
+        """Train one round, then cut the model into chunks and score them. ``correction``
+        (SCAFFOLD's, per chunk) is added to every step's gradient."""
         before = self.vectors()
         seed = self.seed * 100_003 + round_
         with self._placed() as device:
             x, y = self.x.to(device), self.y.to(device)
-            result = self._train(x, y, seed)
+            result = self._train(x, y, seed, self._per_parameter(correction))
         state = self.model.state_dict()
         chunks = self.plan.split(state)
         after = [self.plan.chunk_to_vector(i, c) for i, c in enumerate(chunks)]
@@ -207,9 +210,24 @@ class Learner:
             score_s=time.perf_counter() - t0,
         )
 
-    def _train(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> TrainResult:
+    def _per_parameter(self, vectors: Sequence[np.ndarray] | None) -> list[torch.Tensor] | None:
+        """Chunk vectors as one tensor per trainable parameter (``model.parameters()`` order)."""
+        if vectors is None:
+            return None
+        state = self.plan.vectors_to_state(vectors)
+        return [state[name] for name, p in self.model.named_parameters() if p.requires_grad]
+
+    def _train(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        seed: int,
+        correction: list[torch.Tensor] | None = None,
+    ) -> TrainResult:
         if self.train_fn is None:
-            return train_local(self.model, x, y, seed=seed, **self.train_options)
+            return train_local(
+                self.model, x, y, seed=seed, correction=correction, **self.train_options
+            )
         t0 = time.perf_counter()
         self.model.train()
         loss = self.train_fn(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,6 +100,7 @@ def train_local(
     weight_decay: float = 0.0,
     proximal_mu: float = 0.0,
     seed: int = 0,
+    correction: Sequence[torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place with cross-entropy for ``epochs`` passes over (x, y).
 
@@ -106,6 +108,9 @@ def train_local(
     ``mu / 2 * ||w - w_start||^2``, which keeps a peer with skewed data near the round's
     starting model; its gradient ``mu (w - w_start)`` is added to each step's (the reported
     loss is the cross-entropy alone).
+
+    ``correction`` (SCAFFOLD's ``c - c_i``, one tensor per trainable parameter, in
+    ``model.parameters()`` order) is added to every step's gradient.
 
     A fresh optimizer is built on every call (``sgd`` with ``momentum``, or ``adam``, which
     ignores ``momentum``), so no optimizer state survives between rounds. Each epoch visits the
@@ -136,6 +141,10 @@ def train_local(
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     anchor = [p.detach().clone() for p in params] if proximal_mu > 0 else []
+    if correction is not None and len(correction) != len(params):
+        raise LearnError(f"{len(correction)} correction tensors for {len(params)} parameters")
+    pairs = zip(params, correction or [], strict=False)  # checked just above
+    shift = [c.to(device=p.device, dtype=p.dtype) for p, c in pairs]
     model.train()
     steps = 0
     epoch_loss = torch.zeros((), device=x.device)
@@ -152,6 +161,9 @@ def train_local(
             for p, a in zip(params if anchor else (), anchor, strict=True):
                 if p.grad is not None:
                     p.grad.add_(p.detach() - a, alpha=proximal_mu)
+            for p, c in zip(params if shift else (), shift, strict=True):
+                if p.grad is not None:
+                    p.grad.add_(c)
             opt.step()
             epoch_loss += loss.detach() * len(idx)
             steps += 1

@@ -54,7 +54,7 @@ from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
 from fltorrent.security.guard import PeerGuard
 from fltorrent.selection import Selector
-from fltorrent.stages import HonestPublisher, Publisher, ServerMomentum
+from fltorrent.stages import HonestPublisher, Publisher, Scaffold, ServerMomentum
 from fltorrent.swarm import Counters, Swarm, SwarmSecurity
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker_client import TrackerClient
@@ -93,6 +93,7 @@ class PeerState:
     adversary: Adversary | None
     selector: Selector
     server_step: ServerMomentum | None = None  # FedAvgM's velocity survives too
+    scaffold: Scaffold | None = None  # and SCAFFOLD's control variates
 
 
 @dataclass
@@ -218,6 +219,7 @@ async def _peer_state(
         adversary=build_adversary(config, peer_id),
         selector=build_selector(config),
         server_step=server_step(config),
+        scaffold=scaffold(config),
     )
     if hooks.saved is not None:
         hooks.saved[peer_id] = state
@@ -327,6 +329,7 @@ async def _run_peer(
         neighbours=neighbours,
         addresses=welcome.members,
         server_step=state.server_step,
+        scaffold=state.scaffold,
     )
     for gone in client.left | set(welcome.departed):
         peer.membership.left(gone)
@@ -422,6 +425,15 @@ def server_step(config: Config) -> ServerMomentum | None:
     if t.server_momentum == 0 and t.server_lr == 1:
         return None
     return ServerMomentum(beta=t.server_momentum, lr=t.server_lr)
+
+
+def scaffold(config: Config) -> Scaffold | None:
+    """SCAFFOLD's stage, when the configuration asks for it (its step is SGD's, momentum
+    included: lr / (1 - momentum))."""
+    t = config.train
+    if not t.scaffold:
+        return None
+    return Scaffold(lr=t.lr / (1 - t.momentum), epochs=t.local_epochs, batch_size=t.batch_size)
 
 
 def _publisher(adversary: Adversary | None) -> Publisher:
