@@ -9,6 +9,7 @@ its key path before anything starts.
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,14 @@ from pydantic import Field
 
 from fltorrent.config_types import DEVICE_PATTERN, ImportString, PositiveInt, Section
 from fltorrent.errors import ConfigError
+
+
+def _names_peer(path: str | None) -> bool:
+    """Whether ``path`` has a {peer} placeholder (with a format spec or not)."""
+    try:
+        return any(f == "peer" for _, f, _, _ in string.Formatter().parse(path or ""))
+    except ValueError:
+        return False
 
 
 class DataConfig(Section):
@@ -41,6 +50,13 @@ class DataConfig(Section):
     )
     test_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="files without a test split: the part held out"
+    )
+    classes: list[str] | None = Field(
+        None,
+        description="data from files (data.name files, fltorrent peer --data): the class "
+        "names in order (class folders, CSV labels that are not numbers); needed when each "
+        "peer brings its own data, so that every peer numbers a "
+        "class alike, whatever classes its own data holds",
     )
     num_classes: PositiveInt | None = Field(
         None,
@@ -69,7 +85,7 @@ class DataConfig(Section):
     @property
     def per_peer(self) -> bool:
         """Each peer loads its own data (data.factory, or a data.path with {peer})."""
-        return self.factory is not None or (self.name == "files" and "{peer}" in (self.path or ""))
+        return self.factory is not None or (self.name == "files" and _names_peer(self.path))
 
     def check(self) -> None:
         """Cross-checks of the section (called by the whole config's validator)."""
@@ -81,14 +97,30 @@ class DataConfig(Section):
                 raise ConfigError(
                     "is for data.name cifar10, emnist, femnist or files", path="data.path"
                 )
-            if "{peer}" in self.path and self.name != "files":
-                raise ConfigError("{peer} is for data.name 'files'", path="data.path")
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(self.path) if f is not None]
+            except ValueError:
+                fields = ["?"]
+            if any(f != "peer" for f in fields):
+                raise ConfigError(
+                    f"{self.path!r}: the only placeholder is {{peer}} (with a format such as "
+                    "{peer:03d})",
+                    path="data.path",
+                )
             try:
                 self.path.format(peer=1)
-            except (KeyError, IndexError, ValueError):
+            except ValueError as exc:
+                raise ConfigError(f"{self.path!r}: {exc}", path="data.path") from None
+            if fields and self.name != "files":
+                raise ConfigError("{peer} is for data.name 'files'", path="data.path")
+        if self.classes is not None:  # also for peers' own data (fltorrent peer --data)
+            if len(set(self.classes)) != len(self.classes) or len(self.classes) < 2:
+                raise ConfigError("needs two or more distinct names", path="data.classes")
+            if self.num_classes is not None and self.num_classes != len(self.classes):
                 raise ConfigError(
-                    f"{self.path!r}: the only placeholder is {{peer}}", path="data.path"
-                ) from None
+                    f"{self.num_classes} but data.classes names {len(self.classes)}",
+                    path="data.num_classes",
+                )
         if self.partition == "natural" and self.name not in ("synthetic", "femnist"):
             raise ConfigError(
                 "'natural' needs data.name synthetic or femnist", path="data.partition"

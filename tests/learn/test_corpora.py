@@ -201,7 +201,9 @@ def test_cifar10_malicious_pickle_refused_not_executed(tmp_path: Path) -> None:
     folder = _write_python(tmp_path / "copy", batches)
     marker = tmp_path / "MARKER"
     (folder / CIFAR_TEST).write_bytes(pickle.dumps(_Shell(f"touch {marker}"), protocol=2))
-    with pytest.raises(LearnError, match=r"test_batch is not a CIFAR-10 batch \(global .*system"):
+    with pytest.raises(
+        LearnError, match=r"test_batch is not a CIFAR-10 batch \(UnpicklingError: global .*system"
+    ):
         load_corpus("cifar10", tmp_path / "copy")
     assert not marker.exists()
     # Hidden inside a dict beside the real keys, it is refused all the same.
@@ -226,6 +228,31 @@ def test_cifar10_malformed_python_batches(tmp_path: Path) -> None:
         (folder / CIFAR_TEST).write_bytes(content)
         with pytest.raises(LearnError, match=match):
             load_corpus("cifar10", tmp_path / "copy")
+
+
+def test_cifar10_arrays_are_rebuilt_from_plain_bytes_only(tmp_path: Path) -> None:
+    # numpy's own unpickling of a crafted dtype can write out of bounds (a crash of the whole
+    # process): arrays are rebuilt from their bytes, and only of plain number types.
+    batches = _standin_batches(tmp_path / "standin")
+    folder = _write_python(tmp_path / "copy", batches)
+    structured = np.zeros(4, dtype=[("a", "u1"), ("b", "<i8")])
+    cases: list[tuple[object, str]] = [
+        ({b"data": structured, b"labels": [0] * 4}, "unsupported type"),
+        ({b"data": np.array([b"x"] * 4, dtype=object), b"labels": [0] * 4}, "not plain numbers"),
+        ({b"data": np.zeros((1, 3072), np.uint8), b"labels": [2**70]}, "OverflowError"),
+        ({b"data": [[300] * 3072], b"labels": [0]}, "OverflowError"),
+    ]
+    for batch, match in cases:
+        (folder / CIFAR_TEST).write_bytes(pickle.dumps(batch, protocol=2))
+        with pytest.raises(LearnError, match=match):
+            load_corpus("cifar10", tmp_path / "copy")
+    # A big-endian int64 label array is a plain type: it loads.
+    x, y = batches[5][1], batches[5][2]
+    (folder / CIFAR_TEST).write_bytes(
+        pickle.dumps({b"data": x.reshape(len(x), -1), b"labels": y.astype(">i8")}, protocol=4)
+    )
+    ds = load_corpus("cifar10", tmp_path / "copy")
+    assert ds.y_test.tolist() == y.tolist()
 
 
 # --- EMNIST ------------------------------------------------------------------------------------

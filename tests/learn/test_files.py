@@ -474,3 +474,86 @@ def test_check_own_data(tmp_path: Path) -> None:
         (tmp_path / name).write_bytes(b"")
         check_own_data(tmp_path / name)  # contents are checked on reading
     check_own_data(tmp_path)  # a folder
+
+
+# --- what a careless or hostile file holds -------------------------------------------------
+
+
+def test_broken_npz_and_pt_files_are_errors_not_tracebacks(tmp_path: Path) -> None:
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.zeros((8, 3), np.float32), y=np.arange(8) % 2)
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:40])
+    one = tmp_path / "one.npz"
+    with one.open("wb") as f:
+        np.save(f, np.zeros(3))  # a .npy under a .npz name
+    for name in ("cut.npz", "one.npz"):
+        with pytest.raises(LearnError, match=rf"{name}: not a readable \.npz file"):
+            read_files(tmp_path / name)
+    # bfloat16 and sparse tensors are converted, not a TypeError deep in numpy
+    x = torch.randn(8, 3)
+    torch.save({"x": x.to(torch.bfloat16), "y": torch.arange(8) % 2}, tmp_path / "bf.pt")
+    torch.save({"x": x.to_sparse(), "y": torch.arange(8) % 2}, tmp_path / "sparse.pt")
+    assert read_files(tmp_path / "bf.pt").input_shape == (3,)
+    sparse = read_files(tmp_path / "sparse.pt", test_fraction=0.25)
+    assert np.allclose(
+        np.sort(np.concatenate([sparse.x_train, sparse.x_test]).ravel()), np.sort(x.numpy().ravel())
+    )
+
+
+def test_absurd_label_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2), np.float32), y=np.array([0, 1, 0, 10**18]))
+    with pytest.raises(LearnError, match="a label of 1000000000000000000"):
+        read_files(tmp_path / "d.npz")
+
+
+def test_csv_with_a_byte_order_mark(tmp_path: Path) -> None:
+    body = "".join(f"{i},{i * 2},{i % 2}\n" for i in range(10))
+    (tmp_path / "plain.csv").write_bytes(("\ufeff" + body).encode())
+    assert len(read_files(tmp_path / "plain.csv", test_fraction=0.2).y_train) == 8  # all 10 rows
+    (tmp_path / "named.csv").write_bytes(("\ufefflabel,a,b\n" + body).encode())
+    ds = read_files(tmp_path / "named.csv", label_column="label", test_fraction=0.2)
+    assert ds.input_shape == (2,)
+
+
+def test_classes_list_numbers_every_peers_classes_alike(tmp_path: Path) -> None:
+    # Peer 1 has cat and dog, peer 2 dog and fish: with the federation's list, dog is 1 on both.
+    classes = ["cat", "dog", "fish"]
+    one = _csv(tmp_path / "p1.csv", "".join(f"{i},{['cat', 'dog'][i % 2]}\n" for i in range(10)))
+    two = _csv(tmp_path / "p2.csv", "".join(f"{i},{['dog', 'fish'][i % 2]}\n" for i in range(10)))
+    a = read_files(one, classes=classes, test_fraction=0.2)
+    b = read_files(two, classes=classes, test_fraction=0.2)
+    assert a.class_names == b.class_names == tuple(classes) and a.num_classes == 3
+    assert set(np.concatenate([a.y_train, a.y_test]).tolist()) == {0, 1}
+    assert set(np.concatenate([b.y_train, b.y_test]).tolist()) == {1, 2}
+    with pytest.raises(LearnError, match=r"classes \['fish'\] are not in data.classes"):
+        read_files(two, classes=["cat", "dog"])
+    pics = _image_folder(tmp_path / "pics")  # apple, mango, zebra
+    ds = read_files(pics, classes=["zebra", "mango", "apple", "pear"], test_fraction=0.2)
+    assert ds.num_classes == 4
+    label_of = {30: 0, 20: 1, 10: 2}  # the folders' grey values, numbered by the list
+    for x, y in ((ds.x_train, ds.y_train), (ds.x_test, ds.y_test)):
+        for sample, label in zip(x, y, strict=True):
+            assert label_of[round(float(sample[0, 1, 1]) * 255)] == label
+
+
+def test_val_split_and_nested_class_folders(tmp_path: Path) -> None:
+    root = tmp_path / "imagenet_style"
+    for split, per in (("train", 3), ("val", 2)):
+        for name, value in (("cat", 10), ("dog", 20)):
+            for i in range(per):
+                _save(root / split / name / f"{i}.png", _grey(value))
+    ds = read_files(root)
+    assert ds.class_names == ("cat", "dog") and (len(ds.y_train), len(ds.y_test)) == (6, 4)
+    nested = tmp_path / "nested"
+    for name in ("cat", "dog"):
+        _save(nested / name / "more" / "0.png", _grey(5))
+        _save(nested / name / "0.png", _grey(5))
+    with pytest.raises(LearnError, match="class folders hold folders"):
+        read_files(nested)
+
+
+def test_home_in_a_path_is_expanded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2), np.float32), y=np.arange(8) % 2)
+    check_own_data(Path("~/d.npz"))
+    assert read_files(Path("~/d.npz")).num_classes == 2

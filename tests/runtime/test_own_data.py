@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from fltorrent.config import load_config
-from fltorrent.errors import LearnError
+from fltorrent.errors import ConfigError, LearnError
 from fltorrent.learn.standins import write_cifar10, write_femnist
 from fltorrent.runtime.federation import Federation
 from fltorrent.runtime.learning import build_learner, load_federation_data
@@ -91,6 +92,34 @@ def test_a_built_in_model_on_own_data_needs_the_class_count(tmp_path: Path) -> N
     learner = build_learner(fixed, 1, None, own_data=tmp_path / "mine.npz")
     assert learner.num_samples == 40 and len(learner.y_test) == 10
     assert learner.model(learner.x[:1]).shape == (1, 5)
+
+
+def test_named_classes_of_own_data_need_the_federations_list(tmp_path: Path) -> None:
+    # A peer's own CSV names its classes; its own sorted names would number them unlike
+    # another peer's, so the federation's list (data.classes) is required.
+    (tmp_path / "mine.csv").write_text(
+        "".join(f"{i},{i % 3},{['cat', 'dog'][i % 2]}\n" for i in range(20))
+    )
+    config = load_config(None, ["model.name=mlp"])
+    with pytest.raises(LearnError, match=r"names its classes \(cat, dog\): set data\.classes"):
+        build_learner(config, 1, None, own_data=tmp_path / "mine.csv")
+    fixed = load_config(None, ["model.name=mlp", "data.classes=[ant, cat, dog]"])
+    learner = build_learner(fixed, 1, None, own_data=tmp_path / "mine.csv")
+    assert learner.model(learner.x[:1]).shape == (1, 3)
+    assert set(torch.cat([learner.y, learner.y_test]).tolist()) == {1, 2}
+
+
+def test_data_path_placeholders() -> None:
+    files = ["data.name=files"]
+    assert load_config(None, [*files, "data.path=d/peer{peer:03d}.npz"]).data.per_peer
+    assert not load_config(None, [*files, "data.path=d/all.npz"]).data.per_peer
+    for bad in ("d/{peer.x}.npz", "d/{peer[0]}.npz", "d/{other}.npz", "d/{peer"):
+        with pytest.raises(ConfigError, match=r"data\.path: .* the only placeholder is \{peer\}"):
+            load_config(None, [*files, f"data.path={bad}"])
+    with pytest.raises(ConfigError, match=r"data\.num_classes: 4 but data\.classes names 3"):
+        load_config(None, [*files, "data.path=d", "data.classes=[a, b, c]", "data.num_classes=4"])
+    with pytest.raises(ConfigError, match=r"data\.classes: needs two or more distinct names"):
+        load_config(None, [*files, "data.path=d", "data.classes=[a, a]"])
 
 
 def test_cifar10_from_a_local_copy(tmp_path: Path) -> None:

@@ -18,14 +18,16 @@ and its wheels do not install beside every torch build):
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
+import math
 import pickle
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
@@ -110,36 +112,107 @@ def _cifar_dataset(
     return finish_dataset("cifar10", scaled, y_train, test, y_test, num_classes=10)
 
 
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numpy arrays; refuses every other global (a pickle
-    may name any callable, which the load would call)."""
+class _PickledDtype:
+    """Stands in for ``numpy.dtype`` while unpickling: records its arguments and state, runs
+    no numpy code (a crafted dtype state can make numpy write out of bounds)."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
-        }
-    )
+    def __init__(self, spec: Any = None, *_args: Any) -> None:
+        # Python 2 pickles (read with encoding="bytes") name it in bytes
+        self.spec = spec.decode("latin-1") if isinstance(spec, bytes) else spec
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def dtype(self) -> np.dtype[Any]:
+        plain = isinstance(self.spec, str) and self.spec in _PLAIN_DTYPES
+        st = self.state
+        if not plain or not isinstance(st, tuple) or len(st) < 5 or st[3:5] != (None, None):
+            raise ValueError(f"an array of an unsupported type {self.spec!r}")
+        order = st[1].decode("latin-1") if isinstance(st[1], bytes) else st[1]
+        single = self.spec in ("u1", "i1", "b1")
+        kind: np.dtype[Any] = np.dtype(
+            self.spec if single or order not in ("<", ">", "=") else order + self.spec
+        )
+        return kind
+
+
+class _PickledArray:
+    """Stands in for ``numpy.ndarray`` while unpickling (see :class:`_PickledDtype`)."""
+
+    def __init__(self, *_args: Any) -> None:
+        self.state: Any = None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def array(self) -> np.ndarray:
+        st = self.state
+        if not isinstance(st, tuple) or len(st) != 5:
+            raise ValueError("a malformed array")
+        _, shape, dtype, fortran, raw = st
+        if not isinstance(dtype, _PickledDtype) or not isinstance(raw, bytes | bytearray):
+            raise ValueError("an array that is not plain numbers")
+        if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"an array of shape {shape!r}")
+        kind = dtype.dtype()
+        if math.prod(shape) * kind.itemsize != len(raw):
+            raise ValueError(f"{len(raw)} bytes for an array of shape {shape} of {kind}")
+        return np.frombuffer(bytes(raw), dtype=kind).reshape(shape, order="F" if fortran else "C")
+
+
+def _pickled_reconstruct(_cls: Any, _shape: Any, _code: Any) -> _PickledArray:
+    return _PickledArray()
+
+
+_PLAIN_DTYPES = frozenset({"u1", "i1", "b1", "u2", "i2", "u4", "i4", "u8", "i8", "f4", "f8"})
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts, lists, strings and numpy arrays of plain numbers; refuses every other
+    global (a pickle may name any callable, which the load would call). Arrays are rebuilt
+    from their bytes after the load (:func:`_arrays_of`), never by numpy's own unpickling."""
+
+    STAND_INS: ClassVar[dict[tuple[str, str], Any]] = {
+        ("numpy.core.multiarray", "_reconstruct"): _pickled_reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _pickled_reconstruct,
+        ("numpy", "ndarray"): _PickledArray,
+        ("numpy", "dtype"): _PickledDtype,
+    }
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
+        if (module, name) in self.STAND_INS:
+            return self.STAND_INS[module, name]
+        if (module, name) == ("_codecs", "encode"):  # bytes in protocol-2 pickles of Python 3
+            return codecs.encode
         raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a CIFAR batch")
+
+
+def _arrays_of(value: Any) -> Any:
+    """``value`` with every unpickled array stand-in made a numpy array."""
+    if isinstance(value, _PickledArray):
+        return value.array()
+    if isinstance(value, dict):
+        return {k: _arrays_of(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_arrays_of(v) for v in value]
+    return value
 
 
 def _cifar_pickle(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         with path.open("rb") as f:
-            batch = _ArraysOnly(f, encoding="bytes").load()
+            batch = _arrays_of(_ArraysOnly(f, encoding="bytes").load())
         data = _key(batch, "data")
         labels = _key(batch, "labels")
         x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
         y = np.asarray(labels, dtype=np.int64)
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError) as exc:
-        raise LearnError(f"cifar10: {path} is not a CIFAR-10 batch ({exc})") from None
+    except MemoryError:
+        raise LearnError(f"cifar10: {path} is not a CIFAR-10 batch (too large)") from None
+    except Exception as exc:  # a corrupt pickle raises many types
+        raise LearnError(
+            f"cifar10: {path} is not a CIFAR-10 batch ({type(exc).__name__}: {exc})"
+        ) from None
     return _cifar_checked(path, x, y)
 
 

@@ -4,15 +4,19 @@
 labels), with the formats people keep labelled data in:
 
 * **a folder of images** in the ImageFolder layout (one sub-folder per class, named by the
-  class; classes numbered in sorted order), or a folder holding ``train/`` and ``test/`` in that
-  layout. Images are read with Pillow as (C, H, W) in [0, 1]: one channel when every image is
-  greyscale, else RGB. They must share one size unless ``image_size`` resizes them.
+  class, holding its images directly), or a folder holding ``train/`` and ``test/`` (or
+  ``val/``, ``valid/``) in that layout. Images are read with Pillow as (C, H, W) in [0, 1]:
+  one channel when every image is greyscale, else RGB. They must share one size unless
+  ``image_size`` resizes them.
 * **``.npz``** (numpy, read without pickle) or **``.pt``** (torch, read with
   ``weights_only=True``): arrays ``x`` and ``y``, or ``x_train``, ``y_train``, ``x_test`` and
   ``y_test``; a ``.pt`` file may also hold the pair ``(x, y)``.
 * **CSV**: one sample per row, numeric features; the label is the column ``label_column`` (an
   index, default the last, or a name from the header row). Labels that are not integers are
-  class names, numbered in sorted order.
+  class names.
+
+Class names (folders, CSV labels) are numbered by their place in ``classes`` when it is given
+(``data.classes``: every peer's own data must number them alike), else in sorted order.
 
 Without a test split in the file, ``test_fraction`` of the samples (drawn with ``seed``) is held
 out. Everything is checked where it is read: a problem is a :class:`LearnError` naming the file
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,8 @@ import torch
 from fltorrent.errors import LearnError
 from fltorrent.learn.data import Dataset, finish_dataset
 
+MAX_CLASSES = 100_000  # a larger label is a mistake (a model's output layer would be that wide)
+TEST_SPLITS = ("test", "val", "valid")  # the held-out split's folder beside train/
 IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 )
@@ -47,25 +54,32 @@ def read_files(
     test_fraction: float = 0.2,
     label_column: int | str = -1,
     image_size: tuple[int, int] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
-    """Read ``path`` (see the module's formats) into a dataset with a train and a test split."""
-    path = Path(path)
+    """Read ``path`` (see the module's formats) into a dataset with a train and a test split.
+
+    ``classes`` numbers named classes (class folders, CSV labels that are not numbers) by their
+    place in that list, so that every peer's data numbers them alike; without it, a file's own
+    names are numbered in sorted order."""
+    path = Path(path).expanduser()
     check_own_data(path)
     if path.is_dir():
-        return _image_folder(path, seed=seed, test_fraction=test_fraction, size=image_size)
+        return _image_folder(
+            path, seed=seed, test_fraction=test_fraction, size=image_size, classes=classes
+        )
     suffix = path.suffix.lower()
     if suffix == ".npz":
         return _arrays(path, _read_npz(path), seed=seed, test_fraction=test_fraction)
     if suffix in (".pt", ".pth"):
         return _arrays(path, _read_pt(path), seed=seed, test_fraction=test_fraction)
-    x, y, names = _read_csv(path, label_column)  # .csv: check_own_data refused the rest
+    x, y, names = _read_csv(path, label_column, classes)  # check_own_data refused the rest
     return _split(path, x, y, names, seed=seed, test_fraction=test_fraction)
 
 
 def check_own_data(path: Path) -> None:
     """Refuse early a path :func:`read_files` cannot read (missing, or of an unknown format);
     the contents are checked when the peer reads them."""
-    path = Path(path)
+    path = Path(path).expanduser()
     if not path.exists():
         raise LearnError(f"{path}: no such file or folder (data: {FORMATS})")
     if path.is_file() and path.suffix.lower() not in (".npz", ".pt", ".pth", ".csv"):
@@ -79,9 +93,12 @@ def check_own_data(path: Path) -> None:
 
 def _read_npz(path: Path) -> dict[str, Any]:
     try:
-        with np.load(path, allow_pickle=False) as f:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array (.npy), not named arrays")
+        with loaded as f:
             return {k: np.asarray(f[k]) for k in f.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise LearnError(f"{path}: not a readable .npz file ({exc})") from None
 
 
@@ -99,11 +116,16 @@ def _read_pt(path: Path) -> dict[str, Any]:
 
 def _array(path: Path, arrays: dict[str, Any], key: str) -> np.ndarray:
     value = arrays[key]
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
     try:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu()
+            if value.layout != torch.strided:
+                value = value.to_dense()
+            if value.dtype == torch.bfloat16:
+                value = value.float()
+            value = value.numpy()
         return np.asarray(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise LearnError(f"{path}: {key!r} is not an array ({exc})") from None
 
 
@@ -180,6 +202,11 @@ def _dataset(
 ) -> Dataset:
     top = int(max(y_train.max(), y_test.max()))
     classes = len(names) if names is not None else top + 1
+    if classes > MAX_CLASSES:
+        raise LearnError(
+            f"{path}: a label of {top}: labels are class numbers 0..C-1 with C at most "
+            f"{MAX_CLASSES}"
+        )
     if classes < 2:
         raise LearnError(f"{path}: a classifier needs at least 2 classes, found {classes}")
     return finish_dataset(
@@ -197,11 +224,12 @@ def _dataset(
 
 
 def _read_csv(
-    path: Path, label_column: int | str
+    path: Path, label_column: int | str, classes: Sequence[str] | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
     csv.field_size_limit(MAX_CSV_FIELD)
     try:
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: spreadsheets often begin the file with a byte-order mark
+        with path.open(newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)
             # (line number in the file, fields), blank lines skipped
             rows = [(reader.line_num, r) for r in reader if r and any(c.strip() for c in r)]
@@ -240,9 +268,20 @@ def _read_csv(
         if y.min() < 0:
             raise LearnError(f"{path}: labels must be 0 or more, found {int(y.min())}")
         return x, y, None
-    names = sorted(set(labels))
+    names = _numbered(path, sorted(set(labels)), classes)
     index = {name: k for k, name in enumerate(names)}
     return x, np.array([index[v] for v in labels], dtype=np.int64), names
+
+
+def _numbered(path: Path, found: list[str], classes: Sequence[str] | None) -> list[str]:
+    """The class list that numbers ``found``: ``classes`` when given (all found must be in it),
+    else the names found, sorted."""
+    if classes is None:
+        return found
+    unknown = [name for name in found if name not in classes]
+    if unknown:
+        raise LearnError(f"{path}: classes {unknown} are not in data.classes {list(classes)}")
+    return list(classes)
 
 
 def _at(label_column: int | str, width: int) -> int | None:
@@ -287,11 +326,17 @@ def _label_index(path: Path, label_column: int | str, header: list[str] | None, 
 
 
 def _image_folder(
-    path: Path, *, seed: int, test_fraction: float, size: tuple[int, int] | None
+    path: Path,
+    *,
+    seed: int,
+    test_fraction: float,
+    size: tuple[int, int] | None,
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
-    train_dir, test_dir = path / "train", path / "test"
+    train_dir = path / "train"
+    test_dir = next((path / name for name in TEST_SPLITS if (path / name).is_dir()), path / "test")
     if train_dir.is_dir() and test_dir.is_dir():
-        names = _classes(train_dir)
+        names = _numbered(train_dir, _classes(train_dir), classes)
         train, test = _images(train_dir, names, size), _images(test_dir, names, size)
         grey = all(p.ndim == 2 for p, _, _ in train + test)
         x_tr, y_tr = _stack(train, grey)
@@ -302,7 +347,7 @@ def _image_folder(
                 f"{x_tr.shape[2:]}; give data.image_size to resize them all"
             )
         return _dataset(path, x_tr, y_tr, x_te, y_te, names=names)
-    names = _classes(path)
+    names = _numbered(path, _classes(path), classes)
     pictures = _images(path, names, size)
     x, y = _stack(pictures, all(p.ndim == 2 for p, _, _ in pictures))
     return _split(path, x, y, names, seed=seed, test_fraction=test_fraction)
@@ -327,11 +372,23 @@ def _images(root: Path, names: list[str], size: tuple[int, int] | None) -> list[
     )
     if extra:
         raise LearnError(f"{root}: classes {extra} are not among the training classes {names}")
+    nested = [
+        f"{name}/{p.name}"
+        for name in names
+        if (root / name).is_dir()
+        for p in (root / name).iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+    ]
+    if nested:
+        raise LearnError(
+            f"{root}: class folders hold folders ({', '.join(sorted(nested)[:3])}): each class "
+            "folder holds its images directly; a split goes in train/ and test/"
+        )
     files = [
         (p, k)
         for k, name in enumerate(names)
         if (root / name).is_dir()
-        for p in sorted((root / name).rglob("*"))
+        for p in sorted((root / name).iterdir())
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
     ]
     if not files:

@@ -58,9 +58,9 @@ def load_federation_data(config: Config) -> FederationData | None:
     if d.name in CORPORA or d.name == "files":
         assert d.path is not None, "checked by the config"
         dataset = (
-            load_corpus(d.name, Path(d.path), emnist_split=d.emnist_split)
+            load_corpus(d.name, Path(d.path).expanduser(), emnist_split=d.emnist_split)
             if d.name in CORPORA
-            else _read_files(config, Path(d.path))
+            else _read_files(config, Path(d.path).expanduser())
         )
         if d.num_samples is not None:
             dataset = subsample(dataset, d.num_samples, seed=seed)
@@ -97,6 +97,7 @@ def _read_files(config: Config, path: Path) -> Dataset:
         test_fraction=d.test_fraction,
         label_column=d.label_column,
         image_size=d.image_size,
+        classes=d.classes,
     )
 
 
@@ -225,8 +226,14 @@ def _peer_data(
     d = config.data
     if own_data is not None or (d.per_peer and d.factory is None):
         assert own_data is not None or d.path is not None
-        path = own_data or Path(d.path.format(peer=peer_id))  # type: ignore[union-attr]
+        path = own_data or Path(d.path.format(peer=peer_id)).expanduser()  # type: ignore[union-attr]
         ds = _read_files(config, path)
+        if ds.class_names is not None and d.classes is None:
+            raise LearnError(
+                f"peer {peer_id}: {path} names its classes ({', '.join(ds.class_names[:5])}): "
+                "set data.classes to the federation's class list, so that every peer numbers "
+                "a class alike whatever classes its own data holds"
+            )
         train = (torch.from_numpy(ds.x_train), torch.from_numpy(ds.y_train))
         test = (torch.from_numpy(ds.x_test), torch.from_numpy(ds.y_test))
         named = len(ds.class_names) if ds.class_names is not None else None
@@ -266,7 +273,7 @@ def check_local(config: Config) -> None:
     if d.path is None:
         return
     paths = {d.path.format(peer=p) for p in range(1, config.federate.client_num + 1)}
-    missing = sorted(p for p in paths if not Path(p).exists())
+    missing = sorted(p for p in paths if not Path(p).expanduser().exists())
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
         raise ConfigError(f"{missing[0]}{more}: no such file or folder", path="data.path")
