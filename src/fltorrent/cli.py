@@ -48,9 +48,48 @@ FederationOpt = Annotated[
 ]
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"fltorrent {version('fltorrent')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_version,
+            is_eager=True,
+            metavar="",
+        ),
+    ] = False,
+) -> None:
+    """Decentralized federated learning over a BitTorrent-style swarm."""
+
+
 def _fail(code: int, message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def _path(value: str | None) -> Path | None:
+    """A path option: an empty one is refused rather than taken as the current directory."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise _fail(2, "a path option is empty")
+    return Path(value)
+
+
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output-dir", "-o", parser=_path, help="Where the run's outputs go."),
+]
 
 
 def _guard(fn: Callable[[], _T]) -> _T:
@@ -101,11 +140,11 @@ def run(
     peers: PeersOpt = None,
     rounds: RoundsOpt = None,
     topology: TopologyOpt = None,
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
+    output_dir: OutputOpt = None,
     seed: SeedOpt = None,
     sets: SetOpt = None,
     processes: Annotated[
-        bool, typer.Option("--processes", help="Run each peer as its own OS process.")
+        bool, typer.Option("--processes", help="Run each peer as its own OS process.", metavar="")
     ] = False,
     mode: Annotated[
         str | None,
@@ -154,11 +193,13 @@ def tracker(
     seed: SeedOpt = None,
     sets: SetOpt = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any).")] = 7800,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any).", min=0, max=65535)] = 7800,
     federation: FederationOpt = None,
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Where security.jsonl goes (runs/<time>)."),
+        typer.Option(
+            "--output-dir", "-o", parser=_path, help="Where security.jsonl goes (runs/<time>)."
+        ),
     ] = None,
     log_level: LogOpt = "info",
 ) -> None:
@@ -169,6 +210,7 @@ def tracker(
     the admin key is there, issues itself a tracker token)."""
     from fltorrent.runtime.build import make_tracker
     from fltorrent.runtime.federation import default_output_dir
+    from fltorrent.runtime.preflight import check_listen, prepare_output
     from fltorrent.runtime.procs import overall_deadline
     from fltorrent.runtime.security import tracker_security
 
@@ -184,6 +226,8 @@ def tracker(
             "--name NAME)",
         )
     out = output_dir or default_output_dir()
+    _guard(lambda: check_listen(host, port, host_key="--host", port_key="--port"))
+    _guard(lambda: prepare_output(out))
     sec = _guard(lambda: tracker_security(cfg, federation, out))
     _setup_logging(log_level or "info")
 
@@ -209,8 +253,8 @@ def peer(
     tracker_address: Annotated[str, typer.Option("--tracker", help="Tracker HOST:PORT.")],
     peer_id: Annotated[int | None, typer.Option("--id", help="Requested peer id (>= 1).")] = None,
     host: Annotated[str, typer.Option(help="Address to listen on and announce.")] = "127.0.0.1",
-    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
-    models_dir: Annotated[Path | None, typer.Option("--models-dir")] = None,
+    output_dir: OutputOpt = None,
+    models_dir: Annotated[Path | None, typer.Option("--models-dir", parser=_path)] = None,
     federation: FederationOpt = None,
     key: Annotated[Path | None, typer.Option("--key", help="This peer's key file.")] = None,
     token: Annotated[
@@ -231,8 +275,14 @@ def peer(
         str | None,
         typer.Option("--device", help="auto|cpu|cuda|cuda:N: where this peer trains."),
     ] = None,
+    connect_timeout: Annotated[
+        float,
+        typer.Option(
+            "--connect-timeout", min=0.1, help="Seconds to keep trying to reach the tracker."
+        ),
+    ] = 30.0,
     log_level: LogOpt = "warning",
-    quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.", metavar="")] = False,
 ) -> None:
     """Run one peer; it gets the configuration from the tracker.
 
@@ -242,14 +292,15 @@ def peer(
     from fltorrent.learn.files import check_own_data
     from fltorrent.runtime.federation import default_output_dir
     from fltorrent.runtime.node import NodeHooks, run_node
+    from fltorrent.runtime.preflight import check_listen, prepare_output
     from fltorrent.runtime.security import AUDIT_FILE, peer_credentials, peer_transport
     from fltorrent.security.audit import JsonlAudit
     from fltorrent.telemetry.events import RoundMetrics
     from fltorrent.telemetry.sink import JsonlSink
 
     addr_host, sep, addr_port = tracker_address.rpartition(":")
-    if not sep or not addr_port.isdigit() or not addr_host:
-        raise _fail(2, f"--tracker must be HOST:PORT, got {tracker_address!r}")
+    if not sep or not addr_port.isdigit() or not addr_host or int(addr_port) > 65535:
+        raise _fail(2, f"--tracker must be HOST:PORT (port 0-65535), got {tracker_address!r}")
     if peer_id is not None and peer_id < 1:
         raise _fail(2, "--id must be at least 1")
     if transport not in ("tls", "plain"):
@@ -273,7 +324,8 @@ def peer(
     creds = _guard(lambda: peer_credentials(federation, key, token))
     _setup_logging(log_level or "warning")
     out = output_dir or default_output_dir()
-    out.mkdir(parents=True, exist_ok=True)
+    _guard(lambda: check_listen(host, 0, host_key="--host", port_key="--host"))
+    _guard(lambda: prepare_output(out))
     sink = JsonlSink(out / "metrics.jsonl")
 
     def on_metrics(m: RoundMetrics) -> None:
@@ -288,6 +340,12 @@ def peer(
         import torch
 
         torch.set_num_threads(1)
+        if not quiet:
+            typer.echo(
+                f"connecting to the tracker at {tracker_address} "
+                f"(giving up after {connect_timeout:g}s)",
+                err=True,
+            )
         audit = JsonlAudit(out / AUDIT_FILE)
         outcome = await run_node(
             transport=peer_transport(creds, tls=transport == "tls"),
@@ -301,8 +359,10 @@ def peer(
                 require_tls=transport == "tls",
                 own_data=data,
                 device=device,
+                log_dir=out,
             ),
             credentials=creds,
+            connect_timeout=connect_timeout,
         )
         if not outcome.finished:
             typer.echo(f"error: {outcome.label} did not finish: {outcome.error}", err=True)

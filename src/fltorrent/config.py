@@ -3,7 +3,7 @@
 Every key has a default, so an empty file is a valid configuration. Unknown keys, wrong types
 and out-of-range values are refused with the key's path (``bittorrent.timeout: ...``) before
 anything starts. The sections ``federate``, ``topology``, ``bittorrent`` and ``chunk`` keep the
-key names of the original FLTorrent configuration (SPEC §3); the others are ours.
+key names of the original FLTorrent configuration; the others are ours.
 
 Components never read this tree: ``runtime`` turns it into explicit keyword arguments. Some
 sections live beside this module for size (``config_chunks``, ``config_plans``,
@@ -12,12 +12,13 @@ sections live beside this module for size (``config_chunks``, ``config_plans``,
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from fltorrent.config_chunks import ChunkConfig
 from fltorrent.config_learn import DataConfig, ModelConfig, TrainConfig
@@ -59,12 +60,26 @@ class TopologyConfig(Section):
     connections: PositiveInt = 3
     branching: PositiveInt = 2
     custom_graph: dict[int, list[int]] | None = None
+    timeout: Seconds = Field(
+        60.0,
+        description="the overlay's construction deadline (FLTorrent's name): a peer's "
+        "overlay neighbours still unconnected this many seconds after it started are logged "
+        "(checked at each round's end) "
+        "(a warning, topology_incomplete in topology_logs/ and in summary.json); nothing waits "
+        "for it, pieces flow through the neighbours that are up",
+    )
+    max_connection_attempts: int = Field(
+        0,
+        ge=0,
+        description="failed dials in a row before a peer gives up on a neighbour until it "
+        "rejoins (0: keep trying, with backoff up to 2 s)",
+    )
 
 
 class BitTorrentConfig(Section):
     """The exchange: deadlines, completion threshold, piece and pipeline settings."""
 
-    enable: bool = True
+    enable: bool = Field(True, description="must stay true: the swarm is the exchange")
     timeout: Seconds = Field(
         600.0,
         description="soft per-round exchange deadline: after it, a peer goes on as soon "
@@ -172,7 +187,7 @@ class AvailabilityConfig(Section):
 
 
 class DevicesConfig(Section):
-    """Device profiles and behaviour (SPEC §4). No distribution: no device model."""
+    """Device profiles and behaviour. No distribution: no device model."""
 
     distribution: dict[str, Fraction] | None = None
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -254,6 +269,9 @@ class RuntimeConfig(Section):
     )
 
 
+AUTO_EXCHANGE_LOG_PEERS = 32
+
+
 class OutputConfig(Section):
     """What is written where."""
 
@@ -261,10 +279,28 @@ class OutputConfig(Section):
     save_model: bool = True
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    exchange_logs: bool | Literal["auto"] = Field(
+        "auto",
+        description="write topology_logs/ and bittorrent_logs/ (every connection and every "
+        "piece); auto: on up to 32 peers (a 100-peer run logs about a million pieces)",
+    )
     accuracy_targets: list[Fraction] = Field(
         default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9],
         description="summary.json reports when the mean accuracy first reached each",
     )
+
+    @field_validator("dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("an empty path; leave the key out for runs/<time>")
+        return value
+
+    def logs_exchange(self, peers: int) -> bool:
+        """Whether a run of ``peers`` peers writes exchange logs."""
+        if self.exchange_logs == "auto":
+            return peers <= AUTO_EXCHANGE_LOG_PEERS
+        return self.exchange_logs
 
 
 class Config(Section):
@@ -325,6 +361,13 @@ class Config(Section):
                     f"round {rnd} or peer ids {bad} outside the federation",
                     path="faults.crash_rounds",
                 )
+        if not self.bittorrent.enable:
+            raise ConfigError(
+                "false is not supported: the swarm is how fltorrent exchanges updates (no "
+                "server or other path exists); to exchange with overlay neighbours only, use "
+                "exchange.plan: neighbours",
+                path="bittorrent.enable",
+            )
         self._plugin_checks()
         self.robust.check(n)
         self.attack.check(n)
@@ -363,13 +406,25 @@ def _unused(path: str, why: str) -> ConfigError:
     return ConfigError(f"would be ignored: {why}", path=path)
 
 
+def _did_you_mean(loc: tuple[int | str, ...]) -> str:
+    """``; did you mean 'timeout'?`` for an unknown key close to a known one of its section."""
+    section: Any = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(part) if isinstance(part, str) else None
+        section = field.annotation if field is not None else None
+        if not (isinstance(section, type) and issubclass(section, Section)):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(section.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _format_errors(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + _did_you_mean(err["loc"])
         given = err.get("input")
         shown = (
             ""
@@ -390,12 +445,23 @@ def parse_config(raw: Mapping[str, Any] | None) -> Config:
         return Config.model_validate(dict(raw))
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+    except RecursionError:
+        raise ConfigError("the configuration is nested too deeply") from None
+
+
+def _safe_load(text: str, *, what: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{what} is nested too deeply") from None
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return _safe_load(text, what="the value")
+    except ConfigError:
         return text
 
 
@@ -428,13 +494,16 @@ def load_config(path: Path | str | None = None, overrides: Sequence[str] = ()) -
     if path is not None:
         p = Path(path)
         try:
-            text = p.read_text()
+            data = p.read_bytes()
         except OSError as exc:
             raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
         try:
-            raw = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p} is not valid YAML: {exc}") from None
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{p} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start})"
+            ) from None
+        raw = _safe_load(text, what=str(p))
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

@@ -26,6 +26,12 @@ class L2NormConfig(Section):
 
 class SnipConfig(Section):
     batch_size: PositiveInt = 128
+    use_cached: bool = Field(
+        False,
+        description="score with the gradients of the last local training step instead of a "
+        "fresh batch: no extra forward and backward pass, at the price of scoring one "
+        "training batch (a fresh batch when training left no gradients)",
+    )
 
 
 class FisherConfig(Section):

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fltorrent.admission import encode_token, register_message
 from fltorrent.control import (
@@ -39,6 +40,8 @@ from fltorrent.security.credentials import Credentials
 
 log = logging.getLogger(__name__)
 
+REPORT_ORDER_WAIT = 10.0  # seconds a progress report waits for the one before it to leave
+
 
 class TrackerClient:
     """A peer's side of the tracker connection (``credentials``: what proves its membership)."""
@@ -51,6 +54,8 @@ class TrackerClient:
         self.left: set[int] = set()
         self.all_done = asyncio.Event()
         self.lost = asyncio.Event()
+        self.finished = False  # we said we are done (or are closing): a lost link is expected
+        self._last_report: asyncio.Future[None] | None = None
         self.on_left: Callable[[int], None] | None = None
         self.on_joined: Callable[[int, Address, int, str], None] | None = None
         self.on_skipped: Callable[[int, int], None] | None = None
@@ -163,15 +168,41 @@ class TrackerClient:
                     case _:
                         raise RemoteProtocolError(f"unexpected {msg.type} from the tracker")
         except (RemoteProtocolError, TransportError) as exc:
-            log.warning("tracker connection lost: %s", exc)
+            expected = self.finished or self.all_done.is_set()
+            log.log(
+                logging.DEBUG if expected else logging.WARNING, "tracker connection lost: %s", exc
+            )
         finally:
             self.lost.set()
 
-    async def progress(self, msg: Progress | Skip | Done) -> None:
-        """Report progress; a lost tracker is not fatal to the peer."""
-        with contextlib.suppress(TransportError, BrokenResourceError):
-            await self.channel.send(msg)
+    def progress(self, msg: Progress | Skip | Done) -> Coroutine[Any, Any, None]:
+        """Report progress; a lost tracker is not fatal to the peer.
+
+        Reports leave in the order of these calls, even when the returned coroutines run as
+        separate tasks (a round's last report never comes after ``Done``): each waits for the
+        one before it (a bounded wait: one whose task never ran does not block the rest)."""
+        if isinstance(msg, Done):
+            self.finished = True
+        previous, sent = self._last_report, asyncio.get_running_loop().create_future()
+        self._last_report = sent
+        return self._send_report(msg, previous, sent)
+
+    async def _send_report(
+        self,
+        msg: Progress | Skip | Done,
+        previous: asyncio.Future[None] | None,
+        sent: asyncio.Future[None],
+    ) -> None:
+        try:
+            if previous is not None and not previous.done():
+                await asyncio.wait({previous}, timeout=REPORT_ORDER_WAIT)
+            with contextlib.suppress(TransportError, BrokenResourceError):
+                await self.channel.send(msg)
+        finally:
+            if not sent.done():
+                sent.set_result(None)
 
     async def aclose(self) -> None:
         """Close the connection."""
+        self.finished = True
         await self.channel.conn.aclose()

@@ -19,7 +19,7 @@ async def test_unreachable_tracker_fails_without_a_made_up_peer_id(
     with socket.socket() as sock:  # a port nobody listens on once this socket is closed
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    with caplog.at_level(logging.ERROR, logger="fltorrent"):
+    with caplog.at_level(logging.INFO, logger="fltorrent"):
         outcome = await run_node(
             transport=TcpTransport(),
             tracker=("127.0.0.1", port),

@@ -1,4 +1,4 @@
-"""Per-chunk partial aggregation (SPEC §1.4).
+"""Per-chunk partial aggregation.
 
 Each chunk is averaged over the authors whose copy of that chunk arrived, with their weights
 renormalized over those authors; a chunk nobody delivered keeps the peer's own value. With every

@@ -29,9 +29,9 @@ from fltorrent.errors import ConfigError
 Reason = Literal["ok", "battery", "not_charging", "metered", "thermal", "unavailable"]
 Compression = Literal["none", "topk", "q8"]
 
-# SPEC §4 tiers: high-end devices train fully with light (here: no) compression; the others send
+# Device tiers: high-end devices train fully with light (here: no) compression; the others send
 # 8-bit quantized deltas (4x smaller). Top-k (10 %, error feedback) for low-end and embedded
-# devices was the first choice and is measured worse: with the SPEC §4 mix (20 peers, mnist1d,
+# devices was the first choice and is measured worse: with the default mix (20 peers, mnist1d,
 # 15 rounds, benchmarks/devices.py) it stalled at 0.55 accuracy against 0.70 for q8, which also
 # reached 0.7 in 156 simulated seconds against 283 s uncompressed. Config may map tiers to topk.
 COMPRESSION_BY_TIER: Mapping[Tier, Compression] = MappingProxyType(

@@ -1,8 +1,8 @@
-"""Device profiles (SPEC §4): what a simulated peer's hardware and link look like.
+"""Device profiles: what a simulated peer's hardware and link look like.
 
 A :class:`DeviceProfile` is plain data: compute shares (for Ray or for scaling simulated training
 time), memory, link rates, latency, jitter, loss, and the power figures that drive the battery and
-thermal models. :data:`DEFAULT_PROFILES` holds the five profiles of SPEC §4; users add their own
+thermal models. :data:`DEFAULT_PROFILES` holds the five default profiles; users add their own
 with :func:`profile_from_mapping` (optionally ``extends:`` an existing one). A federation's mix of
 devices is given as shares and turned into one profile per peer by :func:`assign_profiles`
 (largest-remainder apportionment, then a seeded shuffle).
@@ -85,7 +85,7 @@ class DeviceProfile:
 
 
 # Training power of phones, EAFL (Arouj & Abdelmoniem, "Towards Energy-Aware Federated Learning
-# on Battery-Powered Clients", FedEdge @ MobiCom 2022) on FedScale, as quoted by SPEC §4:
+# on Battery-Powered Clients", FedEdge @ MobiCom 2022) on FedScale:
 # about 6.3 / 5.4 / 3.0 W for high / mid / low-end phones.
 EAFL_TRAIN_POWER_W: Mapping[str, float] = MappingProxyType({"high": 6.3, "mid": 5.4, "low": 3.0})
 

@@ -188,8 +188,14 @@ def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _load_digits(*, num_samples: int | None, seed: int) -> Dataset:
-    # Imported lazily: sklearn takes about a second to import and only this loader needs it.
-    from sklearn.datasets import load_digits  # noqa: PLC0415
+    # Imported lazily: sklearn takes about a second to import and only this loader needs it
+    # (an optional extra: the core install stays lean).
+    try:
+        from sklearn.datasets import load_digits  # noqa: PLC0415
+    except ImportError:
+        raise LearnError(
+            "data.name 'digits' needs scikit-learn: pip install 'fltorrent[digits]'"
+        ) from None
 
     x, y = load_digits(return_X_y=True)
     rng = np.random.default_rng(seed)

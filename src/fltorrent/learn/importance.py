@@ -1,7 +1,7 @@
 """Chunk importance scores: how much each chunk of an update matters, carried in the manifest.
 
 The picker uses the scores to break ties between equally rare pieces, so the chunks that matter
-most spread first when a round cannot wait for everything. Methods (SPEC §2, config key
+most spread first when a round cannot wait for everything. Methods (config key
 ``chunk.importance_method``):
 
 * ``l2_norm``: L2 norm of the chunk's update; divided by sqrt(size) when ``normalize_by_size``
@@ -10,6 +10,7 @@ most spread first when a round cannot wait for everything. Methods (SPEC §2, co
   rounds, plus its standard deviation over that window when ``use_variance`` (chunks whose
   updates swing are boosted).
 * ``snip``: sum over the chunk of |gradient x weight| on one batch of ``batch_size`` samples
+  (``use_cached``: on the gradients the last training step left, with no extra pass)
   (Lee et al., ICLR 2019, connection sensitivity).
 * ``fisher``: sum over the chunk of the diagonal empirical Fisher, the mean squared per-sample
   gradient over ``num_samples`` samples, plus ``damping`` per parameter element (buffers, which
@@ -114,7 +115,11 @@ class ImportanceScorer:
                     scores = scores + hist.std(axis=0)
             case "snip":
                 batch_size = int(self._opt("snip", "batch_size", 128))
-                snip, self.last_backward_samples = _snip(inputs, batch_size)
+                cached = _cached_snip(inputs) if self._opt("snip", "use_cached", False) else None
+                if cached is None:
+                    snip, self.last_backward_samples = _snip(inputs, batch_size)
+                else:
+                    snip = cached
                 scores = _per_chunk(inputs.plan, snip)
             case "fisher":
                 n = int(self._opt("fisher", "num_samples", 100))
@@ -147,6 +152,21 @@ def _zero_scores(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _per_chunk(plan: ChunkPlan, scores: dict[str, torch.Tensor]) -> np.ndarray:
     return np.array([float(v.sum()) for v in plan.state_to_vectors(scores)])
+
+
+def _cached_snip(inputs: ScoreInputs) -> dict[str, torch.Tensor] | None:
+    """|gradient x weight| from the gradients the last training step left on the model (and
+    cleared here); ``None`` when it left none (a user's step that clears them)."""
+    model = inputs.model
+    named = [(name, p) for name, p in model.named_parameters() if p.grad is not None]
+    if not named:
+        return None
+    scores = _zero_scores(model)
+    for name, p in named:
+        assert p.grad is not None
+        scores[name] = (p.grad * p.detach()).abs().to(device="cpu", dtype=scores[name].dtype)
+    model.zero_grad(set_to_none=True)
+    return scores
 
 
 def _snip(inputs: ScoreInputs, batch_size: int) -> tuple[dict[str, torch.Tensor], int]:

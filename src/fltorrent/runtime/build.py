@@ -49,6 +49,7 @@ def swarm_options(
         max_inflight_bytes=bt.max_inflight_bytes,
         request_timeout=bt.request_timeout,
         connect_timeout=bt.connect_timeout,
+        max_connection_attempts=config.topology.max_connection_attempts,
         idle_timeout=bt.idle_timeout,
         keepalive_interval=bt.keepalive_interval,
         upload_slots=bt.upload_slots,

@@ -27,15 +27,15 @@ from fltorrent.errors import ConfigError, FederationError
 from fltorrent.learn.plugins import as_import_string
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
-from fltorrent.runtime.build import check_plugins
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
-from fltorrent.runtime.learning import check_local
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
+from fltorrent.runtime.preflight import preflight
 from fltorrent.runtime.procs import ProcessLauncher
 from fltorrent.runtime.sim import SimLauncher
 from fltorrent.runtime.status import StatusBoard
 from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.exchange_log import exchange_summary
 from fltorrent.telemetry.progress import RoundProgress
 from fltorrent.telemetry.sink import JsonlSink, read_metrics
 from fltorrent.telemetry.summary import summarize
@@ -165,10 +165,8 @@ class Federation:
 
     async def _arun(self) -> FederationResult:
         cfg = self.config
-        check_plugins(cfg)  # before anything is written
-        check_local(cfg)
         out = self.output_dir
-        out.mkdir(parents=True, exist_ok=True)
+        data = preflight(cfg, out)  # before anything is written
         (out / "config.yaml").write_text(dump_config(cfg))
         metrics_path = out / "metrics.jsonl"
         metrics_path.unlink(missing_ok=True)
@@ -189,6 +187,7 @@ class Federation:
                 on_progress=self._on_progress(display),
                 fault_hook=self.fault_hook,
                 log_level=cfg.output.log_level,
+                data=data if launcher.name != "processes" else None,
             )
             try:
                 outcomes = await launcher.launch(cfg, hooks)
@@ -196,7 +195,7 @@ class Federation:
                 sink.close()
             failed = self._failures(outcomes, display)
         wall = time.perf_counter() - start
-        extra: dict[str, Any] = {"mode": mode}
+        extra: dict[str, Any] = {"mode": mode, **exchange_summary(out)}
         if mode == "sim":
             extra["sim_time_s"] = round(asyncio.get_running_loop().time() - sim_start, 3)
         records = read_metrics(metrics_path) if metrics_path.exists() else []
@@ -264,7 +263,7 @@ class Federation:
                 failed.append(o.peer_id)
                 self.board.mark(o.peer_id, "failed")
                 display.peer_failed(o.peer_id)
-                log.warning("peer %d did not finish: %s", o.peer_id, o.error)
+                log.error("peer %d did not finish: %s", o.peer_id, o.error)
         return failed
 
     def _copy_final_model(self, model_dir: Path | None, finished: list[int]) -> None:

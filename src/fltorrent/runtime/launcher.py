@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from fltorrent.config import Config
 from fltorrent.peer import FaultHook, PeerStatus
+from fltorrent.runtime.learning import FederationData
 from fltorrent.runtime.node import NodeOutcome
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.tracker import MemberState
@@ -39,6 +40,7 @@ class LaunchHooks:
     on_progress: Callable[[MemberState], None]  # peers elsewhere: what they told the tracker
     fault_hook: FaultHook | None = None
     log_level: str = "warning"
+    data: FederationData | None = None  # the federation's data, when already loaded
 
 
 class Launcher(ABC):

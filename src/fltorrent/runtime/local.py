@@ -19,7 +19,7 @@ from fltorrent.peer import FaultHook, Peer, PeerStatus
 from fltorrent.runtime.build import failure_schedule, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
-from fltorrent.runtime.learning import load_federation_data
+from fltorrent.runtime.learning import FederationData, load_federation_data
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics
@@ -38,6 +38,7 @@ class LocalLauncher(Launcher):
             on_metrics=hooks.on_metrics,
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
+            data=hooks.data,
         )
 
 
@@ -51,6 +52,7 @@ async def run_local(
     transport: Transport | None = None,
     on_peer: Callable[[Peer], None] | None = None,
     output_dir: Path | None = None,
+    data: FederationData | None = None,
 ) -> list[NodeOutcome]:
     """Run the whole federation in this process; returns each peer's outcome.
 
@@ -58,7 +60,8 @@ async def run_local(
     or break links); peers then present no TLS certificate."""
     rt = config.runtime
     n = config.federate.client_num
-    data = await asyncio.to_thread(load_federation_data, config)
+    if data is None:
+        data = await asyncio.to_thread(load_federation_data, config)
     watch = RoundWatch()
     sec = run_security(config, output_dir, write_keys=False)
     if transport is not None:
@@ -83,6 +86,7 @@ async def run_local(
                 saved=saved,
                 audit=sec.audit,
                 require_tls=sec.tls,
+                log_dir=output_dir,
             )
             return await run_all(
                 n,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
@@ -56,7 +57,9 @@ from fltorrent.security.guard import PeerGuard
 from fltorrent.selection import Selector
 from fltorrent.stages import HonestPublisher, Publisher, Scaffold, ServerMomentum
 from fltorrent.swarm import Counters, Swarm, SwarmSecurity
+from fltorrent.swarm.events import no_events
 from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.exchange_log import ExchangeLog
 from fltorrent.tracker_client import TrackerClient
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,7 @@ class NodeHooks:
     require_tls: bool = False  # refuse plaintext connections (TLS runs; never in simulation)
     own_data: Path | None = None  # this peer's own data (fltorrent peer --data), not the config's
     device: str | None = None  # where it trains (fltorrent peer --device), not train.device
+    log_dir: Path | None = None  # where the exchange logs go (output.exchange_logs)
 
 
 async def run_node(
@@ -179,7 +183,7 @@ async def run_node(
     except* FltorrentError as eg:
         exc = eg.exceptions[0]
         outcome.error = f"{type(exc).__name__}: {exc}"
-        log.error("%s failed: %s", outcome.label, exc)
+        log.info("%s failed: %s", outcome.label, exc)  # whoever ran it reports the outcome
     except* Exception as eg:
         # A fault boundary: a bug in one peer must not cancel the other peers of this process.
         bug = eg.exceptions[0]
@@ -251,6 +255,10 @@ async def _run_registered(
     policy = round_policy(config)
     link = link_profile(config, profile)
     async with contextlib.AsyncExitStack() as stack:
+        xlog = _exchange_log(config, hooks, peer_id)
+        if xlog is not None:
+            stack.callback(xlog.close)
+            hooks = dataclasses.replace(hooks, on_metrics=_flushing(xlog, hooks.on_metrics))
         swarm_transport: Transport = transport
         if link is not None:
             shaper = transports.shaped(transport, link, seed=config.federate.seed * 7919 + peer_id)
@@ -263,9 +271,12 @@ async def _run_registered(
             allow_peer=lambda p: p in neighbours or plan.allows(p),
             serve_hook=poison_block if poisoner else None,
             security=_swarm_security(guard),
+            events=xlog if xlog is not None else no_events,
         )
         await stack.enter_async_context(swarm)
         tg = await stack.enter_async_context(asyncio.TaskGroup())
+        if xlog is not None:
+            xlog.watch_topology(set(neighbours), config.topology.timeout)
         accept = swarm.accept if link is None else shaper.shaped_handler(swarm.accept)
         await _run_peer(
             welcome=welcome,
@@ -284,6 +295,23 @@ async def _run_registered(
         )
         if model_dir is not None:
             await offload(lambda: _save_model(learner, model_dir, peer_id, policy.rounds))
+
+
+def _exchange_log(config: Config, hooks: NodeHooks, peer_id: int) -> ExchangeLog | None:
+    if hooks.log_dir is None or not config.output.logs_exchange(config.federate.client_num):
+        return None
+    return ExchangeLog(hooks.log_dir, peer_id, origin=hooks.clock_origin)
+
+
+def _flushing(
+    xlog: ExchangeLog, forward: Callable[[RoundMetrics], None] | None
+) -> Callable[[RoundMetrics], None]:
+    def on_metrics(m: RoundMetrics) -> None:
+        xlog.flush()  # a round's events reach the disk with its metrics
+        if forward is not None:
+            forward(m)
+
+    return on_metrics
 
 
 async def _run_peer(

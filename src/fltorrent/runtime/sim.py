@@ -23,7 +23,7 @@ from fltorrent.runtime import transports
 from fltorrent.runtime.build import failure_schedule, make_tracker
 from fltorrent.runtime.churn import Churn, RoundWatch, run_all
 from fltorrent.runtime.launcher import Launcher, LaunchHooks
-from fltorrent.runtime.learning import load_federation_data
+from fltorrent.runtime.learning import FederationData, load_federation_data
 from fltorrent.runtime.node import NodeHooks, NodeOutcome, PeerState
 from fltorrent.runtime.security import run_security
 from fltorrent.telemetry.events import RoundMetrics
@@ -43,6 +43,7 @@ class SimLauncher(Launcher):
             on_metrics=hooks.on_metrics,
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
+            data=hooks.data,
         )
 
 
@@ -55,6 +56,7 @@ async def run_sim(
     fault_hook: FaultHook | None = None,
     on_peer: Callable[[Peer], None] | None = None,
     output_dir: Path | None = None,
+    data: FederationData | None = None,
 ) -> list[NodeOutcome]:
     """Run the whole federation in virtual time; returns each peer's outcome.
 
@@ -66,7 +68,8 @@ async def run_sim(
             "inside fltorrent.net.clock.run_virtual()"
         )
     n = config.federate.client_num
-    data = load_federation_data(config)  # inline: threads do not mix with virtual time
+    if data is None:
+        data = load_federation_data(config)  # inline: threads do not mix with virtual time
     churn = Churn(failure_schedule(config), fault_hook)
     saved: dict[int, PeerState] = {}
     sec = run_security(config, output_dir, write_keys=False)
@@ -80,6 +83,7 @@ async def run_sim(
         clock_origin=asyncio.get_running_loop().time(),
         saved=saved,
         audit=sec.audit,
+        log_dir=output_dir,
     )
     watch = RoundWatch()
     tracker = make_tracker(

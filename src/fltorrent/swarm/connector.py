@@ -14,6 +14,7 @@ from typing import Any
 from fltorrent.errors import ConnectError
 from fltorrent.net.base import Address, Connection, Transport
 from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.events import ConnectionEvent, EventSink, no_events
 from fltorrent.swarm.session import Session, SessionHandler, SessionOptions
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class Connector:
         spawn: Spawn,
         connect_timeout: float,
         max_handshaking: int,
+        max_attempts: int = 0,
+        events: EventSink = no_events,
     ) -> None:
         self.transport = transport
         self.session_options = session_options
@@ -44,6 +47,8 @@ class Connector:
         self.spawn = spawn
         self.connect_timeout = connect_timeout
         self.max_handshaking = max_handshaking
+        self.max_attempts = max_attempts  # failed dials in a row before giving up (0: never)
+        self.events = events
         self.closing = False
         self._dialers: dict[int, asyncio.Task[Any]] = {}
         self._addresses: dict[int, Address] = {}
@@ -109,6 +114,9 @@ class Connector:
 
     async def _dial_loop(self, peer_id: int, address: Address) -> None:
         backoff = 0.05
+        failures = 0
+        where = f"{address[0]}:{address[1]}"
+        loop = asyncio.get_running_loop()
         while not self.closing:
             if peer_id in self.sessions:
                 await self._ended.setdefault(peer_id, asyncio.Event()).wait()
@@ -117,9 +125,37 @@ class Connector:
                 conn = await self.transport.connect(*address, timeout=self.connect_timeout)
             except ConnectError as exc:
                 log.debug("peer %d: dial %s failed: %s", self.me, address, exc)
+                failures += 1
+                self.events(
+                    ConnectionEvent(
+                        loop.time(), "dial_failed", peer_id, where, True, None, str(exc)
+                    )
+                )
+                if self.max_attempts and failures >= self.max_attempts:
+                    log.warning(
+                        "peer %d: gave up on peer %d at %s after %d failed attempts",
+                        self.me,
+                        peer_id,
+                        where,
+                        failures,
+                    )
+                    self.events(
+                        ConnectionEvent(
+                            loop.time(),
+                            "gave_up",
+                            peer_id,
+                            where,
+                            True,
+                            None,
+                            f"{failures} failed dials",
+                        )
+                    )
+                    self._dialers.pop(peer_id, None)
+                    return
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
+            failures = 0
             reason = await self._run_session(conn, expected_peer=peer_id)
             log.debug("peer %d: session to %d ended: %s", self.me, peer_id, reason)
             await asyncio.sleep(backoff)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from fltorrent.errors import RemoteProtocolError, SwarmError
 from fltorrent.swarm.counters import Counters
+from fltorrent.swarm.events import EventSink, PieceEvent, no_events
 from fltorrent.swarm.options import SwarmOptions
 from fltorrent.swarm.picker import PiecePicker
 from fltorrent.swarm.requests import MAX_REQUESTS_PER_BLOCK, Download, RequestPool
@@ -50,6 +51,7 @@ class Downloader:
         on_verified: Callable[[Blob, int], None],
         on_bad_peer: Callable[[Session], None],
         clock: Callable[[], float],
+        events: EventSink = no_events,
     ) -> None:
         self.options = options
         self.blobs = blobs
@@ -60,6 +62,7 @@ class Downloader:
         self.on_verified = on_verified
         self.on_bad_peer = on_bad_peer
         self.now = clock
+        self.events = events
         self.picker = PiecePicker(seed=options.seed)
         self.pool = RequestPool()
         # From loop time critical_from, the picker is critical for rounds <= critical_round.
@@ -241,9 +244,10 @@ class Downloader:
             if d is not None:
                 self._cancel_all(d)
             self.counters.pieces_verified += 1
+            self._piece_event(blob, msg.piece, session.remote_id, sources, d, verified=True)
             self.on_verified(blob, msg.piece)
         elif result is BlockResult.CORRUPT:
-            self._corrupt(blob, msg.piece, sources)
+            self._corrupt(blob, msg.piece, sources, session.remote_id)
         session.wants_fill = True
 
     def _measure(self, session: Session, n: int, sent_at: float | None, request: int) -> None:
@@ -266,11 +270,38 @@ class Downloader:
             st.window_bytes = 0
             st.window_start = now
 
-    def _corrupt(self, blob: Blob, piece: int, sources: frozenset[int]) -> None:
+    def _piece_event(
+        self,
+        blob: Blob,
+        piece: int,
+        last: int,
+        sources: frozenset[int],
+        d: Download | None,
+        *,
+        verified: bool,
+    ) -> None:
+        now = self.now()
+        m = blob.manifest
+        self.events(
+            PieceEvent(
+                t=now,
+                author=m.author,
+                round=m.round,
+                piece=piece,
+                size=m.piece_sizes[piece],
+                source=last,
+                sources=tuple(sorted(sources)),
+                duration_s=now - d.started if d is not None and d.started else 0.0,
+                verified=verified,
+            )
+        )
+
+    def _corrupt(self, blob: Blob, piece: int, sources: frozenset[int], last: int) -> None:
         self.counters.corrupt_pieces += 1
         d = self.pool.finish((blob.blob_id, piece))
         if d is not None:
             self._cancel_all(d)
+        self._piece_event(blob, piece, last, sources, d, verified=False)
         log.warning(
             "peer %d: piece %d of author %d round %d failed its hash (from %s)",
             self.options.peer_id,
@@ -364,6 +395,7 @@ class Downloader:
             blocks = 0
             for blob_id, piece in picked:
                 d = self.pool.start(self.blobs[blob_id], piece)
+                d.started = now
                 session.downloads[d.key] = None
                 d.helpers[session] = None
                 first = first or d

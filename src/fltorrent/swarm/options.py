@@ -28,6 +28,9 @@ class SwarmOptions:
     idle_timeout: float = 120.0
     keepalive_interval: float = 30.0
     connect_timeout: float = 5.0
+    max_connection_attempts: int = (
+        0  # failed dials in a row before giving a neighbour up (0: never)
+    )
     max_pieces: int = 1 << 16  # per announced blob
     max_handles: int = 1 << 12  # blobs announced per connection and direction
     max_remote_pieces: int = 1 << 20  # pieces announced by one neighbour, all blobs together

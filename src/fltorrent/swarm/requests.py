@@ -33,6 +33,7 @@ class Download:
     # Sessions that took this piece into their affinity (``Session.downloads``), so that
     # finishing it visits those and not every session.
     helpers: dict[Session, None] = field(default_factory=dict)
+    started: float = 0.0  # loop time of its first request (for the exchange log)
 
     @property
     def key(self) -> tuple[bytes, int]:

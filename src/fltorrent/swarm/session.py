@@ -187,7 +187,8 @@ class Session:
         self.overflow: str | None = None  # why the session must close (set by send())
         self.remote_pieces = 0  # pieces announced by the remote, over all its blobs
         self._loop = asyncio.get_running_loop()
-        self.last_rx = self.last_tx = self._loop.time()
+        self.last_rx = self.last_tx = self.started = self._loop.time()
+        self.handshake_s: float | None = None  # from the connection's start to its handshake
         self.sending = False  # a write batch started at last_tx is not through yet
         self._out = _Outbox()
 
@@ -319,6 +320,7 @@ class Session:
             )
         self.remote_id = theirs.peer_id
         self.handshaken = True
+        self.handshake_s = self._loop.time() - self.started
 
     def _count_down(self, chunk: bytes) -> None:
         self.counters.bytes_down += len(chunk)

@@ -38,6 +38,7 @@ from fltorrent.net.base import Address, Connection, Transport
 from fltorrent.swarm.connector import Connector
 from fltorrent.swarm.counters import Counters
 from fltorrent.swarm.download import Downloader
+from fltorrent.swarm.events import ConnectionEvent, ConnectionKind, EventSink, no_events
 from fltorrent.swarm.guard import SwarmSecurity
 from fltorrent.swarm.manifest import Manifest
 from fltorrent.swarm.manifests import ManifestCheck, ManifestFetcher
@@ -107,8 +108,11 @@ class Swarm:
         allow_peer: Callable[[int], bool] | None = None,
         serve_hook: ServeHook | None = None,
         security: SwarmSecurity | None = None,
+        events: EventSink = no_events,
     ) -> None:
+        """``events`` receives every connection and piece event (the exchange logs)."""
         self.options = options
+        self.events = events
         self.transport = transport
         self.counters = Counters()
         self.blobs: dict[bytes, Blob] = {}
@@ -149,6 +153,7 @@ class Swarm:
             on_verified=self._piece_verified,
             on_bad_peer=self._ban,
             clock=self._now,
+            events=events,
         )
         self._manifests = ManifestFetcher(
             peer_id=options.peer_id,
@@ -178,6 +183,8 @@ class Swarm:
             spawn=self._spawn,
             connect_timeout=options.connect_timeout,
             max_handshaking=options.max_handshaking,
+            max_attempts=options.max_connection_attempts,
+            events=events,
         )
         self._closing = False
         self._loop = asyncio.get_running_loop()
@@ -271,14 +278,31 @@ class Swarm:
         session.seq = self.counters.sessions_opened
         self.counters.sessions_opened += 1
         log.info("peer %d: session with %d open", self.options.peer_id, rid)
+        self._connection_event(session, "opened")
         session.send(Unchoke())
         for blob in self.blobs.values():
             self._announce(session, blob)
         self.notify()
         return None
 
+    def _connection_event(self, session: Session, kind: ConnectionKind, reason: str = "") -> None:
+        host, port = session.conn.remote_address
+        self.events(
+            ConnectionEvent(
+                t=self._now(),
+                kind=kind,
+                remote=session.remote_id if session.handshaken else None,
+                address=f"{host}:{port}",
+                outbound=session.expected_peer is not None,
+                handshake_s=session.handshake_s,
+                reason=reason,
+            )
+        )
+
     def on_close(self, session: Session, reason: str) -> None:
         rid = session.remote_id
+        registered = self.sessions.get(rid) is session
+        self._connection_event(session, "closed" if registered else "refused", reason)
         if reason.startswith(("protocol error", "SwarmError", "ManifestError")):
             self.counters.sessions_failed += 1
         if self.sessions.get(rid) is not session:

@@ -1,4 +1,4 @@
-"""Progress display: a rich bar on a terminal, one plain line per round otherwise."""
+"""Progress display: one line per round, under a live rich bar on a terminal."""
 
 from __future__ import annotations
 
@@ -89,6 +89,8 @@ class RoundProgress:
                 f"{len(vals)} peers, {time.perf_counter() - self._start:.1f}s"
             )
             if self._progress is not None and self._task is not None:
+                # The line goes above the live bar, so every round stays in the scrollback.
+                self._progress.console.print(line, highlight=False)
                 self._progress.update(self._task, advance=1, description=line.split(": ", 1)[1])
             elif self.mode == "plain":
                 print(line, file=self.stream, flush=True)
