@@ -99,6 +99,9 @@ def _guard(fn: Callable[[], _T]) -> _T:
         raise _fail(2, str(exc)) from None
     except FltorrentError as exc:
         raise _fail(1, str(exc)) from None
+    except OSError as exc:  # e.g. the disk filled up during a run
+        where = f"{exc.filename}: " if exc.filename else ""
+        raise _fail(1, f"{where}{exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise _fail(130, "interrupted") from None
 
@@ -387,6 +390,21 @@ def new(
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(f"next: cd {directory} && fltorrent run -c fltorrent.yaml")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run's output directory.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", parser=_path, help="Where the report goes (RUN_DIR/report)."),
+    ] = None,
+) -> None:
+    """Draw a run's figures (PNG) and one self-contained HTML page (index.html)."""
+    from fltorrent.telemetry.report import write_report
+
+    written = _guard(lambda: write_report(run_dir, out))
+    typer.echo(f"wrote {len(written) - 1} figures and {written[-1]}")
 
 
 @config_app.command("show")

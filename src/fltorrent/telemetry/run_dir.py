@@ -1,0 +1,80 @@
+"""Reading a run directory back: its metric records, summary and configuration, whatever wrote
+it (one process, one process per peer under ``peers/``, a tracker's peers) and however it
+ended (an interrupted run has records and no summary; a crash may cut its last line short)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fltorrent.errors import FltorrentError
+
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class RunData:
+    """What a run directory holds."""
+
+    path: Path
+    records: list[dict[str, Any]]  # one per peer and round, sorted by (round, peer)
+    summary: dict[str, Any] | None = None  # None: the run did not finish writing it
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def peers(self) -> list[int]:
+        return sorted({int(r["peer"]) for r in self.records})
+
+    @property
+    def rounds(self) -> list[int]:
+        return sorted({int(r["round"]) for r in self.records})
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short when the run stopped
+                continue
+            if isinstance(record, dict) and "round" in record and "peer" in record:
+                records.append(record)
+    return records
+
+
+def read_run(path: Path) -> RunData:
+    """Read ``path``; raises :class:`FltorrentError` when it holds no metrics at all."""
+    if not path.is_dir():
+        raise FltorrentError(f"{path}: no such run directory")
+    merged: dict[tuple[int, int], dict[str, Any]] = {}
+    sources = [path / METRICS_FILE, *sorted(path.glob(f"peers/*/{METRICS_FILE}"))]
+    for source in sources:
+        if source.is_file():
+            for r in _jsonl(source):
+                merged.setdefault((int(r["round"]), int(r["peer"])), r)
+    if not merged:
+        raise FltorrentError(f"{path}: no metrics ({METRICS_FILE}) to read: is it a run directory?")
+    summary = None
+    if (path / SUMMARY_FILE).is_file():
+        try:
+            summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            summary = None
+    config: dict[str, Any] = {}
+    if (path / CONFIG_FILE).is_file():
+        try:
+            loaded = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8"))
+        except yaml.YAMLError:
+            loaded = None
+        config = loaded if isinstance(loaded, dict) else {}
+    records = [merged[k] for k in sorted(merged)]
+    return RunData(path, records, summary, config)
