@@ -145,11 +145,69 @@ def _federate(
         out, _ = tracker.communicate(timeout=_left(deadline))
         assert tracker.returncode == 0, tracker_log.read_text()[-2000:]
         assert json.loads(out)["members"] == {str(i): "done" for i in peer_args}
+        _check_tracker_run(tmp_path / "tracker", records)
     finally:
         for p in [tracker, *peers.values()]:
             p.kill()
             p.wait(timeout=30)
     return records
+
+
+def _check_tracker_run(run: Path, records: dict[int, list[dict[str, Any]]]) -> None:
+    """A tracker-mode run is a run: the tracker's directory holds the peers' records merged
+    (exactly what each peer wrote), a summary and the report."""
+    merged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    mine = [r for rs in records.values() for r in rs]
+    key = lambda r: (r["round"], r["peer"])  # noqa: E731
+    assert sorted(merged, key=key) == sorted(mine, key=key)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["mode"] == "tracker" and summary["failed_peers"] == []
+    assert summary["finished_peers"] == sorted(records) and summary["records_dropped"] == 0
+    assert (run / "config.yaml").is_file() and (run / "report" / "index.html").is_file()
+
+
+@pytest.mark.slow
+def test_a_tracker_run_with_a_member_that_did_not_finish_fails(tmp_path: Path) -> None:
+    """Peer 2 is killed after its second round: the federation goes on without it, and the
+    tracker's run says who failed and exits non-zero."""
+    _federation(tmp_path, PEERS)
+    tracker_log = tmp_path / "tracker.log"
+    args = ["tracker", "--federation", str(tmp_path / "fed"), "--port", "0", "--rounds", "5"]
+    args += ["-o", str(tmp_path / "run"), "--peers", str(PEERS), "--set", "data.num_samples=600"]
+    args += ["--set", "bittorrent.seed_grace=1", "--set", "bittorrent.timeout=5"]
+    tracker = _start(*args, cwd=tmp_path, log=tracker_log)
+    deadline = time.monotonic() + DEADLINE_S
+    peers: list[subprocess.Popen[str]] = []
+    try:
+        address = _listening_address(tracker, tracker_log, deadline)
+        for i in (1, 2):
+            out = tmp_path / f"out{i}"
+            peers.append(
+                _start(
+                    *_peer_args(tmp_path, address, i, out),
+                    cwd=tmp_path,
+                    log=tmp_path / f"peer{i}.log",
+                )
+            )
+        assert peers[1].stdout is not None
+        # Killed once its second round is done: its first round's record has left by then.
+        while "round 2:" not in peers[1].stdout.readline():
+            assert time.monotonic() < deadline and peers[1].poll() is None
+        peers[1].kill()
+        peers[0].communicate(timeout=_left(deadline))
+        assert peers[0].returncode == 0, (tmp_path / "peer1.log").read_text()[-2000:]
+        tracker.communicate(timeout=_left(deadline))
+        assert tracker.returncode == 1, tracker_log.read_text()[-2000:]
+        assert "peers that did not finish: [2]" in tracker_log.read_text()
+        summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+        assert summary["failed_peers"] == [2] and summary["finished_peers"] == [1]
+        merged = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        rounds = {(json.loads(x)["peer"], json.loads(x)["round"]) for x in merged}
+        assert {(1, r) for r in (1, 2, 3, 4, 5)} <= rounds and (2, 1) in rounds
+    finally:
+        for p in [tracker, *peers]:
+            p.kill()
+            p.wait(timeout=30)
 
 
 @pytest.mark.slow

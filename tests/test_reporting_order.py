@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from typing import Any, cast
 
 import pytest
 
 from fltorrent import tracker_client
 from fltorrent.control import Done, Progress
+from fltorrent.errors import BrokenResourceError
 from fltorrent.net.base import Connection
 from fltorrent.telemetry.progress import RoundProgress
 from fltorrent.tracker_client import TrackerClient
@@ -66,3 +68,24 @@ def test_rich_display_keeps_a_line_per_round() -> None:
     text = out.getvalue()
     assert "round 1/2: accuracy mean 0.550 min 0.500" in text
     assert "round 2/2: accuracy mean 0.650 min 0.600" in text
+
+
+class _Broken:
+    """A connection whose other end is gone."""
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        raise BrokenResourceError("Broken pipe")
+
+
+@pytest.mark.parametrize("finished", [False, True])
+@aio()
+async def test_a_lost_tracker_is_a_warning_only_before_the_peer_finished(
+    caplog: pytest.LogCaptureFixture, finished: bool
+) -> None:
+    client = TrackerClient(cast(Connection, _Broken()))
+    client.finished = finished
+    with caplog.at_level(logging.DEBUG, logger="fltorrent"):
+        await client.listen()
+    lost = [r for r in caplog.records if "tracker connection lost" in r.getMessage()]
+    assert len(lost) == 1 and client.lost.is_set()
+    assert lost[0].levelno == (logging.DEBUG if finished else logging.WARNING)

@@ -12,13 +12,18 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from fltorrent.cli_keys import keys_app
+from fltorrent.cli_status import HttpHostOpt, HttpPortOpt, http_status, serving, show_dashboard
+from fltorrent.cli_status import status as status_command
 from fltorrent.config import Config, dump_config, load_config
 from fltorrent.errors import ConfigError, FltorrentError
+
+if TYPE_CHECKING:
+    from fltorrent.runtime.federation import FederationResult
 
 app = typer.Typer(
     help="Decentralized federated learning over a BitTorrent-style swarm.",
@@ -29,6 +34,7 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect and check configurations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
+app.command("status")(status_command)
 
 _T = TypeVar("_T")
 
@@ -157,10 +163,40 @@ def run(
     ] = None,
     progress: Annotated[str | None, typer.Option(help="auto|rich|plain|none")] = None,
     log_level: LogOpt = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option(
+            "--resume",
+            parser=_path,
+            help="Continue the stopped run in this directory from its checkpoints (with its "
+            "own configuration; --rounds sets a new total).",
+        ),
+    ] = None,
+    dashboard: Annotated[
+        bool,
+        typer.Option("--dashboard", help="Serve the live dashboard (URL on stderr).", metavar=""),
+    ] = False,
+    dashboard_port: Annotated[
+        int, typer.Option("--dashboard-port", min=0, max=65535, help="Its port (0: any free).")
+    ] = 0,
 ) -> None:
     """Run a whole federation locally: a tracker and N peers over loopback TCP, or, with
     --mode sim, every peer in one process over an in-memory network in virtual time."""
     from fltorrent.runtime.federation import Federation
+
+    if resume is not None:
+        given = [config, peers, topology, output_dir, seed, sets, mode, processes or None]
+        if any(g is not None for g in given):
+            raise _fail(
+                2,
+                "--resume continues a run with its own configuration: only --rounds, "
+                "--progress and --log-level go with it",
+            )
+        fed = _guard(lambda: Federation.resume(resume, rounds=rounds, progress=progress))
+        fed.dashboard, fed.on_dashboard = dashboard_port if dashboard else None, show_dashboard
+        _setup_logging(log_level or fed.config.output.log_level)
+        _report_run(_guard(fed.run))
+        return
 
     extra = ["runtime.processes=true"] if processes else []
     if mode is not None:
@@ -175,7 +211,19 @@ def run(
         )
     )
     _setup_logging(cfg.output.log_level)
-    result = _guard(lambda: Federation(cfg, output_dir=output_dir).run())
+    _report_run(
+        _guard(
+            lambda: Federation(
+                cfg,
+                output_dir=output_dir,
+                dashboard=dashboard_port if dashboard else None,
+                on_dashboard=show_dashboard,
+            ).run()
+        )
+    )
+
+
+def _report_run(result: FederationResult) -> None:
     s = result.summary
     sim_time = f" ({s['sim_time_s']:.1f}s simulated)" if "sim_time_s" in s else ""
     typer.echo(
@@ -201,10 +249,16 @@ def tracker(
     output_dir: Annotated[
         Path | None,
         typer.Option(
-            "--output-dir", "-o", parser=_path, help="Where security.jsonl goes (runs/<time>)."
+            "--output-dir",
+            "-o",
+            parser=_path,
+            help="The run directory: config, the peers' metrics, summary, report, "
+            "security.jsonl (runs/<time>).",
         ),
     ] = None,
     log_level: LogOpt = "info",
+    http_port: HttpPortOpt = None,
+    http_host: HttpHostOpt = "127.0.0.1",
 ) -> None:
     """Run the tracker alone; peers join with 'fltorrent peer --tracker HOST:PORT'.
 
@@ -216,6 +270,7 @@ def tracker(
     from fltorrent.runtime.preflight import check_listen, prepare_output
     from fltorrent.runtime.procs import overall_deadline
     from fltorrent.runtime.security import tracker_security
+    from fltorrent.runtime.tracker_run import TrackerRun
 
     cfg = _guard(
         lambda: _build_config(
@@ -230,25 +285,42 @@ def tracker(
         )
     out = output_dir or default_output_dir()
     _guard(lambda: check_listen(host, port, host_key="--host", port_key="--port"))
+    if http_port is not None:
+        _guard(
+            lambda: check_listen(
+                http_host, http_port, host_key="--http-host", port_key="--http-port"
+            )
+        )
     _guard(lambda: prepare_output(out))
     sec = _guard(lambda: tracker_security(cfg, federation, out))
     _setup_logging(log_level or "info")
 
-    async def serve() -> None:
-        t = make_tracker(cfg, admission=sec.admission(require_tls=sec.tls))
-        async with t:
-            h, p = await t.start(sec.transport(sec.tracker), host, port)
-            typer.echo(
-                f"tracker listening on {h}:{p} for {cfg.federate.client_num} peers", err=True
-            )
-            await t.wait_full()
-            typer.echo("all peers registered; federation running", err=True)
-            if not await t.wait_done(overall_deadline(cfg)):
-                raise FltorrentError("the federation did not finish before its deadline")
+    run = _guard(lambda: TrackerRun(cfg, out))
+
+    async def serve() -> dict[str, Any]:
+        from fltorrent.web.source import TrackerSource
+
+        t = make_tracker(cfg, admission=sec.admission(require_tls=sec.tls), on_record=run.on_record)
+        try:
+            async with t, http_status(TrackerSource(t), http_host, http_port, label="tracker"):
+                h, p = await t.start(sec.transport(sec.tracker), host, port)
+                typer.echo(
+                    f"tracker listening on {h}:{p} for {cfg.federate.client_num} peers", err=True
+                )
+                await t.wait_full()
+                typer.echo("all peers registered; federation running", err=True)
+                if not await t.wait_done(overall_deadline(cfg)):
+                    raise FltorrentError("the federation did not finish before its deadline")
+        finally:  # an interrupted or failed run still gets its summary
+            summary = run.finish(t.members)
         states = {pid: m.phase for pid, m in sorted(t.members.items())}
         typer.echo(json.dumps({"members": states}))
+        return summary
 
-    _guard(lambda: asyncio.run(serve()))
+    summary = _guard(lambda: asyncio.run(serve()))
+    typer.echo(f"run directory: {out}", err=True)
+    if summary["failed_peers"]:
+        raise _fail(1, f"peers that did not finish: {summary['failed_peers']}")
 
 
 @app.command()
@@ -278,6 +350,21 @@ def peer(
         str | None,
         typer.Option("--device", help="auto|cpu|cuda|cuda:N: where this peer trains."),
     ] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint-dir",
+            parser=_path,
+            help="Checkpoints go to DIR/checkpoints (default: the output directory; "
+            "output.checkpoint_every).",
+        ),
+    ] = None,
+    resume_round: Annotated[
+        int | None,
+        typer.Option(
+            "--resume-round", min=1, help="Continue after this round, from its checkpoint."
+        ),
+    ] = None,
     connect_timeout: Annotated[
         float,
         typer.Option(
@@ -286,6 +373,8 @@ def peer(
     ] = 30.0,
     log_level: LogOpt = "warning",
     quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.", metavar="")] = False,
+    http_port: HttpPortOpt = None,
+    http_host: HttpHostOpt = "127.0.0.1",
 ) -> None:
     """Run one peer; it gets the configuration from the tracker.
 
@@ -297,6 +386,7 @@ def peer(
     from fltorrent.runtime.node import NodeHooks, run_node
     from fltorrent.runtime.preflight import check_listen, prepare_output
     from fltorrent.runtime.security import AUDIT_FILE, peer_credentials, peer_transport
+    from fltorrent.runtime.status import PeerBoard
     from fltorrent.security.audit import JsonlAudit
     from fltorrent.telemetry.events import RoundMetrics
     from fltorrent.telemetry.sink import JsonlSink
@@ -328,10 +418,18 @@ def peer(
     _setup_logging(log_level or "warning")
     out = output_dir or default_output_dir()
     _guard(lambda: check_listen(host, 0, host_key="--host", port_key="--host"))
+    if http_port is not None:
+        _guard(
+            lambda: check_listen(
+                http_host, http_port, host_key="--http-host", port_key="--http-port"
+            )
+        )
+    board = PeerBoard()
     _guard(lambda: prepare_output(out))
     sink = JsonlSink(out / "metrics.jsonl")
 
     def on_metrics(m: RoundMetrics) -> None:
+        board.record(m)
         sink.emit(m)
         if not quiet:
             typer.echo(
@@ -358,11 +456,15 @@ def peer(
             model_dir=models_dir or out / "models",
             hooks=NodeHooks(
                 on_metrics=on_metrics,
+                on_phase=board.on_phase,
+                on_peer=board.on_peer,
                 audit=audit,
                 require_tls=transport == "tls",
                 own_data=data,
                 device=device,
                 log_dir=out,
+                checkpoint_dir=checkpoint_dir or out,
+                resume_round=resume_round,
             ),
             credentials=creds,
             connect_timeout=connect_timeout,
@@ -373,7 +475,7 @@ def peer(
         return 0
 
     try:
-        code = _guard(lambda: asyncio.run(go()))
+        code = _guard(lambda: asyncio.run(serving(go, board, http_host, http_port, label="peer")))
     finally:
         sink.close()
     raise typer.Exit(code)

@@ -279,6 +279,17 @@ class OutputConfig(Section):
     save_model: bool = True
     progress: Literal["auto", "rich", "plain", "none"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    sinks: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="where round records go besides metrics.jsonl: tensorboard "
+        "(RUN_DIR/tensorboard), mlflow (RUN_DIR/mlruns); each needs its package",
+    )
+    checkpoint_every: int = Field(
+        1,
+        ge=0,
+        description="each peer writes a checkpoint (checkpoints/peer-N/, safetensors) after "
+        "every this many rounds, for fltorrent run --resume (0: none)",
+    )
     exchange_logs: bool | Literal["auto"] = Field(
         "auto",
         description="write topology_logs/ and bittorrent_logs/ (every connection and every "

@@ -80,6 +80,9 @@ class Progress(ControlMessage):
     phase: str
     completion: float = 0.0
     accuracy: float | None = None
+    # With phase "evaluated": the peer's whole record of the round (a metrics.jsonl line), for
+    # a tracker that writes the run directory; the tracker validates it before use.
+    record: dict[str, Any] | None = None
 
 
 class Skip(ControlMessage):

@@ -108,6 +108,8 @@ class Tracker:
     # + 16.
     max_connections: int = 0
     on_progress: Callable[[MemberState], None] | None = None
+    # A member's record of a round (untrusted: the receiver validates it) and its peer id.
+    on_record: Callable[[int, dict[str, Any]], None] | None = None
     # Higher is better: which members should bridge parts of a split overlay (e.g. uplink rate).
     bridge_preference: Callable[[int], float] | None = None
     # Tokens, proofs, identities, revocations (None: anyone may register; tracker unit tests).
@@ -137,6 +139,10 @@ class Tracker:
         if self._listener is not None:
             await self._listener.aclose()
             self._listener = None
+
+    def edges(self) -> list[tuple[int, int]]:
+        """The overlay as built and repaired (no edge before the welcome), for status."""
+        return [(int(a), int(b)) for a, b in self._graph.edges()]
 
     async def __aenter__(self) -> Tracker:
         return self
@@ -442,6 +448,8 @@ class Tracker:
                 member.accuracy = msg.accuracy
                 if self.on_progress is not None:
                     self.on_progress(member)
+                if msg.record is not None and self.on_record is not None:
+                    self.on_record(member.peer_id, msg.record)
             case Skip():
                 await self._broadcast(
                     Skipped(peer_id=member.peer_id, round=msg.round), member.peer_id

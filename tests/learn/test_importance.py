@@ -267,6 +267,24 @@ def test_snip_uses_one_batch_of_batch_size() -> None:
     assert scorer.last_backward_samples == 5
 
 
+def test_snip_use_cached_scores_the_gradients_training_left() -> None:
+    # FLTorrent's snip.use_cached: no extra pass; the last training step's gradients are used
+    # (and cleared). With none left, it falls back to a fresh batch.
+    model = _model()
+    x, y = _data()
+    nn.functional.cross_entropy(model(x[:7]), y[:7]).backward()  # "the last training step"
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    expected = [float((grads[n] * params[n]).abs().sum()) if n in grads else 0.0 for n in NAMES]
+    scorer = _scorer("snip", snip={"batch_size": 128, "use_cached": True})
+    assert scorer.score(_inputs(model)) == pytest.approx(expected, rel=1e-6)
+    assert scorer.last_backward_samples == 0
+    assert all(p.grad is None for p in model.parameters())
+    fresh = scorer.score(_inputs(model))  # nothing cached now: a batch, as without the option
+    assert scorer.last_backward_samples == N_SAMPLES
+    assert fresh == pytest.approx(_scorer("snip", snip={"batch_size": 128}).score(_inputs(model)))
+
+
 def test_gradient_scorers_leave_the_model_as_they_found_it() -> None:
     model = _model()
     state = {k: v.clone() for k, v in model.state_dict().items()}

@@ -125,6 +125,7 @@ def make_tracker(
     *,
     on_progress: Callable[[MemberState], None] | None = None,
     admission: Admission | None = None,
+    on_record: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> Tracker:
     """The tracker of this federation; it hands the configuration to every peer."""
     profiles = device_profiles(config)
@@ -135,6 +136,7 @@ def make_tracker(
         topology=topology_spec(config),
         registration_timeout=config.runtime.registration_timeout,
         on_progress=on_progress,
+        on_record=on_record,
         bridge_preference=(lambda p: profiles[p - 1].up_mbit) if profiles else None,
         admission=admission,
     )

@@ -27,17 +27,20 @@ from fltorrent.errors import ConfigError, FederationError
 from fltorrent.learn.plugins import as_import_string
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
+from fltorrent.runtime.checkpoint import common_round, peer_dir, read_checkpoint
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
 from fltorrent.runtime.preflight import preflight
 from fltorrent.runtime.procs import ProcessLauncher
 from fltorrent.runtime.sim import SimLauncher
-from fltorrent.runtime.status import StatusBoard
+from fltorrent.runtime.status import StatusBoard, check_dashboard, watch_run
 from fltorrent.telemetry.events import RoundMetrics
 from fltorrent.telemetry.exchange_log import exchange_summary
 from fltorrent.telemetry.progress import RoundProgress
+from fltorrent.telemetry.run_dir import clear_run_outputs, keep_rounds
 from fltorrent.telemetry.sink import JsonlSink, read_metrics
+from fltorrent.telemetry.sinks import FanOut, MetricsSink, open_sinks
 from fltorrent.telemetry.summary import summarize
 from fltorrent.tracker import MemberState
 
@@ -116,12 +119,19 @@ class Federation:
         train_step: Callable[..., Any] | None = None,
         evaluate: Callable[..., Any] | None = None,
         rule: Callable[..., Any] | None = None,
+        dashboard: int | None = None,
+        dashboard_host: str = "127.0.0.1",
+        on_dashboard: Callable[[str], None] | None = None,
     ) -> None:
         """``model``, ``data``, ``train_step``, ``evaluate`` and ``rule`` are the plug-ins as
         Python objects, in place of ``model.factory``, ``data.factory``, ``train.step``,
         ``train.evaluate`` and ``robust.rule_factory`` (with the same signatures). A function
         defined at a module's top level goes by its import string, so it reaches peer processes
-        too; a lambda, a local function or one of ``__main__`` works in this process only."""
+        too; a lambda, a local function or one of ``__main__`` works in this process only.
+
+        ``dashboard`` (a port, 0: any free one) serves the status endpoints and the live
+        dashboard on ``dashboard_host`` while the run goes on (:mod:`fltorrent.web`); its URL
+        goes to ``on_dashboard`` and to ``<output>/dashboard.url``."""
         if isinstance(config, Config):
             self.config = config
         elif isinstance(config, str | Path):
@@ -140,8 +150,42 @@ class Federation:
         self.output_dir = Path(chosen) if chosen is not None else default_output_dir()
         self.progress_mode = progress or self.config.output.progress
         self.fault_hook = fault_hook
-        fed = self.config.federate
-        self.board = StatusBoard(fed.client_num, fed.total_round_num)
+        self.board = StatusBoard.for_config(self.config)
+        self.dashboard, self.dashboard_host = dashboard, dashboard_host
+        self.on_dashboard = on_dashboard
+        self.resuming = False  # set by Federation.resume
+
+    @classmethod
+    def resume(
+        cls, run_dir: Path | str, *, rounds: int | None = None, progress: str | None = None
+    ) -> Federation:
+        """Continue a stopped run in ``run_dir`` from its peers' newest common checkpoint,
+        with its own configuration (``rounds``: a new total, to go on past a finished run)."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{run_dir}: no config.yaml there: not a run directory")
+        overrides = [] if rounds is None else [f"federate.total_round_num={rounds}"]
+        fed = cls(
+            load_config(run_dir / "config.yaml", overrides), output_dir=run_dir, progress=progress
+        )
+        fed.resuming = True
+        return fed
+
+    def _resume_point(self) -> tuple[int, float]:
+        """(round the peers continue after, simulated seconds then)."""
+        cfg, out = self.config, self.output_dir
+        peers = range(1, cfg.federate.client_num + 1)
+        try:
+            done = common_round(out, peers)
+        except FederationError as exc:
+            raise ConfigError(str(exc)) from None
+        if done >= cfg.federate.total_round_num:
+            raise ConfigError(
+                f"{out}: the run has all {done} rounds; give a larger total (--rounds) to go on"
+            )
+        times = [read_checkpoint(peer_dir(out, p) / f"round-{done:06d}.safetensors") for p in peers]
+        sim = max((c.sim_time_s for c in times if c.sim_time_s is not None), default=0.0)
+        return done, sim
 
     def run(self) -> FederationResult:
         """Run to completion (blocking); the simulation runs on a virtual-time event loop."""
@@ -166,10 +210,20 @@ class Federation:
     async def _arun(self) -> FederationResult:
         cfg = self.config
         out = self.output_dir
+        resume = self._resume_point() if self.resuming else None
+        if self.dashboard is not None:
+            virtual = make_launcher(cfg).virtual_time
+            check_dashboard(virtual_time=virtual, host=self.dashboard_host, port=self.dashboard)
         data = preflight(cfg, out)  # before anything is written
         (out / "config.yaml").write_text(dump_config(cfg))
         metrics_path = out / "metrics.jsonl"
-        metrics_path.unlink(missing_ok=True)
+        if resume is None:
+            metrics_path.unlink(missing_ok=True)
+            clear_run_outputs(out)  # an earlier run's logs and checkpoints are not this one's
+        else:  # rounds after the checkpoints are run again
+            keep_rounds(out, resume[0])
+            for record in read_metrics(metrics_path) if metrics_path.exists() else []:
+                self.board.record(RoundMetrics(**record))  # the status shows the whole run
         torch.set_num_threads(cfg.runtime.torch_threads)
         n, rounds = cfg.federate.client_num, cfg.federate.total_round_num
         model_dir = out / "models" if cfg.output.save_model else None
@@ -177,8 +231,27 @@ class Federation:
         sim_start = asyncio.get_running_loop().time()
         launcher = make_launcher(cfg)
         mode = MODES.get(launcher.name, launcher.name)
-        sink = JsonlSink(metrics_path)
-        with RoundProgress(peers=n, rounds=rounds, mode=self.progress_mode) as display:
+        sink = FanOut(
+            [
+                JsonlSink(metrics_path),
+                *open_sinks(
+                    cfg.output.sinks,
+                    out,
+                    run_name=out.name,
+                    params={
+                        "peers": n,
+                        "rounds": rounds,
+                        "seed": cfg.federate.seed,
+                        "plan": cfg.exchange.plan,
+                        "model": cfg.model.name,
+                    },
+                ),
+            ]
+        )
+        done = resume[0] if resume is not None else 0
+        with RoundProgress(
+            peers=n, rounds=rounds, mode=self.progress_mode, done_rounds=done
+        ) as display:
             hooks = LaunchHooks(
                 output_dir=out,
                 model_dir=model_dir,
@@ -188,46 +261,66 @@ class Federation:
                 fault_hook=self.fault_hook,
                 log_level=cfg.output.log_level,
                 data=data if launcher.name != "processes" else None,
+                resume_round=resume[0] if resume is not None else None,
+                resume_sim_time=resume[1] if resume is not None else 0.0,
             )
             try:
-                outcomes = await launcher.launch(cfg, hooks)
+                async with watch_run(
+                    self.board,
+                    out,
+                    realtime=not launcher.virtual_time,
+                    dashboard=self.dashboard,
+                    host=self.dashboard_host,
+                    on_url=self.on_dashboard,
+                ):
+                    outcomes = await launcher.launch(cfg, hooks)
+                    failed = self._failures(outcomes, display)  # shown before the server stops
+            except BaseException as exc:  # Ctrl-C, a crash of the launcher: say what there is
+                sink.close()
+                self._write_summary(
+                    time.perf_counter() - start, [], {"mode": mode, "interrupted": repr(exc)}
+                )
+                raise
             finally:
                 sink.close()
-            failed = self._failures(outcomes, display)
         wall = time.perf_counter() - start
         extra: dict[str, Any] = {"mode": mode, **exchange_summary(out)}
         if mode == "sim":
             extra["sim_time_s"] = round(asyncio.get_running_loop().time() - sim_start, 3)
+        if resume is not None:
+            extra["resumed_after_round"] = resume[0]
+        records, summary = self._write_summary(wall, failed, extra)
+        self._copy_final_model(model_dir, summary["finished_peers"])
+        if not summary["finished_peers"]:
+            raise FederationError(f"no peer finished; see {out}")
+        return FederationResult(out, summary, records, failed)
+
+    def _write_summary(
+        self, wall: float, failed: list[int], extra: dict[str, Any]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        cfg, out = self.config, self.output_dir
+        metrics_path = out / "metrics.jsonl"
         records = read_metrics(metrics_path) if metrics_path.exists() else []
         records.sort(key=lambda r: (r["round"], r["peer"]))
         summary = summarize(
             records,
-            peers=n,
-            rounds=rounds,
+            peers=cfg.federate.client_num,
+            rounds=cfg.federate.total_round_num,
             wall_time_s=wall,
             failed=failed,
             accuracy_targets=cfg.output.accuracy_targets,
             extra=extra,
         )
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        self._copy_final_model(model_dir, summary["finished_peers"])
-        if not summary["finished_peers"]:
-            raise FederationError(f"no peer finished; see {out}")
-        return FederationResult(out, summary, records, failed)
+        return records, summary
 
     def _on_metrics(
-        self, sink: JsonlSink, display: RoundProgress
+        self, sink: MetricsSink, display: RoundProgress
     ) -> Callable[[RoundMetrics], None]:
         def on_metrics(m: RoundMetrics) -> None:
             sink.emit(m)
             display.peer_round(m.peer, m.round, m.accuracy, m.completion)
-            self.board.update(
-                m.peer,
-                phase=EVALUATED,
-                round_=m.round,
-                completion=m.completion,
-                accuracy=m.accuracy,
-            )
+            self.board.record(m)
 
         return on_metrics
 

@@ -41,6 +41,8 @@ class LaunchHooks:
     fault_hook: FaultHook | None = None
     log_level: str = "warning"
     data: FederationData | None = None  # the federation's data, when already loaded
+    resume_round: int | None = None  # a resumed run: peers continue after this round's checkpoints
+    resume_sim_time: float = 0.0  # ... and, in simulation, the virtual clock goes on from here
 
 
 class Launcher(ABC):

@@ -39,6 +39,7 @@ class LocalLauncher(Launcher):
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
             data=hooks.data,
+            resume_round=hooks.resume_round,
         )
 
 
@@ -53,6 +54,7 @@ async def run_local(
     on_peer: Callable[[Peer], None] | None = None,
     output_dir: Path | None = None,
     data: FederationData | None = None,
+    resume_round: int | None = None,
 ) -> list[NodeOutcome]:
     """Run the whole federation in this process; returns each peer's outcome.
 
@@ -87,6 +89,8 @@ async def run_local(
                 audit=sec.audit,
                 require_tls=sec.tls,
                 log_dir=output_dir,
+                checkpoint_dir=output_dir,
+                resume_round=resume_round,
             )
             return await run_all(
                 n,

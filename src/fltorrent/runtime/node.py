@@ -31,7 +31,7 @@ from fltorrent.control import Done, Progress, Skip, Welcome
 from fltorrent.defense import Defense
 from fltorrent.devices.device import Device
 from fltorrent.devices.profiles import DeviceProfile
-from fltorrent.errors import AuthError, FltorrentError
+from fltorrent.errors import AuthError, FederationError, FltorrentError
 from fltorrent.learn.learner import Learner
 from fltorrent.learn.update_codec import UpdateEncoder
 from fltorrent.net.base import Address, Connection, ConnectionHandler, Transport
@@ -50,6 +50,7 @@ from fltorrent.runtime.build import (
     round_policy,
     swarm_options,
 )
+from fltorrent.runtime.checkpoint import load_checkpoint, peer_dir, save_checkpoint
 from fltorrent.runtime.learning import FederationData, build_learner, load_federation_data
 from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
@@ -117,6 +118,8 @@ class NodeHooks:
     own_data: Path | None = None  # this peer's own data (fltorrent peer --data), not the config's
     device: str | None = None  # where it trains (fltorrent peer --device), not train.device
     log_dir: Path | None = None  # where the exchange logs go (output.exchange_logs)
+    checkpoint_dir: Path | None = None  # the run directory checkpoints/ goes in (None: none)
+    resume_round: int | None = None  # continue after this round, from its checkpoints
 
 
 async def run_node(
@@ -225,6 +228,15 @@ async def _peer_state(
         server_step=server_step(config),
         scaffold=scaffold(config),
     )
+    if hooks.resume_round is not None and hooks.checkpoint_dir is not None:
+        path = (
+            peer_dir(hooks.checkpoint_dir, peer_id) / f"round-{hooks.resume_round:06d}.safetensors"
+        )
+        if not path.is_file():
+            raise FederationError(
+                f"peer {peer_id}: no checkpoint of round {hooks.resume_round} ({path})"
+            )
+        load_checkpoint(path, state)
     if hooks.saved is not None:
         hooks.saved[peer_id] = state
     return state
@@ -259,6 +271,12 @@ async def _run_registered(
         if xlog is not None:
             stack.callback(xlog.close)
             hooks = dataclasses.replace(hooks, on_metrics=_flushing(xlog, hooks.on_metrics))
+        every = config.output.checkpoint_every
+        if hooks.checkpoint_dir is not None and every > 0:
+            hooks = dataclasses.replace(
+                hooks,
+                on_metrics=_checkpointing(state, hooks.checkpoint_dir, every, hooks.on_metrics),
+            )
         swarm_transport: Transport = transport
         if link is not None:
             shaper = transports.shaped(transport, link, seed=config.federate.seed * 7919 + peer_id)
@@ -301,6 +319,18 @@ def _exchange_log(config: Config, hooks: NodeHooks, peer_id: int) -> ExchangeLog
     if hooks.log_dir is None or not config.output.logs_exchange(config.federate.client_num):
         return None
     return ExchangeLog(hooks.log_dir, peer_id, origin=hooks.clock_origin)
+
+
+def _checkpointing(
+    state: PeerState, root: Path, every: int, forward: Callable[[RoundMetrics], None] | None
+) -> Callable[[RoundMetrics], None]:
+    def on_metrics(m: RoundMetrics) -> None:
+        if m.round % every == 0:  # the round's state is whole: aggregate loaded, evaluated
+            save_checkpoint(root, state, peer=m.peer, round_=m.round, sim_time_s=m.sim_time_s)
+        if forward is not None:
+            forward(m)
+
+    return on_metrics
 
 
 def _flushing(
@@ -397,7 +427,8 @@ async def _run_peer(
             swarm.connect(other, welcome.members[other])
     try:
         outcome.metrics = peer.history  # filled round by round, kept if the peer crashes
-        await peer.run(first_round=max(1, welcome.round))
+        resumed = (hooks.resume_round or 0) + 1  # a resumed run continues after its checkpoints
+        await peer.run(first_round=max(1, welcome.round, resumed))
         await client.progress(Done())
         # Keep seeding until every live peer is done, the tracker is gone, or the grace ends.
         waits = [tg.create_task(client.all_done.wait()), tg.create_task(client.lost.wait())]
@@ -506,7 +537,13 @@ def _metrics_reporter(
     def report(m: RoundMetrics) -> None:
         if forward is not None:
             forward(m)
-        msg = Progress(round=m.round, phase=EVALUATED, completion=m.completion, accuracy=m.accuracy)
+        msg = Progress(
+            round=m.round,
+            phase=EVALUATED,
+            completion=m.completion,
+            accuracy=m.accuracy,
+            record=m.as_dict(),
+        )
         tg.create_task(client.progress(msg))
 
     return report

@@ -26,6 +26,7 @@ from fltorrent.learn.models import build_model
 from fltorrent.runtime.build import check_plugins
 from fltorrent.runtime.launcher import launcher_name
 from fltorrent.runtime.learning import FederationData, check_local, load_federation_data
+from fltorrent.telemetry.sinks import check_sinks
 
 # Copies of the model a training peer holds at least: its weights, their gradients and the
 # round-start weights its update is taken against (optimizer state and received updates come
@@ -40,6 +41,7 @@ def preflight(config: Config, output_dir: Path) -> FederationData | None:
     split (``None`` when each peer loads its own), which the in-process launchers reuse."""
     check_plugins(config)
     check_local(config)
+    check_sinks(config.output.sinks)
     try:
         data = load_federation_data(config)
     except LearnError as exc:

@@ -36,13 +36,19 @@ class ProcessLauncher(Launcher):
     async def launch(self, config: Config, hooks: LaunchHooks) -> list[NodeOutcome]:
         out = hooks.output_dir
         codes = await run_processes(
-            config, output_dir=out, on_progress=hooks.on_progress, log_level=hooks.log_level
+            config,
+            output_dir=out,
+            on_progress=hooks.on_progress,
+            log_level=hooks.log_level,
+            resume_round=hooks.resume_round,
         )
         outcomes = []
         for i in sorted(codes):
             part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
+            done = hooks.resume_round or 0  # a resumed run's earlier rounds are merged already
             for record in read_metrics(part) if part.exists() else []:
-                hooks.on_metrics(RoundMetrics(**record))
+                if record["round"] > done:
+                    hooks.on_metrics(RoundMetrics(**record))
             audit = out / "peers" / f"peer-{i}" / AUDIT_FILE
             if audit.exists():  # the peers' security events join the tracker's
                 with (out / AUDIT_FILE).open("ab") as merged:
@@ -70,8 +76,10 @@ async def run_processes(
     output_dir: Path,
     on_progress: Callable[[MemberState], None],
     log_level: str = "warning",
+    resume_round: int | None = None,
 ) -> dict[int, int]:
     """Run every peer as a child process; returns each peer's exit code."""
+    resume = [] if resume_round is None else ["--resume-round", str(resume_round)]
     rt = config.runtime
     n = config.federate.client_num
     sec = run_security(config, output_dir, write_keys=True)
@@ -111,6 +119,9 @@ async def run_processes(
                     str(sec.key_dir / f"{PEER_FILES.format(i)}.token"),
                     "--transport",
                     config.security.transport,
+                    "--checkpoint-dir",
+                    str(output_dir),
+                    *resume,
                 )
             async with asyncio.timeout(overall_deadline(config)):
                 for i, child in children.items():

@@ -44,6 +44,8 @@ class SimLauncher(Launcher):
             on_phase=hooks.on_phase,
             fault_hook=hooks.fault_hook,
             data=hooks.data,
+            resume_round=hooks.resume_round,
+            resume_sim_time=hooks.resume_sim_time,
         )
 
 
@@ -57,6 +59,8 @@ async def run_sim(
     on_peer: Callable[[Peer], None] | None = None,
     output_dir: Path | None = None,
     data: FederationData | None = None,
+    resume_round: int | None = None,
+    resume_sim_time: float = 0.0,
 ) -> list[NodeOutcome]:
     """Run the whole federation in virtual time; returns each peer's outcome.
 
@@ -80,10 +84,12 @@ async def run_sim(
         fault_hook=churn,
         on_peer=on_peer,
         simulated=True,
-        clock_origin=asyncio.get_running_loop().time(),
+        clock_origin=asyncio.get_running_loop().time() - resume_sim_time,
         saved=saved,
         audit=sec.audit,
         log_dir=output_dir,
+        checkpoint_dir=output_dir,
+        resume_round=resume_round,
     )
     watch = RoundWatch()
     tracker = make_tracker(

@@ -24,8 +24,15 @@ class RoundProgress:
     """Reports a round once every live peer has finished it."""
 
     def __init__(
-        self, *, peers: int, rounds: int, mode: str = "auto", stream: TextIO | None = None
+        self,
+        *,
+        peers: int,
+        rounds: int,
+        mode: str = "auto",
+        stream: TextIO | None = None,
+        done_rounds: int = 0,
     ) -> None:
+        """``done_rounds``: rounds a resumed run already has (reporting starts after them)."""
         self.peers = peers
         self.rounds = rounds
         self.stream = stream or sys.stdout
@@ -35,7 +42,7 @@ class RoundProgress:
         self.failed: set[int] = set()
         self._acc: dict[int, dict[int, float]] = defaultdict(dict)
         self._completion: dict[int, list[float]] = defaultdict(list)
-        self._reported = 0
+        self._reported = done_rounds
         self._start = time.perf_counter()
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -51,7 +58,7 @@ class RoundProgress:
                 console=Console(file=self.stream),
             )
             self._progress.__enter__()
-            self._task = self._progress.add_task("", total=self.rounds)
+            self._task = self._progress.add_task("", total=self.rounds, completed=self._reported)
         return self
 
     def __exit__(

@@ -5,6 +5,7 @@ ended (an interrupted run has records and no summary; a crash may cut its last l
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,3 +79,26 @@ def read_run(path: Path) -> RunData:
         config = loaded if isinstance(loaded, dict) else {}
     records = [merged[k] for k in sorted(merged)]
     return RunData(path, records, summary, config)
+
+
+def keep_rounds(path: Path, last: int) -> None:
+    """Drop the records of rounds after ``last`` from a run's metrics files (a resumed run
+    runs them again); lines cut short by the stop go too."""
+    for source in [path / METRICS_FILE, *sorted(path.glob(f"peers/*/{METRICS_FILE}"))]:
+        if not source.is_file():
+            continue
+        kept = [r for r in _jsonl(source) if int(r["round"]) <= last]
+        tmp = source.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in kept))
+        tmp.replace(source)
+
+
+# What a run writes besides its files at the top: a new run in the same directory starts them
+# afresh (a resumed one keeps them).
+RUN_FOLDERS = ("topology_logs", "bittorrent_logs", "checkpoints", "report", "peers")
+
+
+def clear_run_outputs(path: Path) -> None:
+    """Remove the folders an earlier run left in ``path`` (see :data:`RUN_FOLDERS`)."""
+    for name in RUN_FOLDERS:
+        shutil.rmtree(path / name, ignore_errors=True)
