@@ -154,3 +154,33 @@ def test_report_of_a_real_run(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "wrote 7 figures" in result.output
     assert "availability" in _figures(tmp_path / "report" / "index.html")
+
+
+def test_files_anyone_may_have_edited(tmp_path: Path) -> None:
+    _write(tmp_path / "metrics.jsonl", [_record(1, 1), _record(2, 1)])
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"round": "x", "peer": 1}\n{"round": 3, "peer": 1, "accuracy": "high"}\n')
+    (tmp_path / "summary.json").write_text("[1]")
+    logs = tmp_path / "bittorrent_logs"
+    logs.mkdir()
+    good = {
+        "t": 1.0,
+        "peer": 1,
+        "author": 2,
+        "round": 1,
+        "piece": 0,
+        "verified": True,
+        "duration_s": 0.1,
+    }
+    bad = [{**good, "piece": 10**10}, {**good, "piece": -3}, {**good, "t": "a"}, [1, 2]]
+    (logs / "peer-1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [good, *bad]))
+    write_report(tmp_path)  # no traceback, no 5 TiB heatmap
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "interrupted (no summary.json)" in page and "availability" in _figures(
+        tmp_path / "report" / "index.html"
+    )
+    (tmp_path / "summary.json").write_text(
+        json.dumps({"rounds": 5, "interrupted": "CancelledError()", "finished_peers": []})
+    )
+    write_report(tmp_path)
+    assert "interrupted (CancelledError())" in (tmp_path / "report" / "index.html").read_text()

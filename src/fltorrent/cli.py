@@ -414,6 +414,10 @@ def peer(
             select_device(device, key="the device")
         except FltorrentError as exc:
             raise _fail(2, f"--device: {exc}") from None
+    if resume_round is not None and checkpoint_dir is None and output_dir is None:
+        raise _fail(
+            2, "--resume-round needs the run's -o (or --checkpoint-dir): where its checkpoints are"
+        )
     creds = _guard(lambda: peer_credentials(federation, key, token))
     _setup_logging(log_level or "warning")
     out = output_dir or default_output_dir()

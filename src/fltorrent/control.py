@@ -19,6 +19,7 @@ from fltorrent.net.base import Connection
 # What the tracker sends: a welcome carries every member's address and token (about 500 bytes
 # each), so 16 MiB is room for some 30,000 members.
 MAX_LINE = 16 << 20
+MAX_ROUND = 1_000_000  # rounds a member may report (a federation runs far fewer)
 PEER_LINE = 64 * 1024  # what a peer sends the tracker (register, progress, ...) is small
 _LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
@@ -76,10 +77,10 @@ class Progress(ControlMessage):
     """Peer → tracker: where the peer is (for status and progress display)."""
 
     type: Literal["progress"] = "progress"
-    round: int
-    phase: str
-    completion: float = 0.0
-    accuracy: float | None = None
+    round: int = Field(ge=0, le=MAX_ROUND)
+    phase: str = Field(max_length=32)
+    completion: float = Field(0.0, ge=0.0, le=1.0)
+    accuracy: float | None = Field(None, ge=0.0, le=1.0)
     # With phase "evaluated": the peer's whole record of the round (a metrics.jsonl line), for
     # a tracker that writes the run directory; the tracker validates it before use.
     record: dict[str, Any] | None = None

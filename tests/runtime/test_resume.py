@@ -214,3 +214,40 @@ def test_resume_takes_the_runs_own_configuration(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "only --rounds" in result.output
     result = CliRunner().invoke(app, ["run", "--resume", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
+
+
+def _rewrite_meta(path: Path, change: Any) -> None:
+    """Rewrite the JSON metadata of a checkpoint with ``change(meta_text) -> text``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = (f.metadata() or {})["fltorrent"]
+    save_file(tensors, str(path), metadata={"fltorrent": change(meta)})
+
+
+def test_a_damaged_checkpoint_refuses_the_resume_before_any_peer_starts(tmp_path: Path) -> None:
+    Federation(_config("federate.total_round_num=2"), output_dir=tmp_path, progress="none").run()
+    path = tmp_path / "checkpoints" / "peer-1" / "round-000002.safetensors"
+    original = path.read_bytes()
+
+    def bad_rng(text: str) -> str:
+        meta = json.loads(text)
+        meta["state"]["defense"]["rng"] = {"bit_generator": "PCG64", "state": "x"}
+        return json.dumps(meta)
+
+    _rewrite_meta(path, bad_rng)
+    with pytest.raises(ConfigError, match=r"peer-1/round-000002.safetensors: a damaged checkpoint"):
+        Federation.resume(tmp_path, rounds=3, progress="none").run()
+    for damage in (
+        lambda t: t.replace('"round": 2', '"round": Infinity'),
+        lambda t: t.replace('"round": 2', '"round": 3'),  # not what its name says
+        lambda t: '{"version": 1, "peer": 1, "round": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    ):
+        path.write_bytes(original)
+        _rewrite_meta(path, damage)
+        with pytest.raises(ConfigError, match="checkpoint"):
+            Federation.resume(tmp_path, rounds=3, progress="none").run()
+    path.write_bytes(original)  # whole again: it resumes
+    assert Federation.resume(tmp_path, rounds=3, progress="none").run().summary["rounds"] == 3

@@ -67,3 +67,21 @@ def test_a_member_that_never_registered_failed(tmp_path: Path) -> None:
     summary = run.finish({1: _member(1, True)})
     assert summary["failed_peers"] == [2, 3]
     assert not (tmp_path / "report").exists()  # no records, no figures
+
+
+def test_non_finite_negative_or_missing_values_are_dropped(tmp_path: Path) -> None:
+    # Such a record used to pass and crash the summary at the end of the run.
+    config = load_config(None, ["federate.client_num=2", "federate.total_round_num=2"])
+    run = TrackerRun(config, tmp_path)
+    for change in (
+        {"exchange_s": None},
+        {"exchange_s": float("inf")},
+        {"bytes_up": -5},
+        {"completion": 2.0},
+        {"wall_s": float("nan")},
+    ):
+        run.on_record(1, _record(1, 1, **change))
+    assert run.dropped == 5 and not run.kept
+    run.on_record(1, _record(1, 1, train_loss=float("nan")))  # a diverged loss is a fact
+    summary = run.finish({1: _member(1, True), 2: _member(2, True)})
+    assert run.kept == {(1, 1)} and summary["records_dropped"] == 5

@@ -50,6 +50,7 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[d
     out = tmp_path_factory.mktemp("run") / "run"
     urls: list[str] = []
     seen: list[dict[str, Any]] = []
+    files: list[str] = []  # dashboard.url while the run goes on
 
     async def main() -> None:
         fed = Federation(
@@ -58,6 +59,8 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[d
         task = asyncio.create_task(fed.arun())
         while not task.done():
             if urls:
+                if not files and (out / "dashboard.url").is_file():
+                    files.append((out / "dashboard.url").read_text().strip())
                 try:
                     seen.append(await get_json(urls[0] + "status"))
                 except urllib.error.URLError:  # the run is ending: its server stopped
@@ -67,6 +70,9 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[d
         task.result()
 
     asyncio.run(main())
+    assert urls and urls[0].startswith("http://127.0.0.1:") and urls[0].endswith("/")
+    assert files == urls[:1]  # written while the server was up...
+    assert not (out / "dashboard.url").exists()  # ... and gone with it
     return out, seen
 
 
@@ -79,8 +85,6 @@ def test_a_run_serves_its_status_while_it_runs(
     rounds = [s["round"] for s in seen]
     assert rounds == sorted(rounds)
     assert seen[0]["edges"] == [[1, 2], [1, 3], [2, 3]]
-    url = (out / "dashboard.url").read_text().strip()
-    assert url.startswith("http://127.0.0.1:") and url.endswith("/")
     final = json.loads((out / "status.json").read_text())
     assert final["state"] == "finished" and final["round"] == 3
     assert all(p["phase"] == "done" for p in final["peers"].values())

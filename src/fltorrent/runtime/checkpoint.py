@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -229,7 +230,7 @@ def _meta(path: Path) -> dict[str, Any]:
         raise FederationError(f"{path}: not a readable checkpoint ({exc})") from None
     try:
         meta = json.loads(raw or "")
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         meta = None
     if not isinstance(meta, dict) or meta.get("version") != VERSION:
         raise FederationError(f"{path}: not an fltorrent checkpoint (version {VERSION})")
@@ -239,13 +240,13 @@ def _meta(path: Path) -> dict[str, Any]:
 def read_checkpoint(path: Path) -> Checkpoint:
     """What ``path`` says of itself (peer, round, simulated time)."""
     meta = _meta(path)
-    try:
-        sim = meta["sim_time_s"]
-        return Checkpoint(
-            path, int(meta["peer"]), int(meta["round"]), None if sim is None else float(sim)
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise FederationError(f"{path}: a damaged checkpoint ({exc})") from None
+    peer, round_, sim = meta.get("peer"), meta.get("round"), meta.get("sim_time_s")
+    sound_sim = sim is None or (isinstance(sim, int | float) and math.isfinite(sim))
+    if type(peer) is not int or type(round_) is not int or round_ < 1 or not sound_sim:
+        raise FederationError(f"{path}: a damaged checkpoint (peer, round or time)")
+    if path.name != f"round-{round_:06d}.safetensors" or path.parent.name != f"peer-{peer}":
+        raise FederationError(f"{path}: holds peer {peer}'s round {round_}, not what its name says")
+    return Checkpoint(path, peer, round_, None if sim is None else float(sim))
 
 
 def load_checkpoint(path: Path, state: PeerState) -> Checkpoint:
@@ -259,11 +260,61 @@ def load_checkpoint(path: Path, state: PeerState) -> Checkpoint:
         arrays = {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("state/")}
         model.load_state_dict(weights, strict=True)
         load_peer_tree(state, _unpack(meta["state"], arrays))
-    except (SafetensorError, OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (
+        SafetensorError,
+        OSError,
+        KeyError,
+        TypeError,
+        ValueError,
+        RuntimeError,
+        OverflowError,
+        RecursionError,
+        AttributeError,
+    ) as exc:
         raise FederationError(
             f"{path}: does not fit this peer's model and settings ({type(exc).__name__}: {exc})"
         ) from None
     return read_checkpoint(path)
+
+
+TREE_KEYS = frozenset(
+    {"scorer", "encoder", "defense", "adversary", "device", "server_step", "scaffold"}
+)
+
+
+def verify_checkpoint(path: Path) -> Checkpoint:
+    """Read ``path`` whole and check its state's shape (the random generators' states
+    included) without a peer to load it into: a resume refuses a damaged checkpoint before
+    any peer starts, rather than losing that peer."""
+    found = read_checkpoint(path)
+    meta = _meta(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            arrays = {k[6:]: f.get_tensor(k).numpy() for k in f.keys() if k.startswith("state/")}  # noqa: SIM118
+        tree = _unpack(meta["state"], arrays)
+        if not isinstance(tree, dict) or set(tree) != TREE_KEYS:
+            raise ValueError("not the state of a peer")
+        rngs = [tree["defense"]["rng"], *(c["rng"] for c in tree["encoder"].values())]
+        if tree["adversary"] is not None:
+            rngs.append(tree["adversary"]["rng"])
+        for state in rngs:
+            _set_rng(np.random.default_rng(), state)
+        if not all(isinstance(h, np.ndarray) for h in tree["scorer"]["history"]):
+            raise ValueError("the importance history is not arrays")
+    except (
+        SafetensorError,
+        OSError,
+        KeyError,
+        TypeError,
+        ValueError,
+        AttributeError,
+        OverflowError,
+        RecursionError,
+    ) as exc:
+        raise FederationError(
+            f"{path}: a damaged checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
+    return found
 
 
 def latest(root: Path, peer: int) -> list[Path]:
@@ -282,6 +333,7 @@ def common_round(root: Path, peers: Iterable[int]) -> int:
         newest = {p: max(r) if r else None for p, r in rounds.items()}
         raise FederationError(
             f"{root}: no round that every peer checkpointed (newest per peer: {newest}); "
-            "nothing to resume"
+            "nothing to resume (a run whose peers stopped at different rounds, e.g. one that "
+            "crashed for good, cannot be resumed yet)"
         )
     return max(shared)

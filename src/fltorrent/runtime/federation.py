@@ -27,7 +27,7 @@ from fltorrent.errors import ConfigError, FederationError
 from fltorrent.learn.plugins import as_import_string
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
-from fltorrent.runtime.checkpoint import common_round, peer_dir, read_checkpoint
+from fltorrent.runtime.checkpoint import common_round, peer_dir, verify_checkpoint
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
@@ -183,7 +183,12 @@ class Federation:
             raise ConfigError(
                 f"{out}: the run has all {done} rounds; give a larger total (--rounds) to go on"
             )
-        times = [read_checkpoint(peer_dir(out, p) / f"round-{done:06d}.safetensors") for p in peers]
+        try:  # every peer's checkpoint is whole, or none starts
+            times = [
+                verify_checkpoint(peer_dir(out, p) / f"round-{done:06d}.safetensors") for p in peers
+            ]
+        except FederationError as exc:
+            raise ConfigError(str(exc)) from None
         sim = max((c.sim_time_s for c in times if c.sim_time_s is not None), default=0.0)
         return done, sim
 
@@ -223,7 +228,8 @@ class Federation:
         else:  # rounds after the checkpoints are run again
             keep_rounds(out, resume[0])
             for record in read_metrics(metrics_path) if metrics_path.exists() else []:
-                self.board.record(RoundMetrics(**record))  # the status shows the whole run
+                if (m := RoundMetrics.from_record(record)) is not None:
+                    self.board.record(m)  # the status shows the whole run
         torch.set_num_threads(cfg.runtime.torch_threads)
         n, rounds = cfg.federate.client_num, cfg.federate.total_round_num
         model_dir = out / "models" if cfg.output.save_model else None

@@ -97,6 +97,8 @@ def check_memory(config: Config, data: FederationData | None) -> int:
 
 def check_listen(host: str, port: int, *, host_key: str, port_key: str) -> None:
     """Refuse a host this machine cannot listen on and a port that is in use."""
+    if not host.strip():
+        raise ConfigError("an empty host; give an address (0.0.0.0: every one)", path=host_key)
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE

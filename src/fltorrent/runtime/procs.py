@@ -47,8 +47,9 @@ class ProcessLauncher(Launcher):
             part = out / "peers" / f"peer-{i}" / "metrics.jsonl"
             done = hooks.resume_round or 0  # a resumed run's earlier rounds are merged already
             for record in read_metrics(part) if part.exists() else []:
-                if record["round"] > done:
-                    hooks.on_metrics(RoundMetrics(**record))
+                m = RoundMetrics.from_record(record)
+                if m is not None and m.round > done:
+                    hooks.on_metrics(m)
             audit = out / "peers" / f"peer-{i}" / AUDIT_FILE
             if audit.exists():  # the peers' security events join the tracker's
                 with (out / AUDIT_FILE).open("ab") as merged:

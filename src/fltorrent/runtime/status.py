@@ -301,7 +301,10 @@ async def watch_run(
                 (output_dir / DASHBOARD_FILE).write_text(server.url + "\n", encoding="utf-8")
                 if on_url is not None:
                     on_url(server.url)
-                yield
+                try:
+                    yield
+                finally:  # the server is gone: its address would point nowhere
+                    (output_dir / DASHBOARD_FILE).unlink(missing_ok=True)
     except BaseException:
         board.stopped = True
         raise

@@ -31,7 +31,8 @@ from fltorrent.tracker import MemberState
 log = logging.getLogger(__name__)
 
 _FIELDS = {f.name for f in dataclasses.fields(RoundMetrics)}
-_FLOATS = {f.name for f in dataclasses.fields(RoundMetrics) if f.type == "float"}
+# Losses may be NaN (a diverged model), and JSON carries NaN as null; nothing else may be.
+_NAN_OK = {"loss", "train_loss", "consensus_distance"}
 _RECORD: TypeAdapter[RoundMetrics] = TypeAdapter(RoundMetrics)
 
 
@@ -53,13 +54,22 @@ class TrackerRun:
         unknown = set(raw) - _FIELDS
         if unknown:
             return f"unknown fields {sorted(unknown)[:5]}"
-        # JSON has no NaN: a diverged loss arrives as null.
-        raw = {k: math.nan if v is None and k in _FLOATS else v for k, v in raw.items()}
+        raw = {k: math.nan if v is None and k in _NAN_OK else v for k, v in raw.items()}
         try:
             record = _RECORD.validate_python(raw)
         except ValidationError as exc:
             first = exc.errors()[0]
             return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+        for name in _FIELDS:
+            value = getattr(record, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            if name not in _NAN_OK and not math.isfinite(value):
+                return f"{name} is {value}"
+            if value < 0:
+                return f"{name} is negative ({value})"
+        if not 0.0 <= record.completion <= 1.0:
+            return f"completion {record.completion}"
         if record.peer != peer:
             return f"a record of peer {record.peer}"
         if not 1 <= record.round <= self.config.federate.total_round_num:

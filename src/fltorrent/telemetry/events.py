@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
@@ -69,3 +69,17 @@ class RoundMetrics:
     def as_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
         return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RoundMetrics | None:
+        """A ``metrics.jsonl`` line of this run's own making back as an event (``None`` if it
+        is not one: a field missing, or a line from another version); unknown keys are left
+        out. Not a check of remote input: the tracker validates what members send."""
+        known = {k: v for k, v in record.items() if k in _FIELD_NAMES}
+        try:
+            return cls(**known)
+        except TypeError:
+            return None
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(RoundMetrics))

@@ -133,23 +133,49 @@ class ExchangeLog:
             f.close()
 
 
-def _lines(paths: Iterator[Path]) -> list[dict[str, Any]]:
+MAX_PIECE = 1 << 16  # a manifest's pieces (the swarm refuses more)
+_INTS = ("peer", "author", "round", "piece")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _sound(record: Any, *, piece: bool) -> bool:
+    """Whether a log line is what this module writes (the files are anyone's to edit)."""
+    if not isinstance(record, dict) or not _number(record.get("t")):
+        return False
+    if type(record.get("peer")) is not int:
+        return False
+    if not piece:
+        return isinstance(record.get("kind"), str)
+    return (
+        all(type(record.get(k)) is int for k in _INTS)
+        and 0 <= record["piece"] < MAX_PIECE
+        and isinstance(record.get("verified"), bool)
+        and _number(record.get("duration_s"))
+    )
+
+
+def _lines(paths: Iterator[Path], *, pieces: bool) -> list[dict[str, Any]]:
     records = []
     for path in sorted(paths):
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8", errors="replace") as f:
             for line in f:
                 if line.strip():
                     try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError:  # a line cut short by a crash
+                        record = json.loads(line)
+                    except (json.JSONDecodeError, RecursionError):  # cut short by a crash
                         continue
+                    if _sound(record, piece=pieces):
+                        records.append(record)
     return records
 
 
 def read_exchange_logs(run_dir: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(connection records, piece records) of every peer of a run, sorted by time."""
-    connections = _lines(run_dir.glob(f"**/{TOPOLOGY_DIR}/peer-*.jsonl"))
-    pieces = _lines(run_dir.glob(f"**/{BITTORRENT_DIR}/peer-*.jsonl"))
+    connections = _lines(run_dir.glob(f"**/{TOPOLOGY_DIR}/peer-*.jsonl"), pieces=False)
+    pieces = _lines(run_dir.glob(f"**/{BITTORRENT_DIR}/peer-*.jsonl"), pieces=True)
     connections.sort(key=lambda r: r.get("t", 0.0))
     pieces.sort(key=lambda r: r.get("t", 0.0))
     return connections, pieces
@@ -174,8 +200,10 @@ def exchange_summary(run_dir: Path) -> dict[str, Any]:
     connections, pieces = read_exchange_logs(run_dir)
     if not connections and not pieces:
         return {}
-    opened = [r["handshake_s"] for r in connections if r.get("kind") == "opened"]
-    built = [r["construction_s"] for r in connections if r.get("kind") == "topology_complete"]
+    opened: list[Any] = [r.get("handshake_s") for r in connections if r.get("kind") == "opened"]
+    built: list[Any] = [
+        r.get("construction_s") for r in connections if r.get("kind") == "topology_complete"
+    ]
     incomplete = sorted(
         {int(r["peer"]) for r in connections if r.get("kind") == "topology_incomplete"}
     )
@@ -183,8 +211,8 @@ def exchange_summary(run_dir: Path) -> dict[str, Any]:
     return {
         "connections_opened": len(opened),
         "connection_failures": sum(r.get("kind") == "dial_failed" for r in connections),
-        "connection_establishment_s": _stats([float(v) for v in opened if v is not None]),
-        "topology_construction_s": _stats([float(v) for v in built]),
+        "connection_establishment_s": _stats([float(v) for v in opened if _number(v)]),
+        "topology_construction_s": _stats([float(v) for v in built if _number(v)]),
         "topology_incomplete_peers": incomplete,
         "pieces_verified": len(verified),
         "pieces_rejected": len(pieces) - len(verified),

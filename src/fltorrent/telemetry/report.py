@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -55,7 +56,12 @@ def _by_round(records: Records) -> dict[int, list[dict[str, Any]]]:
 
 
 def _values(rows: Records, key: str) -> list[float]:
-    return [float(r[key]) for r in rows if r.get(key) is not None]
+    """The finite numbers under ``key`` (a run directory is a file anyone may have edited)."""
+    return [
+        float(v)
+        for r in rows
+        if isinstance(v := r.get(key), int | float) and not isinstance(v, bool) and math.isfinite(v)
+    ]
 
 
 def _mean(rows: Records, key: str) -> float:
@@ -384,10 +390,17 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
     s = run.summary
     finals = [r for r in run.records if r["round"] == max(run.rounds)]
     accs = _values(finals, "accuracy")
+    if s is None:
+        status = "interrupted (no summary.json)"
+    elif s.get("interrupted"):
+        status = f"interrupted ({s['interrupted']})"
+    else:
+        status = "finished"
+    total = s.get("rounds") if s is not None else None
     facts = [
-        ("status", "finished" if s is not None else "interrupted (no summary.json)"),
+        ("status", status),
         ("peers", str(len(run.peers))),
-        ("rounds", f"{max(run.rounds)}" + (f" of {s['rounds']}" if s else "")),
+        ("rounds", f"{max(run.rounds)}" + (f" of {total}" if total is not None else "")),
         (
             f"accuracy in round {max(run.rounds)}",
             f"mean {statistics.fmean(accs):.4f}, min {min(accs):.4f}" if accs else "-",
@@ -395,15 +408,14 @@ def _facts(run: RunData) -> list[tuple[str, str]]:
         ("bytes up (all peers)", f"{sum(_values(run.records, 'bytes_up')) / MB:.1f} MB"),
     ]
     if s is not None:
-        facts.append(("wall time", f"{s['wall_time_s']:.1f} s"))
-        if "sim_time_s" in s:
-            facts.append(("simulated time", f"{s['sim_time_s']:.1f} s"))
+        for key, label in (("wall_time_s", "wall time"), ("sim_time_s", "simulated time")):
+            if isinstance(s.get(key), int | float):
+                facts.append((label, f"{s[key]:.1f} s"))
         if s.get("failed_peers"):
             facts.append(("peers that did not finish", str(s["failed_peers"])))
-        if s.get("topology_construction_s"):
-            facts.append(
-                ("topology construction (max)", f"{s['topology_construction_s']['max']:.3f} s")
-            )
+        topo = s.get("topology_construction_s")
+        if isinstance(topo, dict) and isinstance(topo.get("max"), int | float):
+            facts.append(("topology construction (max)", f"{topo['max']:.3f} s"))
     return facts
 
 

@@ -45,9 +45,13 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
                 continue
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short when the run stopped
+            except (json.JSONDecodeError, RecursionError):  # a line cut short by a stop
                 continue
-            if isinstance(record, dict) and "round" in record and "peer" in record:
+            if (
+                isinstance(record, dict)
+                and type(record.get("round")) is int
+                and type(record.get("peer")) is int
+            ):
                 records.append(record)
     return records
 
@@ -67,9 +71,10 @@ def read_run(path: Path) -> RunData:
     summary = None
     if (path / SUMMARY_FILE).is_file():
         try:
-            summary = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            summary = None
+            loaded = json.loads((path / SUMMARY_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+            loaded = None
+        summary = loaded if isinstance(loaded, dict) else None
     config: dict[str, Any] = {}
     if (path / CONFIG_FILE).is_file():
         try:
@@ -95,7 +100,16 @@ def keep_rounds(path: Path, last: int) -> None:
 
 # What a run writes besides its files at the top: a new run in the same directory starts them
 # afresh (a resumed one keeps them).
-RUN_FOLDERS = ("topology_logs", "bittorrent_logs", "checkpoints", "report", "peers")
+RUN_FOLDERS = (
+    "topology_logs",
+    "bittorrent_logs",
+    "checkpoints",
+    "report",
+    "peers",
+    "models",
+    "tensorboard",
+    "mlruns",
+)
 
 
 def clear_run_outputs(path: Path) -> None:

@@ -51,7 +51,7 @@ class TrackerSource:
         if self._chained is not None:
             self._chained(member)
         self._reports += 1
-        if member.phase == EVALUATED and member.accuracy is not None:
+        if member.phase == EVALUATED and member.accuracy is not None and self._in_run(member):
             self.history.add(
                 member.round, member.peer_id, accuracy=member.accuracy, completion=member.completion
             )
@@ -63,6 +63,8 @@ class TrackerSource:
         member = self.tracker.members.get(peer)
         up, down = record.get("bytes_up"), record.get("bytes_down")
         if member is None or member.accuracy is None or not (_count(up) and _count(down)):
+            return
+        if not self._in_run(member):
             return
         self._reports += 1
         self.history.add(
@@ -79,6 +81,12 @@ class TrackerSource:
         members = self.tracker.members
         state = tuple((p, m.phase, m.round, m.alive) for p, m in members.items())
         return hash((self._reports, self.tracker.welcomed, state))
+
+    def _in_run(self, member: MemberState) -> bool:
+        """Whether the member's reported round is a round of this run (the history keeps one
+        row per round: a member must not grow it at will)."""
+        total = self._total_rounds()
+        return 1 <= member.round <= (total if total is not None else 0)
 
     def _total_rounds(self) -> int | None:
         federate = self.tracker.config.get("federate")
