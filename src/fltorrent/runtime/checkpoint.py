@@ -37,6 +37,18 @@ if TYPE_CHECKING:
     from fltorrent.runtime.node import PeerState
 
 CHECKPOINT_DIR = "checkpoints"
+# What reading a damaged or foreign checkpoint raises (from safetensors, torch, numpy, ours).
+_DAMAGE = (
+    SafetensorError,
+    OSError,
+    KeyError,
+    TypeError,
+    ValueError,
+    RuntimeError,
+    AttributeError,
+    OverflowError,
+    RecursionError,
+)
 KEEP = 3  # checkpoints kept per peer: peers may be a round or two apart when a run stops
 VERSION = 1
 
@@ -260,17 +272,7 @@ def load_checkpoint(path: Path, state: PeerState) -> Checkpoint:
         arrays = {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("state/")}
         model.load_state_dict(weights, strict=True)
         load_peer_tree(state, _unpack(meta["state"], arrays))
-    except (
-        SafetensorError,
-        OSError,
-        KeyError,
-        TypeError,
-        ValueError,
-        RuntimeError,
-        OverflowError,
-        RecursionError,
-        AttributeError,
-    ) as exc:
+    except _DAMAGE as exc:
         raise FederationError(
             f"{path}: does not fit this peer's model and settings ({type(exc).__name__}: {exc})"
         ) from None
@@ -301,16 +303,7 @@ def verify_checkpoint(path: Path) -> Checkpoint:
             _set_rng(np.random.default_rng(), state)
         if not all(isinstance(h, np.ndarray) for h in tree["scorer"]["history"]):
             raise ValueError("the importance history is not arrays")
-    except (
-        SafetensorError,
-        OSError,
-        KeyError,
-        TypeError,
-        ValueError,
-        AttributeError,
-        OverflowError,
-        RecursionError,
-    ) as exc:
+    except _DAMAGE as exc:
         raise FederationError(
             f"{path}: a damaged checkpoint ({type(exc).__name__}: {exc})"
         ) from None
