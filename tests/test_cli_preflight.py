@@ -144,3 +144,23 @@ def test_fltorrent_keys_accepted_or_refused_with_a_reason() -> None:
         ["config", "show", "--set", "bittorrent.enable=false"],
         "bittorrent.enable: false is not supported",
     )
+
+
+def test_dashboard_takes_an_optional_port() -> None:
+    from fltorrent.cli import optional_port
+
+    assert optional_port(["run", "--dashboard", "8080", "--peers", "3"]) == [
+        "run",
+        "--dashboard",
+        "--dashboard-port",
+        "8080",
+        "--peers",
+        "3",
+    ]
+    assert optional_port(["run", "--dashboard", "--peers", "3"]) == [
+        "run",
+        "--dashboard",
+        "--peers",
+        "3",
+    ]
+    assert optional_port(["run", "--peers", "8080"]) == ["run", "--peers", "8080"]

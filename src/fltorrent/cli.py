@@ -174,7 +174,11 @@ def run(
     ] = None,
     dashboard: Annotated[
         bool,
-        typer.Option("--dashboard", help="Serve the live dashboard (URL on stderr).", metavar=""),
+        typer.Option(
+            "--dashboard",
+            help="Serve the live dashboard (URL on stderr); --dashboard PORT picks its port.",
+            metavar="",
+        ),
     ] = False,
     dashboard_port: Annotated[
         int, typer.Option("--dashboard-port", min=0, max=65535, help="Its port (0: any free).")
@@ -527,6 +531,18 @@ def config_validate(file: Annotated[Path, typer.Argument(help="YAML file to chec
     typer.echo(f"{file}: valid")
 
 
+def optional_port(argv: list[str]) -> list[str]:
+    """``--dashboard PORT`` as ``--dashboard --dashboard-port PORT``: the option takes an
+    optional value, which typer cannot say (``run`` takes no positional argument, so a number
+    after ``--dashboard`` can only be its port)."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--dashboard" and i + 1 < len(argv) and argv[i + 1].isdigit():
+            out.append("--dashboard-port")
+    return out
+
+
 def main() -> None:
     """Console-script entry point."""
-    app()
+    app(args=optional_port(sys.argv[1:]))
