@@ -81,3 +81,19 @@ def test_an_overcommitted_round_aggregates_the_first_updates(tmp_path: Path) -> 
         assert all(r["trained"] == (r["peer"] in chosen) for r in rows)
         assert all(r["authors_aggregated"] == 6 for r in rows)  # the quorum, own included
         assert all(r["selection"].startswith("not selected") for r in rows if not r["selected"])
+
+
+def test_a_peer_weighs_its_own_sit_outs_as_the_others_do() -> None:
+    # The others learn of a sit-out from the tracker; the peer itself must count it too, or
+    # its selection weighs itself differently from theirs.
+    from fltorrent.membership import Membership
+
+    mine, theirs = Membership(1, {1, 2, 3}), Membership(2, {1, 2, 3})
+    mine.sat_out_myself(2)
+    theirs.sits_out(1, 2)
+    assert mine.skipped == theirs.skipped == {2: {1}}
+    assert mine.expected(2) == {2, 3}  # it expects the others, as before
+    s = Selector(seed=3, max_participants=2)
+    a = s.select(4, mine.members, mine.departed, mine.skipped)
+    b = s.select(4, theirs.members, theirs.departed, theirs.skipped)
+    assert a == b and "weight 0.8" in a.reasons[1]

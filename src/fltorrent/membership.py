@@ -58,6 +58,10 @@ class Membership:
         self.skipped.setdefault(round_, set()).add(peer_id)
         return True
 
+    def sat_out_myself(self, round_: int) -> None:
+        """This peer publishes no update in ``round_`` (its device said no)."""
+        self.skipped.setdefault(round_, set()).add(self.me)
+
     def select(self, round_: int, selected: frozenset[int]) -> None:
         """Only ``selected`` publish in ``round_`` (older selections are forgotten)."""
         self.selected[round_] = selected

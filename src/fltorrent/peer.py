@@ -311,8 +311,12 @@ class Peer:
             own, sent, bytes_saved = published.own, published.sent, published.bytes_saved
         else:
             log.info("peer %d round %d: sits out (%s)", self.peer_id, r, decision.reason)
-            if self.on_skip is not None and decision.reason != "not_selected":
-                self.on_skip(r)  # the others cannot know: tell them (a selection they can)
+            if decision.reason != "not_selected":
+                # Its own record too: the selection weighs sit-outs, and every peer must weigh
+                # this one as the others (told below) do.
+                members.sat_out_myself(r)
+                if self.on_skip is not None:
+                    self.on_skip(r)  # the others cannot know: tell them (a selection they can)
         self.last_update = update
         self._ctx = ctx = RoundContext(
             round=r,

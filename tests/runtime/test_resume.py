@@ -41,6 +41,9 @@ LEARNING = (
     "completion",
     "flagged",
     "excluded",
+    "selected",
+    "selection",
+    "skip_reason",
 )
 
 
@@ -69,8 +72,14 @@ def _config(*extra: str) -> Any:
             "robust.detection.enabled=true",
             "robust.trust.enabled=true",
         ],
+        # who sat out recent rounds weighs in each round's selection (the phones never charge)
+        [
+            "selection.max_participants=2",
+            "devices.distribution={smartphone_high: 0.5, edge_server: 0.5}",
+            "devices.policy.charging_only=true",
+        ],
     ],
-    ids=["plain", "stateful"],
+    ids=["plain", "stateful", "selection"],
 )
 def test_a_run_stopped_after_two_rounds_resumes_to_the_same_results(
     tmp_path: Path, extra: list[str]

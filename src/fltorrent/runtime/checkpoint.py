@@ -6,8 +6,9 @@ rest of the state as JSON in the file's metadata. The state is what :class:`Peer
 across rounds besides the model: the importance scorer's history, the compression error
 feedback and its random generator, the defence's random generator, update momentum and trust
 scores, an attacker's memory, the device's battery, temperature and clock, FedAvgM's velocity
-and SCAFFOLD's control variates. Training draws its batches from generators seeded by round,
-and the optimizer starts afresh each round, so neither needs saving.
+and SCAFFOLD's control variates; and who sat out which round (the selection weighs it).
+Training draws its batches from generators seeded by round, and the optimizer starts afresh
+each round, so neither needs saving.
 
 Nothing here unpickles: a checkpoint is tensors and JSON, checked as it is read. Files are
 written to a temporary name and renamed, so a crash mid-write leaves the previous checkpoint.
@@ -19,7 +20,7 @@ import contextlib
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,6 +168,9 @@ def load_peer_tree(state: PeerState, tree: dict[str, Any]) -> None:
     if state.scaffold is not None and tree["scaffold"] is not None:
         state.scaffold.own = tree["scaffold"]["own"]
         state.scaffold.federation = tree["scaffold"]["federation"]
+    state.resumed_sat_out = {
+        int(r): {int(p) for p in peers} for r, peers in tree.get("sat_out", {}).items()
+    }
 
 
 def _pack(value: Any, arrays: dict[str, np.ndarray]) -> Any:
@@ -205,12 +209,15 @@ def save_checkpoint(
     round_: int,
     sim_time_s: float | None = None,
     keep: int = KEEP,
+    sat_out: Mapping[int, Collection[int]] | None = None,
 ) -> Path:
     """Write peer ``peer``'s checkpoint of the end of ``round_``; keeps the ``keep`` newest."""
     folder = peer_dir(root, peer)
     folder.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
-    skeleton = _pack(peer_tree(state), arrays)
+    tree = peer_tree(state)
+    tree["sat_out"] = {str(r): sorted(p) for r, p in (sat_out or {}).items()}
+    skeleton = _pack(tree, arrays)
     tensors = {
         f"model/{k}": v.detach().to("cpu").clone().contiguous()
         for k, v in state.learner.model.state_dict().items()
@@ -280,7 +287,7 @@ def load_checkpoint(path: Path, state: PeerState) -> Checkpoint:
 
 
 TREE_KEYS = frozenset(
-    {"scorer", "encoder", "defense", "adversary", "device", "server_step", "scaffold"}
+    {"scorer", "encoder", "defense", "adversary", "device", "server_step", "scaffold", "sat_out"}
 )
 
 

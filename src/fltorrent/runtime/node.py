@@ -98,6 +98,8 @@ class PeerState:
     selector: Selector
     server_step: ServerMomentum | None = None  # FedAvgM's velocity survives too
     scaffold: Scaffold | None = None  # and SCAFFOLD's control variates
+    # Who sat out which round, from a checkpoint: the resumed peer's selection sees them.
+    resumed_sat_out: dict[int, set[int]] | None = None
 
 
 @dataclass
@@ -273,9 +275,13 @@ async def _run_registered(
             hooks = dataclasses.replace(hooks, on_metrics=_flushing(xlog, hooks.on_metrics))
         every = config.output.checkpoint_every
         if hooks.checkpoint_dir is not None and every > 0:
+            running: list[Peer] = []  # the round loop, once made (its membership's sit-outs)
             hooks = dataclasses.replace(
                 hooks,
-                on_metrics=_checkpointing(state, hooks.checkpoint_dir, every, hooks.on_metrics),
+                on_metrics=_checkpointing(
+                    state, hooks.checkpoint_dir, every, hooks.on_metrics, running
+                ),
+                on_peer=_chained(running.append, hooks.on_peer),
             )
         swarm_transport: Transport = transport
         if link is not None:
@@ -322,15 +328,33 @@ def _exchange_log(config: Config, hooks: NodeHooks, peer_id: int) -> ExchangeLog
 
 
 def _checkpointing(
-    state: PeerState, root: Path, every: int, forward: Callable[[RoundMetrics], None] | None
+    state: PeerState,
+    root: Path,
+    every: int,
+    forward: Callable[[RoundMetrics], None] | None,
+    running: list[Peer],
 ) -> Callable[[RoundMetrics], None]:
     def on_metrics(m: RoundMetrics) -> None:
         if m.round % every == 0:  # the round's state is whole: aggregate loaded, evaluated
-            save_checkpoint(root, state, peer=m.peer, round_=m.round, sim_time_s=m.sim_time_s)
+            sat_out = running[-1].membership.skipped if running else {}
+            save_checkpoint(
+                root, state, peer=m.peer, round_=m.round, sim_time_s=m.sim_time_s, sat_out=sat_out
+            )
         if forward is not None:
             forward(m)
 
     return on_metrics
+
+
+def _chained(
+    first: Callable[[Peer], None], then: Callable[[Peer], None] | None
+) -> Callable[[Peer], None]:
+    def both(peer: Peer) -> None:
+        first(peer)
+        if then is not None:
+            then(peer)
+
+    return both
 
 
 def _flushing(
@@ -393,6 +417,9 @@ async def _run_peer(
         peer.membership.left(gone)
     swarm.set_manifest_check(peer.check_manifest)
     swarm_holder.append(accept)
+    if state.resumed_sat_out:  # a resumed run: its selection remembers who sat out
+        peer.membership.skipped.update(state.resumed_sat_out)
+        state.resumed_sat_out = None
     if hooks.on_peer is not None:
         hooks.on_peer(peer)
     client.on_left = peer.member_left
