@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,33 @@ def test_a_sim_launcher_runs_in_virtual_time(tmp_path: Path) -> None:
     result = Federation(config, output_dir=tmp_path).run()
     assert result.summary["mode"] == "sim" and result.summary["sim_time_s"] > 2.0
     assert result.summary["wall_time_s"] < result.summary["sim_time_s"]
+
+
+@pytest.mark.slow
+def test_peer_processes_report_their_records_as_they_go(tmp_path: Path) -> None:
+    # The status (dashboard, status.json) gets each process's round records while it runs,
+    # through the tracker; the run's metrics still come from the processes' own files.
+    config = load_config(
+        None,
+        [
+            "federate.client_num=2",
+            "federate.total_round_num=2",
+            "runtime.processes=true",
+            "data.num_samples=600",
+        ],
+    )
+    fed = Federation(config, output_dir=tmp_path, progress="none")
+    seen: list[tuple[int, int, int]] = []
+    board_record = fed.board.record
+
+    def record(m: Any) -> None:
+        seen.append((m.round, m.peer, m.bytes_down))
+        board_record(m)
+
+    fed.board.record = record  # type: ignore[method-assign]
+    result = fed.run()
+    keys = [(r, p) for r, p, _ in seen]
+    # each record twice: live from the tracker, then merged from the process's file
+    assert sorted(keys) == sorted([(r, p) for r in (1, 2) for p in (1, 2)] * 2)
+    assert all(b > 0 for _, _, b in seen)
+    assert len(result.metrics) == 4

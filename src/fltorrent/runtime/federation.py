@@ -264,6 +264,7 @@ class Federation:
                 on_metrics=self._on_metrics(sink, display),
                 on_phase=self._on_phase,
                 on_progress=self._on_progress(display),
+                on_record=self.board.record,
                 fault_hook=self.fault_hook,
                 log_level=cfg.output.log_level,
                 data=data if launcher.name != "processes" else None,

@@ -38,6 +38,9 @@ class LaunchHooks:
     on_metrics: Callable[[RoundMetrics], None]  # every round record, as it is made
     on_phase: Callable[[PeerStatus], None]  # peers in this process: each phase change
     on_progress: Callable[[MemberState], None]  # peers elsewhere: what they told the tracker
+    # Peers elsewhere: their round records as they come (checked; for the live status only:
+    # the launcher still hands every record to on_metrics).
+    on_record: Callable[[RoundMetrics], None] | None = None
     fault_hook: FaultHook | None = None
     log_level: str = "warning"
     data: FederationData | None = None  # the federation's data, when already loaded

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from fltorrent.config import Config
 from fltorrent.errors import FederationError
@@ -21,7 +22,7 @@ from fltorrent.runtime.node import NodeOutcome
 from fltorrent.runtime.security import AUDIT_FILE, run_security
 from fltorrent.security.credentials import PEER_FILES
 from fltorrent.security.tokens import FEDERATION_CERT
-from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.events import RoundMetrics, check_record
 from fltorrent.telemetry.sink import read_metrics
 from fltorrent.tracker import MemberState
 
@@ -41,6 +42,7 @@ class ProcessLauncher(Launcher):
             on_progress=hooks.on_progress,
             log_level=hooks.log_level,
             resume_round=hooks.resume_round,
+            on_record=hooks.on_record,
         )
         outcomes = []
         for i in sorted(codes):
@@ -78,6 +80,7 @@ async def run_processes(
     on_progress: Callable[[MemberState], None],
     log_level: str = "warning",
     resume_round: int | None = None,
+    on_record: Callable[[RoundMetrics], None] | None = None,
 ) -> dict[int, int]:
     """Run every peer as a child process; returns each peer's exit code."""
     resume = [] if resume_round is None else ["--resume-round", str(resume_round)]
@@ -85,8 +88,18 @@ async def run_processes(
     n = config.federate.client_num
     sec = run_security(config, output_dir, write_keys=True)
     assert sec.key_dir is not None
+    rounds = config.federate.total_round_num
+
+    def record(peer: int, raw: dict[str, Any]) -> None:
+        checked = check_record(raw, peer=peer, rounds=rounds)
+        if on_record is not None and not isinstance(checked, str):
+            on_record(checked)
+
     tracker = make_tracker(
-        config, on_progress=on_progress, admission=sec.admission(require_tls=sec.tls)
+        config,
+        on_progress=on_progress,
+        admission=sec.admission(require_tls=sec.tls),
+        on_record=record,
     )
     codes: dict[int, int] = {}
     async with tracker:

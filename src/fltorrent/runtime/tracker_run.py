@@ -10,30 +10,21 @@ else is dropped with a warning, never ending the tracker.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
 from fltorrent.config import Config, dump_config
 from fltorrent.errors import FltorrentError
-from fltorrent.telemetry.events import RoundMetrics
+from fltorrent.telemetry.events import RoundMetrics, check_record
 from fltorrent.telemetry.report import write_report
 from fltorrent.telemetry.sink import JsonlSink
 from fltorrent.telemetry.summary import summarize
 from fltorrent.tracker import MemberState
 
 log = logging.getLogger(__name__)
-
-_FIELDS = {f.name for f in dataclasses.fields(RoundMetrics)}
-# Losses may be NaN (a diverged model), and JSON carries NaN as null; nothing else may be.
-_NAN_OK = {"loss", "train_loss", "consensus_distance"}
-_RECORD: TypeAdapter[RoundMetrics] = TypeAdapter(RoundMetrics)
 
 
 class TrackerRun:
@@ -51,32 +42,8 @@ class TrackerRun:
 
     def check(self, peer: int, raw: dict[str, Any]) -> RoundMetrics | str:
         """The record if it holds, else why not."""
-        unknown = set(raw) - _FIELDS
-        if unknown:
-            return f"unknown fields {sorted(unknown)[:5]}"
-        raw = {k: math.nan if v is None and k in _NAN_OK else v for k, v in raw.items()}
-        try:
-            record = _RECORD.validate_python(raw)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
-        for name in _FIELDS:
-            value = getattr(record, name)
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if name not in _NAN_OK and not math.isfinite(value):
-                return f"{name} is {value}"
-            if value < 0:
-                return f"{name} is negative ({value})"
-        if not 0.0 <= record.completion <= 1.0:
-            return f"completion {record.completion}"
-        if record.peer != peer:
-            return f"a record of peer {record.peer}"
-        if not 1 <= record.round <= self.config.federate.total_round_num:
-            return f"round {record.round} is not a round of this run"
-        if not 0.0 <= record.accuracy <= 1.0:
-            return f"accuracy {record.accuracy}"
-        if (record.round, peer) in self.kept:
+        record = check_record(raw, peer=peer, rounds=self.config.federate.total_round_num)
+        if not isinstance(record, str) and (record.round, peer) in self.kept:
             return f"round {record.round} again"
         return record
 

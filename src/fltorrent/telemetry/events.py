@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 
 @dataclass(frozen=True)
@@ -83,3 +86,38 @@ class RoundMetrics:
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(RoundMetrics))
+# Losses may be NaN (a diverged model), and JSON carries NaN as null; nothing else may be.
+_NAN_OK = frozenset({"loss", "train_loss", "consensus_distance"})
+_RECORD: TypeAdapter[RoundMetrics] = TypeAdapter(RoundMetrics)
+
+
+def check_record(raw: dict[str, Any], *, peer: int, rounds: int) -> RoundMetrics | str:
+    """A member's round record (remote input) as a :class:`RoundMetrics`, or why it is not
+    one: the fields and types of RoundMetrics, finite and non-negative numbers (losses may be
+    NaN), accuracy and completion in [0, 1], the sender's own, a round of a run of ``rounds``."""
+    unknown = set(raw) - _FIELD_NAMES
+    if unknown:
+        return f"unknown fields {sorted(unknown)[:5]}"
+    raw = {k: math.nan if v is None and k in _NAN_OK else v for k, v in raw.items()}
+    try:
+        record = _RECORD.validate_python(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return f"{'.'.join(map(str, first['loc']))}: {first['msg']}"
+    for name in _FIELD_NAMES:
+        value = getattr(record, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if name not in _NAN_OK and not math.isfinite(value):
+            return f"{name} is {value}"
+        if value < 0:
+            return f"{name} is negative ({value})"
+    if not 0.0 <= record.completion <= 1.0:
+        return f"completion {record.completion}"
+    if record.peer != peer:
+        return f"a record of peer {record.peer}"
+    if not 1 <= record.round <= rounds:
+        return f"round {record.round} is not a round of this run"
+    if not 0.0 <= record.accuracy <= 1.0:
+        return f"accuracy {record.accuracy}"
+    return record
