@@ -98,3 +98,35 @@ def test_logs_can_be_switched_off(tmp_path: Path) -> None:
     assert not (tmp_path / TOPOLOGY_DIR).exists() and not (tmp_path / BITTORRENT_DIR).exists()
     assert "pieces_verified" not in result.summary
     assert not load_config(None, ["federate.client_num=33"]).output.logs_exchange(33)
+
+
+@aio()
+async def test_a_full_disk_stops_the_logs_not_the_swarm(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = ExchangeLog(tmp_path, 5, origin=0.0)
+    full = open("/dev/full", "w", buffering=1)  # noqa: SIM115, ASYNC230 (closed by the log)
+    log._files[log._files.index(log._pieces)] = log._pieces = full  # every line: no space left
+    event = PieceEvent(1.0, 2, 1, 0, 64, 3, (3,), 0.2, True)
+    log(event)  # the swarm's callback must not raise
+    log(event)
+    log.flush()
+    log.close()
+    assert [r.getMessage() for r in caplog.records if "stopped" in r.getMessage()] == [
+        "peer 5: exchange logs stopped: [Errno 28] No space left on device"
+    ]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_cannot_be_written_costs_only_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fltorrent.runtime import node
+
+    def full(*_args: object, **_kwargs: object) -> Path:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(node, "save_checkpoint", full)
+    config = load_config(None, [*SMALL, "federate.mode=sim"])
+    result = Federation(config, output_dir=tmp_path, progress="none").run()
+    assert result.summary["finished_peers"] == [1, 2, 3] and result.failed_peers == []

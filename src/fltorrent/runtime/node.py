@@ -337,9 +337,17 @@ def _checkpointing(
     def on_metrics(m: RoundMetrics) -> None:
         if m.round % every == 0:  # the round's state is whole: aggregate loaded, evaluated
             sat_out = running[-1].membership.skipped if running else {}
-            save_checkpoint(
-                root, state, peer=m.peer, round_=m.round, sim_time_s=m.sim_time_s, sat_out=sat_out
-            )
+            try:
+                save_checkpoint(
+                    root,
+                    state,
+                    peer=m.peer,
+                    round_=m.round,
+                    sim_time_s=m.sim_time_s,
+                    sat_out=sat_out,
+                )
+            except OSError as exc:  # a full disk costs the checkpoint, not the peer
+                log.warning("peer %d: no checkpoint of round %d: %s", m.peer, m.round, exc)
         if forward is not None:
             forward(m)
 

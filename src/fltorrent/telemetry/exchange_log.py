@@ -15,6 +15,7 @@ its peers wrote them (the run directory, or each peer's own under ``peers/``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -60,8 +61,12 @@ class ExchangeLog:
         return f
 
     def _write(self, f: IO[str], record: dict[str, Any]) -> None:
-        if not f.closed:
+        if f.closed:
+            return
+        try:
             f.write(json.dumps(record, separators=(",", ":")) + "\n")
+        except OSError as exc:  # the swarm calls this: it must not raise; the logs stop
+            self._stop(exc)
 
     def __call__(self, event: ExchangeEvent) -> None:
         record = {name: getattr(event, name) for name in event.__slots__}
@@ -121,16 +126,26 @@ class ExchangeLog:
     def flush(self) -> None:
         """Push what was written to the files (once per round)."""
         self._check_deadline()
+        try:
+            for f in self._files:
+                if not f.closed:
+                    f.flush()
+        except OSError as exc:
+            self._stop(exc)
+
+    def _stop(self, exc: OSError) -> None:
+        log.warning("peer %d: exchange logs stopped: %s", self.peer, exc)
         for f in self._files:
-            if not f.closed:
-                f.flush()
+            with contextlib.suppress(OSError):
+                f.close()
 
     def close(self) -> None:
         """Flush and close the files."""
         if not self._topology.closed:
             self._check_deadline()
         for f in self._files:
-            f.close()
+            with contextlib.suppress(OSError):  # what a full disk did not take is kept
+                f.close()
 
 
 MAX_PIECE = 1 << 16  # a manifest's pieces (the swarm refuses more)
