@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -97,3 +98,43 @@ def test_a_peer_weighs_its_own_sit_outs_as_the_others_do() -> None:
     a = s.select(4, mine.members, mine.departed, mine.skipped)
     b = s.select(4, theirs.members, theirs.departed, theirs.skipped)
     assert a == b and "weight 0.8" in a.reasons[1]
+
+
+@pytest.mark.slow
+def test_peers_that_see_the_same_members_draw_the_same_selection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Phones that never charge sit rounds out; every peer weighs those sit-outs, its own
+    # included, so peers that see the same live members draw the same participants. (Peers
+    # that already finished leave, and those still running then see fewer members: that
+    # difference is not the selection's.)
+    from fltorrent import selection
+
+    drawn: dict[tuple[int, frozenset[int]], set[frozenset[int]]] = {}
+    real = selection.Selector.select
+
+    def select(self: Selector, round_: int, members: Any, departed: Any, sat_out: Any) -> Any:
+        chosen = real(self, round_, members, departed, sat_out)
+        drawn.setdefault((round_, frozenset(departed)), set()).add(chosen.selected)
+        return chosen
+
+    monkeypatch.setattr(selection.Selector, "select", select)
+    config = load_config(
+        None,
+        [
+            "federate.mode=sim",
+            "federate.seed=2",  # a draw where a peer weighing itself apart picks differently
+            "data.num_samples=900",
+            "model.name=mlp",
+            "federate.client_num=6",
+            "federate.total_round_num=6",
+            "selection.max_participants=3",
+            "devices.distribution={smartphone_high: 0.5, edge_server: 0.5}",
+            "devices.policy.charging_only=true",
+            "output.progress=none",
+            "output.save_model=false",
+        ],
+    )
+    records = Federation(config, output_dir=tmp_path).run().metrics
+    assert any(r["skip_reason"] == "not_charging" for r in records)  # sit-outs happened
+    assert drawn and all(len(selections) == 1 for selections in drawn.values()), drawn

@@ -121,12 +121,16 @@ async def test_a_full_disk_stops_the_logs_not_the_swarm(
 def test_a_checkpoint_that_cannot_be_written_costs_only_itself(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fltorrent.runtime import node
+    from safetensors import SafetensorError
 
-    def full(*_args: object, **_kwargs: object) -> Path:
-        raise OSError(28, "No space left on device")
+    from fltorrent.runtime import checkpoint
 
-    monkeypatch.setattr(node, "save_checkpoint", full)
+    def full(*_args: object, **_kwargs: object) -> None:
+        # what safetensors raises when the disk is full (not an OSError)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
     config = load_config(None, [*SMALL, "federate.mode=sim"])
     result = Federation(config, output_dir=tmp_path, progress="none").run()
     assert result.summary["finished_peers"] == [1, 2, 3] and result.failed_peers == []
+    assert not list((tmp_path / "checkpoints").glob("*/*"))  # nothing half-written left

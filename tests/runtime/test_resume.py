@@ -253,6 +253,7 @@ def test_a_damaged_checkpoint_refuses_the_resume_before_any_peer_starts(tmp_path
         lambda t: t.replace('"round": 2', '"round": Infinity'),
         lambda t: t.replace('"round": 2', '"round": 3'),  # not what its name says
         lambda t: '{"version": 1, "peer": 1, "round": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        lambda t: t.replace('"sat_out": {}', '"sat_out": {"x": [1]}'),
     ):
         path.write_bytes(original)
         _rewrite_meta(path, damage)

@@ -233,7 +233,12 @@ def save_checkpoint(
     }
     path = folder / f"round-{round_:06d}.safetensors"
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"fltorrent": json.dumps(meta)})
+    try:
+        save_file(tensors, str(tmp), metadata={"fltorrent": json.dumps(meta)})
+    except SafetensorError as exc:  # its I/O errors (a full disk) are not OSError
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise OSError(f"{path}: {exc}") from None
     os.replace(tmp, path)
     for old in sorted(folder.glob("round-*.safetensors"))[:-keep]:
         with contextlib.suppress(OSError):
@@ -301,8 +306,14 @@ def verify_checkpoint(path: Path) -> Checkpoint:
         with safe_open(str(path), framework="pt") as f:
             arrays = {k[6:]: f.get_tensor(k).numpy() for k in f.keys() if k.startswith("state/")}  # noqa: SIM118
         tree = _unpack(meta["state"], arrays)
-        if not isinstance(tree, dict) or set(tree) != TREE_KEYS:
+        if not isinstance(tree, dict) or set(tree) | {"sat_out"} != TREE_KEYS:
             raise ValueError("not the state of a peer")
+        sat_out = tree.get("sat_out", {})
+        if not isinstance(sat_out, dict) or not all(
+            k.isdigit() and isinstance(v, list) and all(type(p) is int for p in v)
+            for k, v in sat_out.items()
+        ):
+            raise ValueError("who sat out which round is not a map of rounds to peers")
         rngs = [tree["defense"]["rng"], *(c["rng"] for c in tree["encoder"].values())]
         if tree["adversary"] is not None:
             rngs.append(tree["adversary"]["rng"])
