@@ -79,9 +79,10 @@ def test_non_finite_negative_or_missing_values_are_dropped(tmp_path: Path) -> No
         {"bytes_up": -5},
         {"completion": 2.0},
         {"wall_s": float("nan")},
+        {"bytes_up": 10**400},  # once an OverflowError that cost the member its connection
     ):
         run.on_record(1, _record(1, 1, **change))
-    assert run.dropped == 5 and not run.kept
+    assert run.dropped == 6 and not run.kept
     run.on_record(1, _record(1, 1, train_loss=float("nan")))  # a diverged loss is a fact
     summary = run.finish({1: _member(1, True), 2: _member(2, True)})
-    assert run.kept == {(1, 1)} and summary["records_dropped"] == 5
+    assert run.kept == {(1, 1)} and summary["records_dropped"] == 6

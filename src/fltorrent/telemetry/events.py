@@ -87,6 +87,7 @@ class RoundMetrics:
 
 _FIELD_NAMES = frozenset(f.name for f in fields(RoundMetrics))
 # Losses may be NaN (a diverged model), and JSON carries NaN as null; nothing else may be.
+MAX_COUNT = 1 << 62  # bytes, pieces, samples: a larger count is a lie (and overflows floats)
 _NAN_OK = frozenset({"loss", "train_loss", "consensus_distance"})
 _RECORD: TypeAdapter[RoundMetrics] = TypeAdapter(RoundMetrics)
 
@@ -108,7 +109,9 @@ def check_record(raw: dict[str, Any], *, peer: int, rounds: int) -> RoundMetrics
         value = getattr(record, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        if name not in _NAN_OK and not math.isfinite(value):
+        if isinstance(value, int) and value > MAX_COUNT:
+            return f"{name} is too large"
+        if isinstance(value, float) and name not in _NAN_OK and not math.isfinite(value):
             return f"{name} is {value}"
         if value < 0:
             return f"{name} is negative ({value})"
