@@ -69,6 +69,11 @@ def peer_dir(root: Path, peer: int) -> Path:
     return root / CHECKPOINT_DIR / f"peer-{peer}"
 
 
+def checkpoint_path(root: Path, peer: int, round_: int) -> Path:
+    """Where peer ``peer``'s checkpoint of ``round_`` is under ``root``."""
+    return peer_dir(root, peer) / f"round-{round_:06d}.safetensors"
+
+
 # --- the peer's state as a tree of JSON values and arrays ---------------------------------------
 
 
@@ -231,7 +236,7 @@ def save_checkpoint(
         "sim_time_s": sim_time_s,
         "state": skeleton,
     }
-    path = folder / f"round-{round_:06d}.safetensors"
+    path = checkpoint_path(root, peer, round_)
     tmp = path.with_suffix(".tmp")
     try:
         save_file(tensors, str(tmp), metadata={"fltorrent": json.dumps(meta)})
@@ -268,7 +273,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     sound_sim = sim is None or (isinstance(sim, int | float) and math.isfinite(sim))
     if type(peer) is not int or type(round_) is not int or round_ < 1 or not sound_sim:
         raise FederationError(f"{path}: a damaged checkpoint (peer, round or time)")
-    if path.name != f"round-{round_:06d}.safetensors" or path.parent.name != f"peer-{peer}":
+    if path.parts[-2:] != checkpoint_path(path.parent.parent.parent, peer, round_).parts[-2:]:
         raise FederationError(f"{path}: holds peer {peer}'s round {round_}, not what its name says")
     return Checkpoint(path, peer, round_, None if sim is None else float(sim))
 

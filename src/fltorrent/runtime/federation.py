@@ -27,7 +27,7 @@ from fltorrent.errors import ConfigError, FederationError
 from fltorrent.learn.plugins import as_import_string
 from fltorrent.net.clock import run_virtual
 from fltorrent.peer import FaultHook, PeerStatus
-from fltorrent.runtime.checkpoint import common_round, peer_dir, verify_checkpoint
+from fltorrent.runtime.checkpoint import checkpoint_path, common_round, verify_checkpoint
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
 from fltorrent.runtime.local import LocalLauncher
 from fltorrent.runtime.node import EVALUATED, NodeOutcome
@@ -184,9 +184,7 @@ class Federation:
                 f"{out}: the run has all {done} rounds; give a larger total (--rounds) to go on"
             )
         try:  # every peer's checkpoint is whole, or none starts
-            times = [
-                verify_checkpoint(peer_dir(out, p) / f"round-{done:06d}.safetensors") for p in peers
-            ]
+            times = [verify_checkpoint(checkpoint_path(out, p, done)) for p in peers]
         except FederationError as exc:
             raise ConfigError(str(exc)) from None
         sim = max((c.sim_time_s for c in times if c.sim_time_s is not None), default=0.0)

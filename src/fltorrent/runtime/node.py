@@ -50,7 +50,7 @@ from fltorrent.runtime.build import (
     round_policy,
     swarm_options,
 )
-from fltorrent.runtime.checkpoint import load_checkpoint, peer_dir, save_checkpoint
+from fltorrent.runtime.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from fltorrent.runtime.learning import FederationData, build_learner, load_federation_data
 from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
@@ -231,9 +231,7 @@ async def _peer_state(
         scaffold=scaffold(config),
     )
     if hooks.resume_round is not None and hooks.checkpoint_dir is not None:
-        path = (
-            peer_dir(hooks.checkpoint_dir, peer_id) / f"round-{hooks.resume_round:06d}.safetensors"
-        )
+        path = checkpoint_path(hooks.checkpoint_dir, peer_id, hooks.resume_round)
         if not path.is_file():
             raise FederationError(
                 f"peer {peer_id}: no checkpoint of round {hooks.resume_round} ({path})"

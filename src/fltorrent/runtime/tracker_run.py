@@ -20,7 +20,7 @@ from fltorrent.config import Config, dump_config
 from fltorrent.errors import FltorrentError
 from fltorrent.telemetry.events import RoundMetrics, check_record
 from fltorrent.telemetry.report import write_report
-from fltorrent.telemetry.sink import JsonlSink
+from fltorrent.telemetry.sink import JsonlSink, read_metrics
 from fltorrent.telemetry.summary import summarize
 from fltorrent.tracker import MemberState
 
@@ -65,9 +65,7 @@ class TrackerRun:
         failed = sorted(
             {p for p, m in members.items() if not m.done} | (set(range(1, n + 1)) - set(members))
         )
-        records = [
-            json.loads(line) for line in (self.out / "metrics.jsonl").read_text().splitlines()
-        ]
+        records = read_metrics(self.out / "metrics.jsonl")
         records.sort(key=lambda r: (r["round"], r["peer"]))
         summary = summarize(
             records,

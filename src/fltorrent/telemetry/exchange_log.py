@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fltorrent.swarm.events import ExchangeEvent, PieceEvent
+from fltorrent.telemetry.run_dir import is_number
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +153,9 @@ MAX_PIECE = 1 << 16  # a manifest's pieces (the swarm refuses more)
 _INTS = ("peer", "author", "round", "piece")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _sound(record: Any, *, piece: bool) -> bool:
     """Whether a log line is what this module writes (the files are anyone's to edit)."""
-    if not isinstance(record, dict) or not _number(record.get("t")):
+    if not isinstance(record, dict) or not is_number(record.get("t")):
         return False
     if type(record.get("peer")) is not int:
         return False
@@ -168,7 +165,7 @@ def _sound(record: Any, *, piece: bool) -> bool:
         all(type(record.get(k)) is int for k in _INTS)
         and 0 <= record["piece"] < MAX_PIECE
         and isinstance(record.get("verified"), bool)
-        and _number(record.get("duration_s"))
+        and is_number(record.get("duration_s"))
     )
 
 
@@ -226,8 +223,8 @@ def exchange_summary(run_dir: Path) -> dict[str, Any]:
     return {
         "connections_opened": len(opened),
         "connection_failures": sum(r.get("kind") == "dial_failed" for r in connections),
-        "connection_establishment_s": _stats([float(v) for v in opened if _number(v)]),
-        "topology_construction_s": _stats([float(v) for v in built if _number(v)]),
+        "connection_establishment_s": _stats([float(v) for v in opened if is_number(v)]),
+        "topology_construction_s": _stats([float(v) for v in built if is_number(v)]),
         "topology_incomplete_peers": incomplete,
         "pieces_verified": len(verified),
         "pieces_rejected": len(pieces) - len(verified),

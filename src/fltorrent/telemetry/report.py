@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from fltorrent.telemetry.exchange_log import read_exchange_logs
-from fltorrent.telemetry.run_dir import RunData, read_run
+from fltorrent.telemetry.run_dir import RunData, is_number, read_run
 
 REPORT_DIR = "report"
 HEATMAP_BINS = 80
@@ -57,16 +56,31 @@ def _by_round(records: Records) -> dict[int, list[dict[str, Any]]]:
 
 def _values(rows: Records, key: str) -> list[float]:
     """The finite numbers under ``key`` (a run directory is a file anyone may have edited)."""
-    return [
-        float(v)
-        for r in rows
-        if isinstance(v := r.get(key), int | float) and not isinstance(v, bool) and math.isfinite(v)
-    ]
+    return [float(r[key]) for r in rows if is_number(r.get(key))]
 
 
 def _mean(rows: Records, key: str) -> float:
     vals = _values(rows, key)
     return statistics.fmean(vals) if vals else float("nan")
+
+
+def _extreme(rounds: dict[int, list[dict[str, Any]]], key: str, pick: Any) -> list[float]:
+    """Per round, ``pick`` (min or max) of ``key`` over the peers (NaN when none has it)."""
+    return [pick(_values(rows, key), default=np.nan) for rows in rounds.values()]
+
+
+def _mean_and_min(
+    ax: Axes,
+    rounds: dict[int, list[dict[str, Any]]],
+    key: str,
+    *,
+    mean_style: tuple[str, float] = ("o-", 1.5),
+) -> None:
+    """The mean of ``key`` over the peers per round, and its minimum (dashed)."""
+    xs = list(rounds)
+    style, width = mean_style
+    ax.plot(xs, [_mean(rows, key) for rows in rounds.values()], style, lw=width, label="mean")
+    ax.plot(xs, _extreme(rounds, key, min), "r--", lw=1.6, label="min")
 
 
 def _figure(
@@ -90,16 +104,7 @@ def _accuracy(run: RunData) -> Figure:
     for peer in run.peers:
         mine = [r for r in run.records if r["peer"] == peer and r.get("accuracy") is not None]
         ax.plot([r["round"] for r in mine], [r["accuracy"] for r in mine], lw=0.8, alpha=0.35)
-    rounds = _by_round(run.records)
-    xs = list(rounds)
-    ax.plot(xs, [_mean(rows, "accuracy") for rows in rounds.values()], "k-", lw=2.2, label="mean")
-    ax.plot(
-        xs,
-        [min(_values(rows, "accuracy"), default=np.nan) for rows in rounds.values()],
-        "r--",
-        lw=1.6,
-        label="min",
-    )
+    _mean_and_min(ax, _by_round(run.records), "accuracy", mean_style=("k-", 2.2))
     ax.set(xlabel="round", ylabel="test accuracy", title="Accuracy per round (thin: each peer)")
     ax.legend(loc="lower right")
     return fig
@@ -143,13 +148,7 @@ def _completion(run: RunData) -> Figure:
     fig, (ax,) = _figure()
     rounds = _by_round(run.records)
     xs = list(rounds)
-    ax.plot(xs, [_mean(rows, "completion") for rows in rounds.values()], "o-", label="mean")
-    ax.plot(
-        xs,
-        [min(_values(rows, "completion"), default=np.nan) for rows in rounds.values()],
-        "r--",
-        label="min",
-    )
+    _mean_and_min(ax, rounds, "completion")
     ax.set(xlabel="round", ylabel="completion (pieces received / expected)", ylim=(-0.02, 1.05))
     hits = ax.twinx()
     hits.bar(
@@ -274,18 +273,12 @@ def _devices(run: RunData) -> Figure | None:
     fig, axes = _figure(rows=3, height=2.6)
     rounds = _by_round(run.records)
     xs = list(rounds)
-    axes[0].plot(xs, [_mean(rows, "battery_level") for rows in rounds.values()], label="mean")
-    axes[0].plot(
-        xs,
-        [min(_values(rows, "battery_level"), default=np.nan) for rows in rounds.values()],
-        "r--",
-        label="min",
-    )
+    _mean_and_min(axes[0], rounds, "battery_level", mean_style=("-", 1.5))
     axes[0].set(ylabel="battery level", title="Devices: battery, temperature, participation")
     axes[0].legend()
     axes[1].plot(
         xs,
-        [max(_values(rows, "temperature_c"), default=np.nan) for rows in rounds.values()],
+        _extreme(rounds, "temperature_c", max),
         "o-",
         color="tab:red",
     )
@@ -303,7 +296,7 @@ def _time_to_accuracy(run: RunData) -> Figure:
     rounds = _by_round(run.records)
     simulated = any(r.get("sim_time_s") is not None for r in run.records)
     key = "sim_time_s" if simulated else "wall_s"
-    xs = [max(_values(rows, key), default=np.nan) for rows in rounds.values()]
+    xs = _extreme(rounds, key, max)
     ax.plot(xs, [_mean(rows, "accuracy") for rows in rounds.values()], "o-")
     what = "simulated seconds" if simulated else "seconds (the slowest peer's)"
     ax.set(xlabel=what, ylabel="mean test accuracy", title="Time to accuracy")

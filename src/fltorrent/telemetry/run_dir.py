@@ -5,6 +5,7 @@ ended (an interrupted run has records and no summary; a crash may cut its last l
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +14,21 @@ from typing import Any
 import yaml
 
 from fltorrent.errors import FltorrentError
+from fltorrent.telemetry.sink import read_metrics
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CONFIG_FILE = "config.yaml"
+
+
+def is_number(value: Any) -> bool:
+    """Whether a value read back from a run's files is a finite number that converts to a
+    float (not a bool, not NaN, not an int beyond 2^62: a count no run makes)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= 1 << 62
+    return isinstance(value, float) and math.isfinite(value)
 
 
 @dataclass
@@ -38,22 +50,13 @@ class RunData:
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, RecursionError):  # a line cut short by a stop
-                continue
-            if (
-                isinstance(record, dict)
-                and type(record.get("round")) is int
-                and type(record.get("peer")) is int
-            ):
-                records.append(record)
-    return records
+    """The records of a metrics file that name their round and peer (lines cut short by a
+    stop, or not ours, are left out)."""
+    return [
+        r
+        for r in read_metrics(path)
+        if isinstance(r, dict) and type(r.get("round")) is int and type(r.get("peer")) is int
+    ]
 
 
 def read_run(path: Path) -> RunData:

@@ -43,11 +43,11 @@ class JsonlSink:
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """All records of a metrics file (a line cut short by a crash is left out)."""
     records = []
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.strip():
                 try:
                     records.append(json.loads(line))
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     continue
     return records

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import math
 import socket
 import threading
 import urllib.error
@@ -16,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fltorrent.errors import ConfigError, DeadlineExceeded, FltorrentError
-from fltorrent.telemetry.run_dir import RunData, read_run
+from fltorrent.telemetry.run_dir import RunData, is_number, read_run
 from fltorrent.telemetry.snapshot import (
     EVALUATED,
     STATUS_FILE,
@@ -166,7 +165,7 @@ def snapshot_of_run(run: RunData) -> dict[str, Any]:
         peer, round_ = int(r["peer"]), int(r["round"])
         accuracy: Any = r.get("accuracy")
         completion: Any = r.get("completion")
-        if not (_real(accuracy) and _real(completion)):
+        if not (is_number(accuracy) and is_number(completion)):
             continue  # not a record of ours
         ups, downs = r.get("bytes_up"), r.get("bytes_down")
         history.add(
@@ -191,7 +190,3 @@ def snapshot_of_run(run: RunData) -> dict[str, Any]:
     if not isinstance(rounds, int):
         rounds = summary.get("rounds") if isinstance(summary.get("rounds"), int) else None
     return make_snapshot(views.values(), total_rounds=rounds, history=history, source="run_dir")
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
