@@ -8,19 +8,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from fltorrent.cli_common import (
+    FederationOpt,
+    LogOpt,
+    OutputOpt,
+    fail,
+    guard,
+    path_option,
+    setup_logging,
+)
 from fltorrent.cli_keys import keys_app
-from fltorrent.cli_status import HttpHostOpt, HttpPortOpt, http_status, serving, show_dashboard
+from fltorrent.cli_peer import peer as peer_command
+from fltorrent.cli_status import HttpHostOpt, HttpPortOpt, http_status, show_dashboard
 from fltorrent.cli_status import status as status_command
 from fltorrent.config import Config, dump_config, load_config
-from fltorrent.errors import ConfigError, FltorrentError
+from fltorrent.errors import FltorrentError
 
 if TYPE_CHECKING:
     from fltorrent.runtime.federation import FederationResult
@@ -35,6 +43,7 @@ config_app = typer.Typer(help="Inspect and check configurations.", no_args_is_he
 app.add_typer(config_app, name="config")
 app.add_typer(keys_app, name="keys")
 app.command("status")(status_command)
+app.command("peer")(peer_command)
 
 _T = TypeVar("_T")
 
@@ -47,11 +56,6 @@ PeersOpt = Annotated[int | None, typer.Option("--peers", help="federate.client_n
 RoundsOpt = Annotated[int | None, typer.Option("--rounds", help="federate.total_round_num")]
 TopologyOpt = Annotated[str | None, typer.Option("--topology", help="topology.type")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="federate.seed")]
-LogOpt = Annotated[str | None, typer.Option("--log-level", help="debug|info|warning|error")]
-FederationOpt = Annotated[
-    Path | None,
-    typer.Option("--federation", help="The federation's directory or its federation.crt."),
-]
 
 
 def _version(value: bool) -> None:
@@ -78,40 +82,6 @@ def _root(
     """Decentralized federated learning over a BitTorrent-style swarm."""
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def _path(value: str | None) -> Path | None:
-    """A path option: an empty one is refused rather than taken as the current directory."""
-    if value is None:
-        return None
-    if not value.strip():
-        raise _fail(2, "a path option is empty")
-    return Path(value)
-
-
-OutputOpt = Annotated[
-    Path | None,
-    typer.Option("--output-dir", "-o", parser=_path, help="Where the run's outputs go."),
-]
-
-
-def _guard(fn: Callable[[], _T]) -> _T:
-    try:
-        return fn()
-    except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
-    except FltorrentError as exc:
-        raise _fail(1, str(exc)) from None
-    except OSError as exc:  # e.g. the disk filled up during a run
-        where = f"{exc.filename}: " if exc.filename else ""
-        raise _fail(1, f"{where}{exc.strerror or exc}") from None
-    except KeyboardInterrupt:
-        raise _fail(130, "interrupted") from None
-
-
 def _build_config(
     config: Path | None,
     sets: list[str] | None,
@@ -133,14 +103,6 @@ def _build_config(
             overrides.append(f"{key}={value}")
     overrides += sets or []
     return load_config(config, overrides)
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.WARNING),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 @app.command()
@@ -167,7 +129,7 @@ def run(
         Path | None,
         typer.Option(
             "--resume",
-            parser=_path,
+            parser=path_option,
             help="Continue the stopped run in this directory from its checkpoints (with its "
             "own configuration; --rounds sets a new total).",
         ),
@@ -191,15 +153,15 @@ def run(
     if resume is not None:
         given = [config, peers, topology, output_dir, seed, sets, mode, processes or None]
         if any(g is not None for g in given):
-            raise _fail(
+            raise fail(
                 2,
                 "--resume continues a run with its own configuration: only --rounds, "
                 "--progress and --log-level go with it",
             )
-        fed = _guard(lambda: Federation.resume(resume, rounds=rounds, progress=progress))
+        fed = guard(lambda: Federation.resume(resume, rounds=rounds, progress=progress))
         fed.dashboard, fed.on_dashboard = dashboard_port if dashboard else None, show_dashboard
-        _setup_logging(log_level or fed.config.output.log_level)
-        _report_run(_guard(fed.run))
+        setup_logging(log_level or fed.config.output.log_level)
+        _report_run(guard(fed.run))
         return
 
     extra = ["runtime.processes=true"] if processes else []
@@ -209,14 +171,14 @@ def run(
         extra.append(f"output.progress={progress}")
     if log_level is not None:
         extra.append(f"output.log_level={log_level}")
-    cfg = _guard(
+    cfg = guard(
         lambda: _build_config(
             config, sets, peers=peers, rounds=rounds, topology=topology, seed=seed, extra=extra
         )
     )
-    _setup_logging(cfg.output.log_level)
+    setup_logging(cfg.output.log_level)
     _report_run(
-        _guard(
+        guard(
             lambda: Federation(
                 cfg,
                 output_dir=output_dir,
@@ -255,7 +217,7 @@ def tracker(
         typer.Option(
             "--output-dir",
             "-o",
-            parser=_path,
+            parser=path_option,
             help="The run directory: config, the peers' metrics, summary, report, "
             "security.jsonl (runs/<time>).",
         ),
@@ -276,30 +238,30 @@ def tracker(
     from fltorrent.runtime.security import tracker_security
     from fltorrent.runtime.tracker_run import TrackerRun
 
-    cfg = _guard(
+    cfg = guard(
         lambda: _build_config(
             config, sets, peers=peers, rounds=rounds, topology=topology, seed=seed
         )
     )
     if federation is None:
-        raise _fail(
+        raise fail(
             2,
             "the tracker needs --federation DIR (create one with: fltorrent keys create DIR "
             "--name NAME)",
         )
     out = output_dir or default_output_dir()
-    _guard(lambda: check_listen(host, port, host_key="--host", port_key="--port"))
+    guard(lambda: check_listen(host, port, host_key="--host", port_key="--port"))
     if http_port is not None:
-        _guard(
+        guard(
             lambda: check_listen(
                 http_host, http_port, host_key="--http-host", port_key="--http-port"
             )
         )
-    _guard(lambda: prepare_output(out))
-    sec = _guard(lambda: tracker_security(cfg, federation, out))
-    _setup_logging(log_level or "info")
+    guard(lambda: prepare_output(out))
+    sec = guard(lambda: tracker_security(cfg, federation, out))
+    setup_logging(log_level or "info")
 
-    run = _guard(lambda: TrackerRun(cfg, out))
+    run = guard(lambda: TrackerRun(cfg, out))
 
     async def serve() -> dict[str, Any]:
         from fltorrent.web.source import TrackerSource
@@ -321,172 +283,10 @@ def tracker(
         typer.echo(json.dumps({"members": states}))
         return summary
 
-    summary = _guard(lambda: asyncio.run(serve()))
+    summary = guard(lambda: asyncio.run(serve()))
     typer.echo(f"run directory: {out}", err=True)
     if summary["failed_peers"]:
-        raise _fail(1, f"peers that did not finish: {summary['failed_peers']}")
-
-
-@app.command()
-def peer(
-    tracker_address: Annotated[str, typer.Option("--tracker", help="Tracker HOST:PORT.")],
-    peer_id: Annotated[int | None, typer.Option("--id", help="Requested peer id (>= 1).")] = None,
-    host: Annotated[str, typer.Option(help="Address to listen on and announce.")] = "127.0.0.1",
-    output_dir: OutputOpt = None,
-    models_dir: Annotated[Path | None, typer.Option("--models-dir", parser=_path)] = None,
-    federation: FederationOpt = None,
-    key: Annotated[Path | None, typer.Option("--key", help="This peer's key file.")] = None,
-    token: Annotated[
-        Path | None, typer.Option("--token", help="This peer's join token (from the admin).")
-    ] = None,
-    transport: Annotated[
-        str, typer.Option("--transport", help="tls|plain: as the federation's security.transport")
-    ] = "tls",
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            "--data",
-            help="Train on this peer's own data (a folder of images, .npz, .pt or .csv) instead "
-            "of the federation's data section; it never leaves this host.",
-        ),
-    ] = None,
-    device: Annotated[
-        str | None,
-        typer.Option("--device", help="auto|cpu|cuda|cuda:N: where this peer trains."),
-    ] = None,
-    checkpoint_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--checkpoint-dir",
-            parser=_path,
-            help="Checkpoints go to DIR/checkpoints (default: the output directory; "
-            "output.checkpoint_every).",
-        ),
-    ] = None,
-    resume_round: Annotated[
-        int | None,
-        typer.Option(
-            "--resume-round", min=1, help="Continue after this round, from its checkpoint."
-        ),
-    ] = None,
-    connect_timeout: Annotated[
-        float,
-        typer.Option(
-            "--connect-timeout", min=0.1, help="Seconds to keep trying to reach the tracker."
-        ),
-    ] = 30.0,
-    log_level: LogOpt = "warning",
-    quiet: Annotated[bool, typer.Option("--quiet", help="No per-round lines.", metavar="")] = False,
-    http_port: HttpPortOpt = None,
-    http_host: HttpHostOpt = "127.0.0.1",
-) -> None:
-    """Run one peer; it gets the configuration from the tracker.
-
-    It proves its membership with --key and --token (see 'fltorrent keys'); --federation is
-    the federation's certificate (federation.crt, or the directory holding it)."""
-    from fltorrent.learn.accel import select_device
-    from fltorrent.learn.files import check_own_data
-    from fltorrent.runtime.federation import default_output_dir
-    from fltorrent.runtime.node import NodeHooks, run_node
-    from fltorrent.runtime.preflight import check_listen, prepare_output
-    from fltorrent.runtime.security import AUDIT_FILE, peer_credentials, peer_transport
-    from fltorrent.runtime.status import PeerBoard
-    from fltorrent.security.audit import JsonlAudit
-    from fltorrent.telemetry.events import RoundMetrics
-    from fltorrent.telemetry.sink import JsonlSink
-
-    addr_host, sep, addr_port = tracker_address.rpartition(":")
-    if not sep or not addr_port.isdigit() or not addr_host or int(addr_port) > 65535:
-        raise _fail(2, f"--tracker must be HOST:PORT (port 0-65535), got {tracker_address!r}")
-    if peer_id is not None and peer_id < 1:
-        raise _fail(2, "--id must be at least 1")
-    if transport not in ("tls", "plain"):
-        raise _fail(2, f"--transport must be tls or plain, got {transport!r}")
-    if federation is None or key is None or token is None:
-        raise _fail(
-            2,
-            "a peer needs --federation, --key and --token (an admin issues tokens with: "
-            "fltorrent keys issue)",
-        )
-    if data is not None:
-        try:
-            check_own_data(data)
-        except FltorrentError as exc:
-            raise _fail(2, f"--data: {exc}") from None
-    if device is not None:
-        try:
-            select_device(device, key="the device")
-        except FltorrentError as exc:
-            raise _fail(2, f"--device: {exc}") from None
-    if resume_round is not None and checkpoint_dir is None and output_dir is None:
-        raise _fail(
-            2, "--resume-round needs the run's -o (or --checkpoint-dir): where its checkpoints are"
-        )
-    creds = _guard(lambda: peer_credentials(federation, key, token))
-    _setup_logging(log_level or "warning")
-    out = output_dir or default_output_dir()
-    _guard(lambda: check_listen(host, 0, host_key="--host", port_key="--host"))
-    if http_port is not None:
-        _guard(
-            lambda: check_listen(
-                http_host, http_port, host_key="--http-host", port_key="--http-port"
-            )
-        )
-    board = PeerBoard()
-    _guard(lambda: prepare_output(out))
-    sink = JsonlSink(out / "metrics.jsonl")
-
-    def on_metrics(m: RoundMetrics) -> None:
-        board.record(m)
-        sink.emit(m)
-        if not quiet:
-            typer.echo(
-                f"peer {m.peer} round {m.round}: accuracy {m.accuracy:.4f} "
-                f"completion {m.completion:.2f}"
-            )
-
-    async def go() -> int:
-        import torch
-
-        torch.set_num_threads(1)
-        if not quiet:
-            typer.echo(
-                f"connecting to the tracker at {tracker_address} "
-                f"(giving up after {connect_timeout:g}s)",
-                err=True,
-            )
-        audit = JsonlAudit(out / AUDIT_FILE)
-        outcome = await run_node(
-            transport=peer_transport(creds, tls=transport == "tls"),
-            tracker=(addr_host, int(addr_port)),
-            host=host,
-            peer_id=peer_id,
-            model_dir=models_dir or out / "models",
-            hooks=NodeHooks(
-                on_metrics=on_metrics,
-                on_phase=board.on_phase,
-                on_peer=board.on_peer,
-                audit=audit,
-                require_tls=transport == "tls",
-                own_data=data,
-                device=device,
-                log_dir=out,
-                checkpoint_dir=checkpoint_dir or out,
-                resume_round=resume_round,
-            ),
-            credentials=creds,
-            connect_timeout=connect_timeout,
-        )
-        if not outcome.finished:
-            typer.echo(f"error: {outcome.label} did not finish: {outcome.error}", err=True)
-            return 1
-        return 0
-
-    try:
-        code = _guard(lambda: asyncio.run(serving(go, board, http_host, http_port, label="peer")))
-    finally:
-        sink.close()
-    raise typer.Exit(code)
+        raise fail(1, f"peers that did not finish: {summary['failed_peers']}")
 
 
 @app.command()
@@ -496,7 +296,7 @@ def new(
     """Write a small runnable project to edit: model.py, data.py and fltorrent.yaml."""
     from fltorrent.project import write_project
 
-    written = _guard(lambda: write_project(directory))
+    written = guard(lambda: write_project(directory))
     for path in written:
         typer.echo(f"wrote {path}")
     typer.echo(f"next: cd {directory} && fltorrent run -c fltorrent.yaml")
@@ -507,27 +307,27 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run's output directory.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", parser=_path, help="Where the report goes (RUN_DIR/report)."),
+        typer.Option("--out", parser=path_option, help="Where the report goes (RUN_DIR/report)."),
     ] = None,
 ) -> None:
     """Draw a run's figures (PNG) and one self-contained HTML page (index.html)."""
     from fltorrent.telemetry.report import write_report
 
-    written = _guard(lambda: write_report(run_dir, out))
+    written = guard(lambda: write_report(run_dir, out))
     typer.echo(f"wrote {len(written) - 1} figures and {written[-1]}")
 
 
 @config_app.command("show")
 def config_show(config: ConfigOpt = None, sets: SetOpt = None) -> None:
     """Print the resolved configuration (defaults filled in)."""
-    cfg = _guard(lambda: _build_config(config, sets))
+    cfg = guard(lambda: _build_config(config, sets))
     typer.echo(dump_config(cfg), nl=False)
 
 
 @config_app.command("validate")
 def config_validate(file: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
     """Check a configuration file; exit code 2 with the key path if it is invalid."""
-    _guard(lambda: load_config(file))
+    guard(lambda: load_config(file))
     typer.echo(f"{file}: valid")
 
 

@@ -22,6 +22,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from fltorrent.cli_common import fail
 from fltorrent.errors import AuthError, FltorrentError
 from fltorrent.security.keys import (
     identity_of,
@@ -55,21 +56,16 @@ DirArg = Annotated[
 ]
 
 
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
-
-
 def _guard(fn: Callable[[], _T], code: int = 1) -> _T:
     """``fn()``; our errors exit with ``code``, and a file that cannot be read or written with
     1, each as one line."""
     try:
         return fn()
     except FltorrentError as exc:
-        raise _fail(code, str(exc)) from None
+        raise fail(code, str(exc)) from None
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        raise _fail(1, f"{where}{exc.strerror or exc}") from None
+        raise fail(1, f"{where}{exc.strerror or exc}") from None
 
 
 def _read(path: Path, what: str) -> bytes:
@@ -77,7 +73,7 @@ def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise _fail(2, f"cannot read {what} {path}: {exc.strerror or exc}") from None
+        raise fail(2, f"cannot read {what} {path}: {exc.strerror or exc}") from None
 
 
 def _write_replacing(path: Path, data: bytes) -> None:
@@ -114,9 +110,9 @@ def _own_revocations(authority: Authority, path: Path) -> Revocations:
         revocations = Revocations.from_bytes(_read(path, "revocation list"))
         revocations.verify(authority.key.public_key())
     except AuthError as exc:
-        raise _fail(1, f"{path}: {exc}; refusing to sign it again") from None
+        raise fail(1, f"{path}: {exc}; refusing to sign it again") from None
     if revocations.federation != authority.name:
-        raise _fail(1, f"{path} is the list of federation {revocations.federation!r}")
+        raise fail(1, f"{path} is the list of federation {revocations.federation!r}")
     return revocations
 
 
@@ -128,10 +124,10 @@ def create(
 ) -> None:
     """Create a federation: admin.key (owner-only), federation.crt and revoked.json in DIR."""
     if (directory / ADMIN_KEY).exists():
-        raise _fail(2, f"{directory} already holds {ADMIN_KEY}; refusing to replace a federation")
+        raise fail(2, f"{directory} already holds {ADMIN_KEY}; refusing to replace a federation")
     present = [f for f in (FEDERATION_CERT, REVOKED) if (directory / f).exists()]
     if present:
-        raise _fail(2, f"{directory} already holds {', '.join(present)}; use an empty directory")
+        raise fail(2, f"{directory} already holds {', '.join(present)}; use an empty directory")
     authority = _guard(lambda: Authority.new(name), 2)
     _guard(lambda: authority.save(directory))
     typer.echo(f"federation {name!r} created in {directory}")
@@ -146,7 +142,7 @@ def new_key(
 ) -> None:
     """Create a member's key file (owner-only) and PATH.pub, the public key for the admin."""
     if path.exists() or path.is_symlink():
-        raise _fail(2, f"{path} already exists; refusing to replace a key")
+        raise fail(2, f"{path} already exists; refusing to replace a key")
     key = _guard(lambda: load_or_create_key(path))
     public = path.with_name(f"{path.name}.pub")
     _guard(lambda: public.write_bytes(public_key_pem(key)))
@@ -178,13 +174,13 @@ def issue(
 ) -> None:
     """Issue a join token for the holder of a key (the admin runs this)."""
     if role not in ROLES:
-        raise _fail(2, f"--role must be one of {', '.join(ROLES)}, got {role!r}")
+        raise fail(2, f"--role must be one of {', '.join(ROLES)}, got {role!r}")
     if peer_id is not None and not 1 <= peer_id <= MAX_PEER_ID:
-        raise _fail(2, f"--id must be between 1 and {MAX_PEER_ID}, got {peer_id}")
+        raise fail(2, f"--id must be between 1 and {MAX_PEER_ID}, got {peer_id}")
     if days < 1:
-        raise _fail(2, f"--days must be at least 1, got {days}")
+        raise fail(2, f"--days must be at least 1, got {days}")
     if days > 1_000_000:  # a datetime cannot hold such a date (and no token outlives this)
-        raise _fail(2, f"--days must be at most 1000000, got {days}")
+        raise fail(2, f"--days must be at most 1000000, got {days}")
     authority = _guard(lambda: Authority.load(directory), 2)
     public = _guard(lambda: load_public_key(key), 2)
     token = _guard(
@@ -213,7 +209,7 @@ def revoke(
 ) -> None:
     """Revoke a member: add it to DIR/revoked.json and sign the list again."""
     if (token is None) == (member_identity is None):
-        raise _fail(2, "give exactly one of --token and --identity")
+        raise fail(2, "give exactly one of --token and --identity")
     authority = _guard(lambda: Authority.load(directory), 2)
     serial: int | None = None
     if token is not None:
@@ -222,13 +218,13 @@ def revoke(
         try:
             member = verifier.examine(data)
         except AuthError as exc:
-            raise _fail(2, f"{token}: {exc}") from None
+            raise fail(2, f"{token}: {exc}") from None
         serial, ident = member.serial, member.identity
     else:
         assert member_identity is not None
         ident = member_identity.strip().lower()
         if not _IDENTITY.fullmatch(ident):
-            raise _fail(2, f"--identity must be 40 hex digits, got {member_identity!r}")
+            raise fail(2, f"--identity must be 40 hex digits, got {member_identity!r}")
     path = directory / REVOKED
     revocations = _own_revocations(authority, path)
     if ident in revocations.identities:
@@ -260,11 +256,11 @@ def show(
         try:
             verifier.update_revocations(Revocations.from_bytes(listed))
         except AuthError as exc:
-            raise _fail(1, f"{revoked_path}: {exc}") from None
+            raise fail(1, f"{revoked_path}: {exc}") from None
     try:
         member = verifier.examine(data)
     except AuthError as exc:
-        raise _fail(1, f"{token}: {exc}") from None
+        raise fail(1, f"{token}: {exc}") from None
     _describe(member)
     if revoked_path.exists():
         entries = _entries(len(verifier.revocations.entries))
@@ -275,5 +271,5 @@ def show(
         verifier.member(data)
     except AuthError as exc:
         typer.echo(f"status: {_STATUS.get(exc.reason, 'not valid')}")
-        raise _fail(1, str(exc)) from None
+        raise fail(1, str(exc)) from None
     typer.echo("status: valid")

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from fltorrent.cli_common import fail
 from fltorrent.errors import ConfigError, FltorrentError
 from fltorrent.web.client import fetch_status, parse_address, read_status
 
@@ -39,11 +40,6 @@ HttpPortOpt = Annotated[
 HttpHostOpt = Annotated[
     str, typer.Option("--http-host", help="Address the status endpoints listen on.")
 ]
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 def _number(value: float | None, digits: int) -> str:
@@ -119,7 +115,7 @@ def status(
     """Print the live (or final) state of a run: from RUN_DIR, or from a tracker's (or any)
     status endpoint with --tracker HOST:PORT."""
     if (run_dir is None) == (tracker is None):
-        raise _fail(2, "give a run directory or --tracker HOST:PORT (one of the two)")
+        raise fail(2, "give a run directory or --tracker HOST:PORT (one of the two)")
     try:
         if tracker is not None:
             host, port = parse_address(tracker)
@@ -128,9 +124,9 @@ def status(
             assert run_dir is not None
             snapshot, where = read_status(run_dir), str(run_dir)
     except ConfigError as exc:
-        raise _fail(2, str(exc)) from None
+        raise fail(2, str(exc)) from None
     except FltorrentError as exc:
-        raise _fail(1, str(exc)) from None
+        raise fail(1, str(exc)) from None
     if as_json:
         typer.echo(json.dumps(snapshot, indent=2))
     else:
