@@ -7,7 +7,7 @@ key names of the original FLTorrent configuration; the others are ours.
 
 Components never read this tree: ``runtime`` turns it into explicit keyword arguments. Some
 sections live beside this module for size (``config_chunks``, ``config_plans``,
-``config_robust``), on the shared base of ``config_types``.
+``config_robust``, ``config_output``), on the shared base of ``config_types``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from fltorrent.config_chunks import ChunkConfig
 from fltorrent.config_learn import DataConfig, ModelConfig, TrainConfig
+from fltorrent.config_output import OutputConfig
 from fltorrent.config_plans import ExchangeConfig, SelectionConfig
 from fltorrent.config_robust import AttackConfig, RobustConfig
 from fltorrent.config_security import SecurityConfig
@@ -267,51 +268,6 @@ class RuntimeConfig(Section):
     train_workers: int = Field(
         0, ge=0, description="threads training peers in one process; 0 = number of cores"
     )
-
-
-AUTO_EXCHANGE_LOG_PEERS = 32
-
-
-class OutputConfig(Section):
-    """What is written where."""
-
-    dir: Path | None = None
-    save_model: bool = True
-    progress: Literal["auto", "rich", "plain", "none"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
-    sinks: list[Literal["tensorboard", "mlflow"]] = Field(
-        default_factory=list,
-        description="where round records go besides metrics.jsonl: tensorboard "
-        "(RUN_DIR/tensorboard), mlflow (RUN_DIR/mlruns); each needs its package",
-    )
-    checkpoint_every: int = Field(
-        1,
-        ge=0,
-        description="each peer writes a checkpoint (checkpoints/peer-N/, safetensors) after "
-        "every this many rounds, for fltorrent run --resume (0: none)",
-    )
-    exchange_logs: bool | Literal["auto"] = Field(
-        "auto",
-        description="write topology_logs/ and bittorrent_logs/ (every connection and every "
-        "piece); auto: on up to 32 peers (a 100-peer run logs about a million pieces)",
-    )
-    accuracy_targets: list[Fraction] = Field(
-        default_factory=lambda: [0.5, 0.6, 0.7, 0.8, 0.9],
-        description="summary.json reports when the mean accuracy first reached each",
-    )
-
-    @field_validator("dir", mode="before")
-    @classmethod
-    def _not_empty(cls, value: Any) -> Any:
-        if isinstance(value, str) and not value.strip():
-            raise ValueError("an empty path; leave the key out for runs/<time>")
-        return value
-
-    def logs_exchange(self, peers: int) -> bool:
-        """Whether a run of ``peers`` peers writes exchange logs."""
-        if self.exchange_logs == "auto":
-            return peers <= AUTO_EXCHANGE_LOG_PEERS
-        return self.exchange_logs
 
 
 class Config(Section):

@@ -19,6 +19,9 @@ every member's token (peers check them and verify manifest signatures with their
 signed revocation list; on a revocation the tracker sends the new list (``Revoked``) and closes
 the revoked members' connections. Messages are in :mod:`fltorrent.control`, the peer's side in
 :mod:`fltorrent.tracker_client`. Model updates never pass through here.
+
+Over 500 lines on purpose: one class whose methods share one lock and one member table; split
+across modules, what holds the lock would no longer be visible in one place.
 """
 
 from __future__ import annotations

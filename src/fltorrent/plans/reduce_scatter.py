@@ -27,6 +27,10 @@ chunk: a chunk with no value keeps this peer's own.
 Over 500 lines, knowingly: wants, votes, fallbacks and the exchange loop are one state machine
 over the same round state; the owner ring (``owners.py``) and the shared helpers (``base.py``)
 are split out.
+
+Over 500 lines on purpose: the plan's two phases (owners aggregate, everyone gathers) and the
+owners' cross-checks read and write the same per-round state; the owner ring is apart already
+(``owners.py``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from fltorrent.peer import FaultHook, PeerStatus
 from fltorrent.runtime.checkpoint import checkpoint_path, common_round, verify_checkpoint
 from fltorrent.runtime.launcher import Launcher, LaunchHooks, launcher_name
 from fltorrent.runtime.local import LocalLauncher
-from fltorrent.runtime.node import EVALUATED, NodeOutcome
+from fltorrent.runtime.node import NodeOutcome
 from fltorrent.runtime.preflight import preflight
 from fltorrent.runtime.procs import ProcessLauncher
 from fltorrent.runtime.sim import SimLauncher
@@ -41,6 +41,7 @@ from fltorrent.telemetry.progress import RoundProgress
 from fltorrent.telemetry.run_dir import clear_run_outputs, keep_rounds
 from fltorrent.telemetry.sink import JsonlSink, read_metrics
 from fltorrent.telemetry.sinks import FanOut, MetricsSink, open_sinks
+from fltorrent.telemetry.snapshot import EVALUATED
 from fltorrent.telemetry.summary import summarize
 from fltorrent.tracker import MemberState
 

@@ -21,13 +21,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors.torch import save_file
-
 from fltorrent.admission import decode_token
 from fltorrent.attacks.behaviour import Adversary
 from fltorrent.attacks.publishing import AttackPublisher, poison_block
 from fltorrent.config import Config, parse_config
-from fltorrent.control import Done, Progress, Skip, Welcome
+from fltorrent.control import Done, Skip, Welcome
 from fltorrent.defense import Defense
 from fltorrent.devices.device import Device
 from fltorrent.devices.profiles import DeviceProfile
@@ -50,8 +48,17 @@ from fltorrent.runtime.build import (
     round_policy,
     swarm_options,
 )
-from fltorrent.runtime.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from fltorrent.runtime.checkpoint import checkpoint_path, load_checkpoint
 from fltorrent.runtime.learning import FederationData, build_learner, load_federation_data
+from fltorrent.runtime.node_outputs import (
+    chained,
+    checkpointing,
+    exchange_log,
+    flushing,
+    metrics_reporter,
+    phase_reporter,
+    save_model,
+)
 from fltorrent.security.audit import AuditLog
 from fltorrent.security.credentials import Credentials
 from fltorrent.security.guard import PeerGuard
@@ -60,12 +67,10 @@ from fltorrent.stages import HonestPublisher, Publisher, Scaffold, ServerMomentu
 from fltorrent.swarm import Counters, Swarm, SwarmSecurity
 from fltorrent.swarm.events import no_events
 from fltorrent.telemetry.events import RoundMetrics
-from fltorrent.telemetry.exchange_log import ExchangeLog
 from fltorrent.tracker_client import TrackerClient
 
 log = logging.getLogger(__name__)
 
-EVALUATED = "evaluated"
 """Progress phase sent once a round's metrics exist (the progress display counts these)."""
 
 
@@ -267,19 +272,19 @@ async def _run_registered(
     policy = round_policy(config)
     link = link_profile(config, profile)
     async with contextlib.AsyncExitStack() as stack:
-        xlog = _exchange_log(config, hooks, peer_id)
+        xlog = exchange_log(config, hooks.log_dir, peer_id, origin=hooks.clock_origin)
         if xlog is not None:
             stack.callback(xlog.close)
-            hooks = dataclasses.replace(hooks, on_metrics=_flushing(xlog, hooks.on_metrics))
+            hooks = dataclasses.replace(hooks, on_metrics=flushing(xlog, hooks.on_metrics))
         every = config.output.checkpoint_every
         if hooks.checkpoint_dir is not None and every > 0:
             running: list[Peer] = []  # the round loop, once made (its membership's sit-outs)
             hooks = dataclasses.replace(
                 hooks,
-                on_metrics=_checkpointing(
+                on_metrics=checkpointing(
                     state, hooks.checkpoint_dir, every, hooks.on_metrics, running
                 ),
-                on_peer=_chained(running.append, hooks.on_peer),
+                on_peer=chained(running.append, hooks.on_peer),
             )
         swarm_transport: Transport = transport
         if link is not None:
@@ -316,62 +321,7 @@ async def _run_registered(
             guard=guard,
         )
         if model_dir is not None:
-            await offload(lambda: _save_model(learner, model_dir, peer_id, policy.rounds))
-
-
-def _exchange_log(config: Config, hooks: NodeHooks, peer_id: int) -> ExchangeLog | None:
-    if hooks.log_dir is None or not config.output.logs_exchange(config.federate.client_num):
-        return None
-    return ExchangeLog(hooks.log_dir, peer_id, origin=hooks.clock_origin)
-
-
-def _checkpointing(
-    state: PeerState,
-    root: Path,
-    every: int,
-    forward: Callable[[RoundMetrics], None] | None,
-    running: list[Peer],
-) -> Callable[[RoundMetrics], None]:
-    def on_metrics(m: RoundMetrics) -> None:
-        if m.round % every == 0:  # the round's state is whole: aggregate loaded, evaluated
-            sat_out = running[-1].membership.skipped if running else {}
-            try:
-                save_checkpoint(
-                    root,
-                    state,
-                    peer=m.peer,
-                    round_=m.round,
-                    sim_time_s=m.sim_time_s,
-                    sat_out=sat_out,
-                )
-            except OSError as exc:  # a full disk costs the checkpoint, not the peer
-                log.warning("peer %d: no checkpoint of round %d: %s", m.peer, m.round, exc)
-        if forward is not None:
-            forward(m)
-
-    return on_metrics
-
-
-def _chained(
-    first: Callable[[Peer], None], then: Callable[[Peer], None] | None
-) -> Callable[[Peer], None]:
-    def both(peer: Peer) -> None:
-        first(peer)
-        if then is not None:
-            then(peer)
-
-    return both
-
-
-def _flushing(
-    xlog: ExchangeLog, forward: Callable[[RoundMetrics], None] | None
-) -> Callable[[RoundMetrics], None]:
-    def on_metrics(m: RoundMetrics) -> None:
-        xlog.flush()  # a round's events reach the disk with its metrics
-        if forward is not None:
-            forward(m)
-
-    return on_metrics
+            await offload(lambda: save_model(learner, model_dir, peer_id, policy.rounds))
 
 
 async def _run_peer(
@@ -402,8 +352,8 @@ async def _run_peer(
         members=set(welcome.members),
         policy=policy,
         executor=hooks.executor,
-        on_metrics=_metrics_reporter(client, hooks.on_metrics, tg),
-        on_phase=_phase_reporter(client, hooks.on_phase, tg),
+        on_metrics=metrics_reporter(client, hooks.on_metrics, tg),
+        on_phase=phase_reporter(client, hooks.on_phase, tg),
         on_skip=lambda r: spawn(client.progress(Skip(round=r))),
         fault_hook=hooks.fault_hook,
         device=state.device,
@@ -531,52 +481,3 @@ def scaffold(config: Config) -> Scaffold | None:
 def _publisher(adversary: Adversary | None) -> Publisher:
     """The publishing stage: honest, or the configured attack (experiments)."""
     return HonestPublisher() if adversary is None else AttackPublisher(adversary)
-
-
-def _save_model(learner: Learner, model_dir: Path, peer_id: int, rounds: int) -> None:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in learner.model.state_dict().items()}
-    save_file(
-        state,
-        str(model_dir / f"peer-{peer_id}.safetensors"),
-        metadata={"peer": str(peer_id), "rounds": str(rounds)},
-    )
-
-
-def _phase_reporter(
-    client: TrackerClient,
-    forward: Callable[[PeerStatus], None] | None,
-    tg: asyncio.TaskGroup,
-) -> Callable[[PeerStatus], None]:
-    def report(status: PeerStatus) -> None:
-        if forward is not None:
-            forward(status)
-        msg = Progress(
-            round=status.round,
-            phase=status.phase.value,
-            completion=status.completion,
-            accuracy=status.accuracy,
-        )
-        tg.create_task(client.progress(msg))
-
-    return report
-
-
-def _metrics_reporter(
-    client: TrackerClient,
-    forward: Callable[[RoundMetrics], None] | None,
-    tg: asyncio.TaskGroup,
-) -> Callable[[RoundMetrics], None]:
-    def report(m: RoundMetrics) -> None:
-        if forward is not None:
-            forward(m)
-        msg = Progress(
-            round=m.round,
-            phase=EVALUATED,
-            completion=m.completion,
-            accuracy=m.accuracy,
-            record=m.as_dict(),
-        )
-        tg.create_task(client.progress(msg))
-
-    return report

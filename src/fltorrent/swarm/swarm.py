@@ -24,6 +24,10 @@ session events plus a ticker that handles request timeouts and endgame.
 Over 500 lines, knowingly: session callbacks, announces, wants and serving all read and write the
 same blob and session tables; what stands alone is split out already (``download.py``,
 ``connector.py``, ``manifests.py``, ``seeding.py``, ``slots.py``).
+
+Over 500 lines on purpose: the swarm is the hub its helpers (``download``, ``manifests``,
+``connector``, ``seeding``, ``slots``) report to; what is left here is the per-blob and
+per-session bookkeeping they share, which splitting would only pass back and forth.
 """
 
 from __future__ import annotations

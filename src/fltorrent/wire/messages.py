@@ -12,6 +12,9 @@ bytes per message where the 32-byte blob id would cost 32, which matters at 16 K
 
 Just over 500 lines, knowingly: every message of the protocol in one module, as
 ``docs/PROTOCOL.md`` has them in one table.
+
+Over 500 lines on purpose: one dataclass per message of the protocol, each with its encoding,
+in the order of ``docs/PROTOCOL.md``; the catalogue reads best whole.
 """
 
 from __future__ import annotations
